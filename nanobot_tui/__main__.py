@@ -1,0 +1,3 @@
+from nanobot_tui.cli import main
+
+raise SystemExit(main())

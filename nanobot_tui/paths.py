@@ -1,0 +1,35 @@
+"""Where nanobot keeps its data: NANOBOT_HOME, default ~/.nanobot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The data folder; NANOBOT_HOME overrides ~/.nanobot. Not created here."""
+    override = os.environ.get("NANOBOT_HOME")
+    return Path(override).expanduser() if override else Path.home() / ".nanobot"
+
+
+def config_path() -> Path:
+    return home() / "config.json"
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+def run_dir() -> Path:
+    """Process-local state such as the pid file of the model servers."""
+    return home() / "run"
+
+
+def logs_dir() -> Path:
+    return home() / "logs"
+
+
+def ensure(path: Path) -> Path:
+    """Create a folder (and its parents) readable by its owner only; return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
