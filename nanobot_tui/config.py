@@ -1,0 +1,189 @@
+"""The config file: schema, loading with one-line errors, atomic writes.
+
+`~/.nanobot/config.json` (NANOBOT_HOME overrides the folder). Keys are camelCase on disk
+(`gpuLayers`, `contextSize`, `apiBase`) and snake_case in Python. A missing file means
+defaults chosen from the hardware tier; a broken one raises ConfigError, whose message is
+one line naming the file, the field and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from nanobot_tui import catalog, paths
+from nanobot_tui.hardware import Tier
+
+SlotName = Literal["main", "rlm", "memory"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True
+    )
+
+
+class SlotConfig(_Section):
+    """One local model slot. With neither `model` nor `path`, the slot uses main's model."""
+
+    model: str | None = None
+    path: Path | None = None
+    quant: str | None = None
+    gpu_layers: int = Field(default=-1, ge=-1, description="-1 offloads every layer that fits")
+    context_size: int = Field(default=8192, ge=256, le=1_048_576)
+    parallel: int = Field(default=1, ge=1, le=64)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        if value is not None and not catalog.is_known(value):
+            known = ", ".join(sorted(catalog.CATALOG))
+            raise ValueError(f"unknown model {value!r} (known: {known})")
+        return value
+
+    @property
+    def has_own_model(self) -> bool:
+        return self.model is not None or self.path is not None
+
+
+class LocalConfig(_Section):
+    main: SlotConfig = Field(default_factory=SlotConfig)
+    rlm: SlotConfig = Field(default_factory=SlotConfig)
+    memory: SlotConfig = Field(default_factory=SlotConfig)
+
+    def slot(self, name: SlotName) -> SlotConfig:
+        return getattr(self, name)
+
+
+class OpenAIProvider(_Section):
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+
+
+class AnthropicProvider(_Section):
+    api_key: str | None = Field(default=None, repr=False)
+
+
+class ProvidersConfig(_Section):
+    openai: OpenAIProvider = Field(default_factory=OpenAIProvider)
+    anthropic: AnthropicProvider = Field(default_factory=AnthropicProvider)
+
+
+class UIConfig(_Section):
+    theme: str = "textual-dark"
+    keymap: dict[str, str] = Field(default_factory=dict)
+
+
+class Config(_Section):
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    # "embedded" (the xllamacpp wheel), "llama-server" (found on PATH) or a binary's path.
+    runtime: str = "embedded"
+    providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+    ui: UIConfig = Field(default_factory=UIConfig)
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return json.dumps(data, indent=2) + "\n"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. str() is one line: file, field, problem."""
+
+    def __init__(self, path: Path, problem: str, field: str | None = None) -> None:
+        self.path = path
+        self.field = field
+        self.problem = problem
+        where = f"{path}: {field}: " if field else f"{path}: "
+        super().__init__(where + problem)
+
+
+# Per-slot defaults by role, before the tier picks the models. rlm runs voting and tool
+# loops, so it gets parallel slots; memory summarises, so a small cold temperature.
+_ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "main": {"context_size": 8192, "parallel": 1, "temperature": 0.7},
+    "rlm": {"context_size": 8192, "parallel": 4, "temperature": 0.3},
+    "memory": {"context_size": 4096, "parallel": 1, "temperature": 0.2},
+}
+
+
+def default_config(tier: Tier) -> Config:
+    """The config nanobot uses when the file is missing: the tier's recommended models."""
+    recommended = catalog.recommended_models(tier)
+    slots = {
+        name: SlotConfig(model=recommended[name], **_ROLE_DEFAULTS[name])
+        for name in ("main", "rlm", "memory")
+    }
+    return Config(local=LocalConfig(**slots))
+
+
+def load_config(path: Path | None = None, *, tier: Tier | None = None) -> tuple[Config, bool]:
+    """Read the config; returns (config, exists). A missing file gives the tier's defaults.
+
+    Raises ConfigError for anything unreadable, unparsable or invalid.
+    """
+    path = path or paths.config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return default_config(tier or Tier.POTATO), False
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"cannot read: {_reason(exc)}") from None
+    return parse_config(text, path), True
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ConfigError(path, f"invalid JSON at {where}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"expected a JSON object, found {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown setting"
+        more = len(exc.errors()) - 1
+        if more:
+            message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(path, message, field) from None
+
+
+def save_config(config: Config, path: Path | None = None) -> Path:
+    """Write atomically (temp file, fsync, rename) with mode 0600: it may hold API keys."""
+    path = path or paths.config_path()
+    paths.ensure(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
+            tmp.write(config.to_json())
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)
