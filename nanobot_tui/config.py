@@ -101,7 +101,9 @@ class ConfigError(Exception):
         self.field = field
         self.problem = problem
         where = f"{path}: {field}: " if field else f"{path}: "
-        super().__init__(where + problem)
+        # Keys and values come from the file: escape control characters so the message
+        # stays one line whatever the file holds.
+        super().__init__((where + problem).encode("unicode_escape").decode("ascii"))
 
 
 # Per-slot defaults by role, before the tier picks the models. rlm runs voting and tool

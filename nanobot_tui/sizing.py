@@ -12,6 +12,7 @@ stops before the tensor data. It uses the gguf package's own constants for the f
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
 import struct
@@ -250,6 +251,16 @@ def read_gguf_facts(path: Path | str) -> GgufFacts:
     """Shape and size of a GGUF model from its header. Raises GgufError (one line) when the file
     is missing, unreadable, not GGUF, truncated or lacks the keys the estimate needs."""
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise GgufError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    # Doctor and the server plan ask about the same files several times: parse each once.
+    return _read_gguf_facts_cached(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_gguf_facts_cached(path: Path, _size: int, _mtime_ns: int) -> GgufFacts:
     try:
         with path.open("rb") as fh:
             file_size = path.stat().st_size

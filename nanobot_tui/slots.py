@@ -79,7 +79,7 @@ def _find_own(slot: SlotConfig, models_dir: Path) -> tuple[_Found | None, str]:
         return _Found(model.id, model.name, path, model.quants[0].name), ""
     present = catalog.present_quants(model, models_dir)
     if slot.quant is not None:
-        present = [q for q in present if q.name == slot.quant]
+        present = [q for q in present if q.name.lower() == slot.quant.lower()]
     if not present:
         wanted = f"{model.id} {slot.quant}" if slot.quant else model.id
         return None, f"{wanted} is not downloaded (nanobot setup fetches it)"
@@ -157,12 +157,17 @@ def plan_servers(resolved: dict[SlotName, ResolvedSlot]) -> list[ServerSpec]:
                 slots=tuple(s.name for s in members),
                 context_size=per_request * parallel,
                 parallel=parallel,
-                gpu_layers=max(s.gpu_layers for s in members),
+                gpu_layers=_shared_gpu_layers([s.gpu_layers for s in members]),
                 size_bytes=_size(path),
             )
         )
     specs.sort(key=lambda spec: spec.size_bytes, reverse=True)
     return specs
+
+
+def _shared_gpu_layers(wanted: list[int]) -> int:
+    """The most any sharing slot asks for; -1 (every layer) beats any count."""
+    return -1 if -1 in wanted else max(wanted)
 
 
 def _size(path: Path) -> int:
