@@ -1,0 +1,90 @@
+"""The nanobot app: the main screen over a Workbench of model servers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.signal import Signal
+
+from nanobot_tui import __version__
+from nanobot_tui.config import Config
+from nanobot_tui.engine.chat import ChatSession
+from nanobot_tui.engine.servers import ServerError, ServerEvent
+from nanobot_tui.engine.workbench import Workbench
+from nanobot_tui.ui.main_screen import MainScreen
+from nanobot_tui.ui.messages import EngineChanged, EngineState, ServerChanged
+
+
+class NanobotApp(App[None]):
+    TITLE = "nanobot"
+    SUB_TITLE = f"local-first AI workbench · {__version__}"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True)]
+
+    def __init__(self, config: Config, *, workbench: Workbench | None = None) -> None:
+        """`workbench` is built from `config` unless given (tests and benchmarks pass one)."""
+        super().__init__()
+        self.config = config
+        self.workbench: Workbench | None = workbench
+        self.session: ChatSession | None = None
+        self.engine_state = EngineState()
+        self.server_signal: Signal[ServerEvent] = Signal(self, "server")
+        self.engine_signal: Signal[EngineState] = Signal(self, "engine")
+        self._engine_settled = asyncio.Event()
+        self.theme = config.ui.theme if config.ui.theme in self.available_themes else self.theme
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen())
+        self.start_engine()
+
+    @work(exclusive=True, group="engine", exit_on_error=False, description="start servers")
+    async def start_engine(self) -> None:
+        try:
+            if self.workbench is None:
+                self.workbench = Workbench(self.config, on_event=self._server_event)
+            else:
+                self.workbench.manager.on_event = self._server_event
+            await self.workbench.start()
+        except ServerError as exc:
+            self.post_message(EngineChanged(EngineState(error=str(exc), detail=exc.log_tail)))
+        else:
+            self.post_message(EngineChanged(EngineState(ready=True)))
+
+    def _server_event(self, event: ServerEvent) -> None:
+        self.post_message(ServerChanged(event))
+
+    @on(ServerChanged)
+    def _server_changed(self, message: ServerChanged) -> None:
+        self.server_signal.publish(message.event)
+
+    @on(EngineChanged)
+    def _engine_changed(self, message: EngineChanged) -> None:
+        self.engine_state = message.state
+        self._engine_settled.set()
+        self.engine_signal.publish(message.state)
+
+    async def chat_session(self) -> ChatSession:
+        """The session on the main slot, once the servers are up; RuntimeError if they
+        could not start."""
+        await self._engine_settled.wait()
+        if not self.engine_state.ready or self.workbench is None:
+            raise RuntimeError(self.engine_state.error or "the model servers are not running")
+        if self.session is None:
+            self.session = ChatSession(
+                self.workbench.client("main"), temperature=self.workbench.temperature("main")
+            )
+        return self.session
+
+    async def action_quit(self) -> None:
+        await self.stop_engine()
+        self.exit()
+
+    async def on_unmount(self) -> None:
+        await self.stop_engine()
+
+    async def stop_engine(self) -> None:
+        self.workers.cancel_group(self, "engine")
+        if self.workbench is not None:
+            await self.workbench.stop()

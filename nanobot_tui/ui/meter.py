@@ -1,0 +1,142 @@
+"""The hardware meter: CPU, RAM, each GPU, and every model server with its live tokens/s."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Static
+
+from nanobot_tui.catalog import human_bytes
+from nanobot_tui.engine.servers import ServerEvent, ServerState, ServerStatus
+from nanobot_tui.hardware import HardwareSample, HardwareSampler
+
+if TYPE_CHECKING:
+    from nanobot_tui.ui.app import NanobotApp
+
+BAR_WIDTH = 16
+STATE_STYLE = {
+    ServerState.READY: "green",
+    ServerState.STARTING: "yellow",
+    ServerState.LOADING: "yellow",
+    ServerState.RESTARTING: "bold yellow",
+    ServerState.STOPPED: "dim",
+    ServerState.FAILED: "bold red",
+}
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
+    """A block bar; colour warns as it fills."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * width)
+    style = "green" if fraction < 0.7 else "yellow" if fraction < 0.9 else "red"
+    return Text.assemble(("█" * filled, style), ("░" * (width - filled), "dim"))
+
+
+def render_hardware(sample: HardwareSample) -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(width=5)
+    table.add_column(width=BAR_WIDTH)
+    table.add_column()
+    table.add_row("CPU", bar(sample.cpu_percent / 100), f"{sample.cpu_percent:4.0f}%")
+    ram = sample.ram_used / sample.ram_total if sample.ram_total else 0.0
+    table.add_row(
+        "RAM", bar(ram), f"{human_bytes(sample.ram_used)}/{human_bytes(sample.ram_total)}"
+    )
+    for gpu in sample.gpus:
+        vram = gpu.vram_used / gpu.vram_total if gpu.vram_total else 0.0
+        table.add_row(
+            f"GPU{gpu.index}",
+            bar(vram),
+            f"{human_bytes(gpu.vram_used)}/{human_bytes(gpu.vram_total)}",
+        )
+        if gpu.utilization is not None:
+            table.add_row("", bar(gpu.utilization / 100), f"{gpu.utilization:4.0f}% util")
+    if not sample.gpus:
+        table.add_row("GPU", Text("none · CPU only", style="dim"), "")
+    return table
+
+
+def render_servers(statuses: list[ServerStatus]) -> Table | Text:
+    if not statuses:
+        return Text("no model servers", style="dim")
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    table.add_column("slots")
+    table.add_column("model", overflow="ellipsis", no_wrap=True, max_width=14)
+    table.add_column("state")
+    table.add_column("tok/s", justify="right")
+    table.add_column("req", justify="right")
+    for status in statuses:
+        table.add_row(
+            status.label,
+            status.model,
+            Text(str(status.state), style=STATE_STYLE.get(status.state, "")),
+            f"{status.tokens_per_s:.0f}",
+            str(status.in_flight),
+        )
+    return table
+
+
+class HardwareMeter(Vertical):
+    """Samples once a second; the next sample is scheduled when the last one lands, so
+    samples never pile up, and the widgets are redrawn only when their text changes."""
+
+    DEFAULT_CSS = """
+    HardwareMeter { border: round $primary 50%; height: auto; max-height: 100%; }
+    HardwareMeter #meter-hardware { height: auto; padding: 0 1; }
+    HardwareMeter #meter-servers { height: auto; padding: 1 1 0 1; }
+    """
+
+    INTERVAL = 1.0
+
+    class Sampled(Message):
+        def __init__(self, sample: HardwareSample) -> None:
+            super().__init__()
+            self.sample = sample
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._sampler = HardwareSampler()
+        self._last_servers: list[ServerStatus] | None = None
+
+    @property
+    def nanobot(self) -> NanobotApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="meter-hardware")
+        yield Static(id="meter-servers")
+
+    def on_mount(self) -> None:
+        self.border_title = "Hardware"
+        self.nanobot.server_signal.subscribe(self, self._server_changed)
+        self.take_sample()
+
+    def on_unmount(self) -> None:
+        self._sampler.close()
+
+    @work(thread=True, exclusive=True, group="meter", exit_on_error=False, description="sample")
+    def take_sample(self) -> None:
+        # NVML calls can block for a moment; a thread keeps the UI free.
+        self.post_message(self.Sampled(self._sampler.sample()))
+
+    @on(Sampled)
+    def _sampled(self, message: Sampled) -> None:
+        self.query_one("#meter-hardware", Static).update(render_hardware(message.sample))
+        self._show_servers()
+        self.set_timer(self.INTERVAL, self.take_sample)
+
+    def _server_changed(self, _event: ServerEvent) -> None:
+        self._show_servers()
+
+    def _show_servers(self) -> None:
+        workbench = self.nanobot.workbench
+        statuses = workbench.statuses() if workbench else []
+        if statuses != self._last_servers:
+            self._last_servers = statuses
+            self.query_one("#meter-servers", Static).update(render_servers(statuses))
