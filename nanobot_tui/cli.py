@@ -12,8 +12,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nanobot_tui import __version__
+
+if TYPE_CHECKING:
+    from nanobot_tui.config import Config
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -23,11 +27,11 @@ def _fail(message: str, code: int = EXIT_FAIL) -> int:
     return code
 
 
-def _load_config():  # -> Config, or raises ConfigError
+def _load_config() -> Config:
+    """The user's config, or the detected tier's defaults; raises ConfigError."""
     from nanobot_tui.config import load_config
-    from nanobot_tui.hardware import detect
 
-    return load_config(tier=detect().tier)[0]
+    return load_config()[0]
 
 
 def cmd_app(args: argparse.Namespace) -> int:

@@ -126,7 +126,8 @@ def default_config(tier: Tier) -> Config:
 
 
 def load_config(path: Path | None = None, *, tier: Tier | None = None) -> tuple[Config, bool]:
-    """Read the config; returns (config, exists). A missing file gives the tier's defaults.
+    """Read the config; returns (config, exists). A missing file gives the defaults of
+    `tier`, detected here when not given (only then: detection can take a moment).
 
     Raises ConfigError for anything unreadable, unparsable or invalid.
     """
@@ -134,7 +135,11 @@ def load_config(path: Path | None = None, *, tier: Tier | None = None) -> tuple[
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return default_config(tier or Tier.POTATO), False
+        if tier is None:
+            from nanobot_tui.hardware import detect
+
+            tier = detect().tier
+        return default_config(tier), False
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"cannot read: {_reason(exc)}") from None
     return parse_config(text, path), True

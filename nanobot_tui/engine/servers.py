@@ -30,6 +30,7 @@ import httpx
 import psutil
 
 from nanobot_tui import paths
+from nanobot_tui.catalog import human_bytes
 from nanobot_tui.engine.llm import LLMClient
 from nanobot_tui.slots import ServerSpec
 
@@ -237,8 +238,14 @@ class ManagedServer:
                 start_new_session=True,
             )
 
-    async def wait_healthy(self, http: httpx.AsyncClient, timeout: float) -> None:
-        """Poll /health until 200; raise ServerError with the log tail if the process exits."""
+    async def wait_healthy(
+        self,
+        http: httpx.AsyncClient,
+        timeout: float,
+        on_loading: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Poll /health until 200; raise ServerError with the log tail if the process exits.
+        `on_loading` is called once, when the server first answers 503 (model loading)."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
         started = time.monotonic()
@@ -254,8 +261,8 @@ class ManagedServer:
                 response = await http.get(url, timeout=2.0)
                 if response.status_code == 200:
                     return
-                if response.status_code == 503:
-                    self.state = ServerState.LOADING
+                if response.status_code == 503 and self.state is not ServerState.LOADING:
+                    on_loading()
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
@@ -396,10 +403,15 @@ class ServerManager:
         server.stopping = False
         if server.port == 0:
             server.port = free_port()
-        self._set_state(server, ServerState.STARTING, f"starting {server.spec.display_name}")
+        self._set_state(server, ServerState.STARTING, "starting…")
         await server.spawn()
         self._record_pids()
-        await server.wait_healthy(self._http, self.health_timeout)
+        size = human_bytes(server.spec.size_bytes)
+        await server.wait_healthy(
+            self._http,
+            self.health_timeout,
+            lambda: self._set_state(server, ServerState.LOADING, f"loading the model ({size})…"),
+        )
         self._set_state(server, ServerState.READY, f"ready on port {server.port}")
         self._tasks.append(
             asyncio.create_task(self._supervise(server), name=f"supervise-{server.spec.label}")

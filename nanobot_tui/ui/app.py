@@ -43,7 +43,10 @@ class NanobotApp(App[None]):
     async def start_engine(self) -> None:
         try:
             if self.workbench is None:
-                self.workbench = Workbench(self.config, on_event=self._server_event)
+                # Planning reads GGUF headers and may run `llama-server --version`: off the loop.
+                self.workbench = await asyncio.to_thread(
+                    Workbench, self.config, on_event=self._server_event
+                )
             else:
                 self.workbench.manager.on_event = self._server_event
             await self.workbench.start()

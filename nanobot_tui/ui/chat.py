@@ -83,7 +83,7 @@ class ChatPane(Vertical):
     def _server_changed(self, event: ServerEvent) -> None:
         status = event.status
         if "main" in status.slots and status.state is not ServerState.READY:
-            self._status(f"main · {status.model} · {status.state}: {status.message}")
+            self._status(f"main · {status.model} · {status.message}")
 
     def _engine_changed(self, state: EngineState) -> None:
         if state.ready:
@@ -156,7 +156,9 @@ class ChatPane(Vertical):
         self._stream = None
         self._answer = None
         if message.summary:
-            self._status(f"main · {message.summary}")
+            workbench = self.nanobot.workbench
+            name = workbench.slots["main"].display_name if workbench else "model"
+            self._status(f"main · {name} · {message.summary}")
 
     def action_stop_answer(self) -> None:
         self.workers.cancel_group(self, "chat")

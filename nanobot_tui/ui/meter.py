@@ -63,21 +63,20 @@ def render_hardware(sample: HardwareSample) -> Table:
 
 
 def render_servers(statuses: list[ServerStatus]) -> Table | Text:
+    """Two lines a server, so names fit a narrow column: slots and state, then model and
+    throughput."""
     if not statuses:
         return Text("no model servers", style="dim")
-    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
-    table.add_column("slots")
-    table.add_column("model", overflow="ellipsis", no_wrap=True, max_width=14)
-    table.add_column("state")
-    table.add_column("tok/s", justify="right")
-    table.add_column("req", justify="right")
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
     for status in statuses:
+        style = STATE_STYLE.get(status.state, "")
+        table.add_row(Text(status.label, style="bold"), Text(f"● {status.state}", style=style))
+        restarts = f" · {status.restarts}↻" if status.restarts else ""
         table.add_row(
-            status.label,
-            status.model,
-            Text(str(status.state), style=STATE_STYLE.get(status.state, "")),
-            f"{status.tokens_per_s:.0f}",
-            str(status.in_flight),
+            Text(status.model, style="dim"),
+            f"{status.tokens_per_s:.0f} tok/s · {status.in_flight} req{restarts}",
         )
     return table
 
