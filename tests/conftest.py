@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,29 +39,14 @@ def embedded_model() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def llama_server(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real embedded server for the whole session; yields its base URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
+@contextmanager
+def running_host(args: list[str], log: Path) -> Iterator[str]:
+    """Run the embedded host with llama-server `args` (port included); yield its base URL
+    once /health answers 200, and stop its process group afterwards."""
+    port = args[args.index("--port") + 1]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nanobot_tui.engine.llama_host",
-                "-m",
-                str(embedded_model),
-                "--port",
-                str(port),
-                "-c",
-                "8192",
-                "-np",
-                "4",
-                "--metrics",
-                "--slots",
-                "--jinja",
-            ],
+            [sys.executable, "-m", "nanobot_tui.engine.llama_host", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -85,3 +71,12 @@ def llama_server(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def llama_server(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real embedded server for the whole session; yields its base URL."""
+    args = ["--model", str(embedded_model), "--port", str(free_port())]
+    args += ["--ctx-size", "8192", "--parallel", "4", "--metrics", "--slots", "--jinja"]
+    with running_host(args, tmp_path_factory.mktemp("llama") / "server.log") as url:
+        yield url

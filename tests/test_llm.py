@@ -11,10 +11,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,7 +33,7 @@ from nanobot_tui.engine.llm import (
     ToolCallDelta,
     ToolCallError,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, running_host
 
 HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
 
@@ -285,49 +281,16 @@ async def test_breaking_out_with_aclosing_stops_the_server(llama_server: str) ->
 # --------------------------------------------------------------------------- embeddings
 
 
-def _embedding_server_argv(model: Path, port: int) -> list[str]:
-    """The host module with `--embeddings`. A causal LM such as SmolLM2 carries no pooling
-    type, and llama.cpp refuses OpenAI-style embeddings without one: ask for mean pooling."""
-    return [
-        *(sys.executable, "-m", "nanobot_tui.engine.llama_host"),
-        *("-m", str(model), "--port", str(port), "-c", "2048", "-np", "2"),
-        *("--embeddings", "--pooling", "mean"),
-    ]
-
-
 @pytest.fixture(scope="module")
 def embedding_server(
     embedded_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama-embed") / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _embedding_server_argv(embedded_model, port),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            assert proc.poll() is None, f"server exited: {log.read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "embedding server not healthy within 60 s"
-            time.sleep(0.05)
-        yield base_url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    """The host with `--embeddings`. A causal LM such as SmolLM2 carries no pooling type,
+    and llama.cpp refuses OpenAI-style embeddings without one: ask for mean pooling."""
+    args = ["--model", str(embedded_model), "--port", str(free_port())]
+    args += ["--ctx-size", "2048", "--parallel", "2", "--embeddings", "--pooling", "mean"]
+    with running_host(args, tmp_path_factory.mktemp("llama-embed") / "server.log") as url:
+        yield url
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
