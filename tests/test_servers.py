@@ -259,3 +259,33 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+async def test_llama_server_binary_runtime(
+    embedded_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_orphans: None
+) -> None:
+    """The user-binary runtime: a `llama-server` found on PATH gets the same flags. The
+    binary here is a wrapper script around the embedded host (no real llama-server is
+    installed on this machine), answering `--version` the way llama-server does."""
+    binary = tmp_path / "bin" / "llama-server"
+    binary.parent.mkdir()
+    binary.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--version" ]; then echo "version: 9999 (test-wrapper)" >&2; exit 0; fi\n'
+        f'exec {sys.executable} -m nanobot_tui.engine.llama_host "$@"\n'
+    )
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{binary.parent}{os.pathsep}{os.environ['PATH']}")
+    runtime = resolve_runtime("llama-server")
+    assert runtime.kind == "llama-server"
+    assert runtime.command == (str(binary),)
+    assert runtime.version == "9999 (test-wrapper)"
+    assert resolve_runtime(str(binary)).command == (str(binary),)
+
+    async with ServerManager([spec_for(embedded_model)], runtime) as manager:
+        answer = await manager.client("main").chat(
+            [{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        assert answer.usage.completion_tokens > 0
+        # The manager logs each command it runs: the binary came first.
+        assert f"['{binary}', '--model'" in manager.server_for("main").log_path.read_text()
