@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
+	$(BIN)/python -m benchmarks.sampler_cost
 	$(BIN)/python -m benchmarks.first_frame
 	$(BIN)/python -m benchmarks.slots_startup
 	$(BIN)/python -m benchmarks.client_overhead

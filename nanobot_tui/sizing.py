@@ -17,9 +17,8 @@ import math
 import mmap
 import struct
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
-
-import gguf
 
 from nanobot_tui.catalog import CatalogModel, Quant, embedded_model_path, human_bytes, model_file
 
@@ -88,7 +87,28 @@ class QuantChoice:
 
 # --- GGUF header parsing --------------------------------------------------------------------
 
-_VT = gguf.GGUFValueType
+
+class _VT(IntEnum):
+    """GGUF metadata value types, fixed by the GGUF spec. Kept here rather than taken from
+    the gguf package, whose import (numpy, yaml) costs ~60 ms on every nanobot start."""
+
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    FLOAT32 = 6
+    BOOL = 7
+    STRING = 8
+    ARRAY = 9
+    UINT64 = 10
+    INT64 = 11
+    FLOAT64 = 12
+
+
+_GGUF_MAGIC = 0x46554747  # b"GGUF" read little-endian
+_GGUF_DEFAULT_ALIGNMENT = 32
 _SCALAR_FORMATS: dict[int, str] = {
     _VT.UINT8: "B",
     _VT.INT8: "b",
@@ -187,7 +207,7 @@ def _parse(buf: mmap.mmap | bytes, file_size: int) -> tuple[dict[str, object], i
     if len(buf) < 8:
         raise _Truncated
     (magic,) = struct.unpack_from("<I", buf, 0)
-    if magic != gguf.GGUF_MAGIC:
+    if magic != _GGUF_MAGIC:
         raise _Corrupt(f"not a GGUF file (starts with {bytes(buf[:4])!r})")
     (version,) = struct.unpack_from("<I", buf, 4)
     order = "<"
@@ -214,6 +234,9 @@ def _parse(buf: mmap.mmap | bytes, file_size: int) -> tuple[dict[str, object], i
     # The tensor table is small (names, shapes, offsets); reading it lets us tell a complete
     # file from one cut short mid-download, without touching the tensor data itself.
     data_end = 0
+    if n_tensors:
+        import gguf  # only here: the quant block sizes table; see _VT for why
+
     for _ in range(n_tensors):
         cur.string(keep=False)
         n_dims = int(cur.unpack("I"))
@@ -228,9 +251,9 @@ def _parse(buf: mmap.mmap | bytes, file_size: int) -> tuple[dict[str, object], i
             continue  # a type newer than our gguf package: cannot size it, do not fail
         data_end = max(data_end, offset + n_elements // block * type_size)
 
-    alignment = meta.get("general.alignment", gguf.GGUF_DEFAULT_ALIGNMENT)
+    alignment = meta.get("general.alignment", _GGUF_DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0:
-        alignment = gguf.GGUF_DEFAULT_ALIGNMENT
+        alignment = _GGUF_DEFAULT_ALIGNMENT
     data_start = -(-cur.pos // alignment) * alignment
     required = data_start + data_end if n_tensors else cur.pos
     return meta, required

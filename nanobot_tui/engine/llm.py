@@ -441,6 +441,9 @@ class LLMClient:
                 keepalive_expiry=30.0,
             ),
             transport=transport,
+            # Building an SSL context costs 15-50 ms (certifi bundle); plain-http endpoints
+            # (every local server) never use one.
+            verify=self._root.startswith("https://"),
         )
         self._health_timeout = httpx.Timeout(
             min(timeout, _HEALTH_TIMEOUT_S), connect=connect_timeout

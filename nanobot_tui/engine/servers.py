@@ -329,7 +329,7 @@ class ServerManager:
             for spec in specs
         ]
         self._by_slot = {slot: server for server in self.servers for slot in server.spec.slots}
-        self._http = httpx.AsyncClient()
+        self._http = httpx.AsyncClient(verify=False)  # loopback http only: no SSL context
         self._clients: dict[str, LLMClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._pid_file = paths.run_dir() / f"servers-{os.getpid()}.json"

@@ -37,7 +37,8 @@ class NanobotApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
-        self.start_engine()
+        # Paint first, then start the servers: the first frame should not wait on them.
+        self.call_after_refresh(self.start_engine)
 
     @work(exclusive=True, group="engine", exit_on_error=False, description="start servers")
     async def start_engine(self) -> None:
