@@ -89,21 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.alias:
         params.model_alias = {args.alias}
 
-    # Block the stop signals before the server's threads start, so they inherit the mask
-    # and the signal is taken here by sigwait instead of killing a worker thread.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # SIGTERM and SIGINT keep (or get back) their default action: the kernel ends the
+    # process at once, also while the model is still loading inside Server(), which a
+    # Python handler could not interrupt. Nothing here needs a clean shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         server = xllamacpp.Server(params)  # returns once the model is loaded and listening
     except Exception as exc:  # the runtime raises plain RuntimeError with its own message
         print(f"llama_host: could not start the server: {exc}", file=sys.stderr)
         return 1
     print(f"llama_host: listening on {server.listening_address}", file=sys.stderr, flush=True)
-    signal.sigwait(stop_signals)
-    # Leave without running the runtime's destructors: they join HTTP threads that may be
-    # mid-request, and the process is going away anyway.
-    sys.stderr.flush()
-    os._exit(0)
+    while True:
+        signal.pause()
 
 
 if __name__ == "__main__":
