@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--json", action="store_true", help="print one JSON object at the end")
     agent.set_defaults(func=cmd_agent)
+
+    from nanobot_tui.cli_context import add_commands
+
+    add_commands(sub)
     return parser
 
 

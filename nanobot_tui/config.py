@@ -76,6 +76,18 @@ class ProvidersConfig(_Section):
     anthropic: AnthropicProvider = Field(default_factory=AnthropicProvider)
 
 
+class ContextConfig(_Section):
+    """Search over volumes: with an embedding model, ctx_search fuses vectors with BM25."""
+
+    # A GGUF embedding model nanobot serves itself (llama.cpp --embeddings) ...
+    embedding_model: Path | None = None
+    # ... its pooling, when the GGUF does not carry one (chat models used for embeddings).
+    embedding_pooling: Literal["mean", "cls", "last"] | None = None
+    # ... or an OpenAI-compatible endpoint that already serves /v1/embeddings.
+    embedding_url: str | None = None
+    embedding_api_key: str | None = Field(default=None, repr=False)
+
+
 class UIConfig(_Section):
     theme: str = "textual-dark"
     keymap: dict[str, str] = Field(default_factory=dict)
@@ -86,6 +98,7 @@ class Config(_Section):
     # "embedded" (the xllamacpp wheel), "llama-server" (found on PATH) or a binary's path.
     runtime: str = "embedded"
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
 
     def to_json(self) -> str:

@@ -48,6 +48,8 @@ class ServerSpec:
     parallel: int
     gpu_layers: int
     size_bytes: int = field(default=0, compare=False)
+    embeddings: bool = False  # an embedding server (/v1/embeddings) rather than chat
+    pooling: str | None = None  # for embeddings from a model whose GGUF names no pooling
 
     @property
     def label(self) -> str:

@@ -100,6 +100,10 @@ def server_args(spec: ServerSpec, port: int, threads: int) -> list[str]:
         "--alias", spec.model_id,
         "--metrics", "--slots", "--jinja",
     ]  # fmt: skip
+    if spec.embeddings:
+        args.append("--embeddings")
+    if spec.pooling:
+        args += ["--pooling", spec.pooling]
     return args
 
 

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header
 
 from nanobot_tui.ui.chat import ChatPane
 from nanobot_tui.ui.meter import HardwareMeter
+from nanobot_tui.ui.volumes import VolumeBrowser
 
 Area = Literal["left", "center", "right"]
 
@@ -32,6 +33,7 @@ class PaneSpec:
 PANES: tuple[PaneSpec, ...] = (
     PaneSpec("center", lambda: ChatPane(id="chat")),
     PaneSpec("right", lambda: HardwareMeter(id="meter")),
+    PaneSpec("left", lambda: VolumeBrowser(id="volumes")),
 )
 
 

@@ -1,0 +1,159 @@
+"""Needle in a haystack at about a million tokens: ingest, then ask for each needle.
+
+Two modes over the same volume:
+- search alone: the answer is the best-matching line of the top search hit; it is right
+  when that line holds the needle's code;
+- model reading: `ask()` gives the embedded model (SmolLM2-135M, the default slot model)
+  only narrow excerpts around the top hits, and the answer is right when it contains the
+  needle's code.
+
+Recall = right answers / needles. Precision = right answers / answers that claim a code
+(any string shaped like one), so a model that invents codes loses precision, and one that
+says "I do not know" loses only recall. Wall times cover the ingest and all questions.
+
+    python -m benchmarks.niah [--tokens 1000000] [--needles 100] [--top 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CODE_SHAPE = re.compile(r"\b[A-Z0-9]{2}-[A-Z0-9]{3}-\d{2}\b")
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    right: int = 0
+    claimed: int = 0
+    seconds: float = 0.0
+    misses: list[str] = field(default_factory=list)
+
+    def summary(self, needles: int) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "recall": round(self.right / needles, 4),
+            "precision": round(self.right / self.claimed, 4) if self.claimed else None,
+            "right": self.right,
+            "claimed": self.claimed,
+            "seconds": round(self.seconds, 2),
+            "firstMisses": self.misses[:5],
+        }
+
+
+def score(result: ModeResult, answer: str, code: str, question: str) -> None:
+    claims = CODE_SHAPE.findall(answer)
+    if claims:
+        result.claimed += 1
+    if code in claims:
+        result.right += 1
+    else:
+        result.misses.append(f"{question} -> {answer[:80]!r}")
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    from nanobot_tui.engine.context.ingest import ingest
+    from nanobot_tui.engine.context.search import search
+    from nanobot_tui.engine.context.volume import Volume
+
+    from benchmarks.haystack import build
+    from nanobot_tui.config import Config, LocalConfig, SlotConfig
+    from nanobot_tui.engine.context.ask import ask
+    from nanobot_tui.engine.workbench import Workbench
+
+    work = Path(tempfile.mkdtemp(prefix="niah-"))
+    started = time.perf_counter()
+    needles = build(work / "haystack", tokens=args.tokens, needles=args.needles, seed=args.seed)
+    generated = time.perf_counter() - started
+
+    started = time.perf_counter()
+    report = ingest(work / "haystack", "haystack")
+    ingest_seconds = time.perf_counter() - started
+
+    out: dict[str, object] = {
+        "tokens": report.est_tokens,
+        "bytes": report.bytes,
+        "files": report.files,
+        "needles": len(needles),
+        "generateSeconds": round(generated, 2),
+        "ingestSeconds": round(ingest_seconds, 2),
+    }
+    with Volume.open("haystack") as volume:
+        alone = ModeResult("search alone")
+        started = time.perf_counter()
+        for needle in needles:
+            hits = search(volume, needle.question, top=1).hits
+            answer = volume.lines(hits[0].best_vline, hits[0].best_vline)[0].text if hits else ""
+            score(alone, answer, needle.code, needle.question)
+        alone.seconds = time.perf_counter() - started
+        out["searchAlone"] = alone.summary(len(needles))
+        out["searchAloneTotalSeconds"] = round(ingest_seconds + alone.seconds, 2)
+
+        if not args.no_model:
+            slot = SlotConfig(model="smollm2-135m-instruct", context_size=2048, parallel=2)
+            workbench = Workbench(Config(local=LocalConfig(main=slot)), only_slots=("main",))
+            reading = ModeResult("model reading")
+            async with workbench:
+                client = workbench.client("main")
+                semaphore = asyncio.Semaphore(2)  # the server's two parallel slots
+
+                async def one(needle) -> tuple[str, str, str]:
+                    async with semaphore:
+                        result = await ask(
+                            volume, needle.question, client, top=args.top, window=args.window
+                        )
+                    return result.answer, needle.code, needle.question
+
+                started = time.perf_counter()
+                answers = await asyncio.gather(*(one(n) for n in needles))
+                reading.seconds = time.perf_counter() - started
+            for answer, code, question in answers:
+                score(reading, answer, code, question)
+            out["modelReading"] = reading.summary(len(needles))
+            out["modelReadingTotalSeconds"] = round(ingest_seconds + reading.seconds, 2)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=1_000_000)
+    parser.add_argument("--needles", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--top", type=int, default=1, help="search hits the model reads")
+    parser.add_argument("--window", type=int, default=2, help="lines each side of a hit")
+    parser.add_argument("--no-model", action="store_true", help="search alone only")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ["NANOBOT_HOME"] = tempfile.mkdtemp(prefix="niah-home-")
+    out = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(
+        f"haystack: ~{out['tokens']:,} tokens, {out['files']} files, {out['needles']} needles; "
+        f"ingest {out['ingestSeconds']} s"
+    )
+    for key in ("searchAlone", "modelReading"):
+        if key in out:
+            m = out[key]
+            total = out[f"{key}TotalSeconds"]
+            print(
+                f"{m['mode']:<14} recall {m['recall']:.2%}  precision {m['precision']}  "
+                f"questions {m['seconds']} s  ingest+questions {total} s"
+            )
+            for miss in m["firstMisses"]:
+                print(f"    miss: {miss}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
