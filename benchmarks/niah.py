@@ -11,7 +11,8 @@ Recall = right answers / needles. Precision = right answers / answers that claim
 (any string shaped like one), so a model that invents codes loses precision, and one that
 says "I do not know" loses only recall. Wall times cover the ingest and all questions.
 
-    python -m benchmarks.niah [--tokens 1000000] [--needles 100] [--top 2] [--json]
+    python -m benchmarks.niah [--tokens 1000000] [--needles 100] [--top 1] [--window 0]
+                              [--max-tokens 80] [--no-model] [--json]
 """
 
 from __future__ import annotations
@@ -61,13 +62,12 @@ def score(result: ModeResult, answer: str, code: str, question: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    from nanobot_tui.engine.context.ingest import ingest
-    from nanobot_tui.engine.context.search import search
-    from nanobot_tui.engine.context.volume import Volume
-
     from benchmarks.haystack import build
     from nanobot_tui.config import Config, LocalConfig, SlotConfig
     from nanobot_tui.engine.context.ask import ask
+    from nanobot_tui.engine.context.ingest import ingest
+    from nanobot_tui.engine.context.search import search
+    from nanobot_tui.engine.context.volume import Volume
     from nanobot_tui.engine.workbench import Workbench
 
     work = Path(tempfile.mkdtemp(prefix="niah-"))
@@ -109,7 +109,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 async def one(needle) -> tuple[str, str, str]:
                     async with semaphore:
                         result = await ask(
-                            volume, needle.question, client, top=args.top, window=args.window
+                            volume,
+                            needle.question,
+                            client,
+                            top=args.top,
+                            window=args.window,
+                            max_tokens=args.max_tokens,
                         )
                     return result.answer, needle.code, needle.question
 
@@ -129,7 +134,8 @@ def main() -> int:
     parser.add_argument("--needles", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--top", type=int, default=1, help="search hits the model reads")
-    parser.add_argument("--window", type=int, default=2, help="lines each side of a hit")
+    parser.add_argument("--window", type=int, default=0, help="lines each side of a hit")
+    parser.add_argument("--max-tokens", type=int, default=80, help="answer length cap")
     parser.add_argument("--no-model", action="store_true", help="search alone only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
