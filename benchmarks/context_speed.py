@@ -151,9 +151,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ctx-speed-"))
     os.environ["NANOBOT_HOME"] = str(work / "home")
 
-    from nanobot_tui.engine.context.ingest import ingest
-
     from benchmarks.haystack import build
+    from nanobot_tui.engine.context.ingest import ingest
 
     out: dict[str, object] = {}
     try:
