@@ -1,0 +1,75 @@
+"""Step domains for MAKER-style runs: how one step is asked, parsed and checked.
+
+A domain turns a long task into atomic steps (maximal decomposition). For each step it
+builds a minimal prompt (the strategy, the current state, the previous move), parses a
+model's answer strictly (for voting: anything malformed is red-flagged, never repaired)
+or leniently (for calibration: what did the model mean?), gives answers a canonical key
+to vote on, and knows the true answer, to verify and to simulate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class ParseError(ValueError):
+    """An answer that fails a parser; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One atomic step: its number (0-based) and the domain's own input for it."""
+
+    index: int
+    input: Any  # e.g. Hanoi: (state, previous move); word case: the word
+
+
+class Domain(Protocol):
+    name: str
+
+    def steps(self) -> Iterator[Step]:
+        """The task's steps in order, from the true solution (for simulation and runs
+        whose state does not depend on earlier answers)."""
+        ...
+
+    def total_steps(self) -> int: ...
+
+    def random_step(self, rng: Any) -> Step:
+        """An independent step drawn at random, for calibration."""
+        ...
+
+    def messages(self, step: Step, paraphrase: int = 0) -> list[dict[str, str]]:
+        """The chat messages for one step; paraphrase > 0 rewords the prompt (same
+        meaning) to decorrelate errors on stubborn steps."""
+        ...
+
+    def parse_strict(self, text: str) -> Any:
+        """The answer, or ParseError: the exact format the prompt asks for."""
+        ...
+
+    def parse_lenient(self, text: str) -> Any:
+        """The answer, or ParseError: what the model most plausibly meant."""
+        ...
+
+    def key(self, answer: Any) -> Hashable:
+        """The canonical form two answers are compared by when voting."""
+        ...
+
+    def truth(self, step: Step) -> Any:
+        """The correct answer for the step."""
+        ...
+
+    def wrong_answers(self, step: Step, count: int) -> list[Any]:
+        """Plausible wrong answers (distinct, each != truth), for the simulated sampler."""
+        ...
+
+    def next_step(self, step: Step, answer: Any) -> Step | None:
+        """The step after `step` when `answer` was chosen (state handed on in structured
+        form), or None when the task is done."""
+        ...
+
+    def is_solved(self, step: Step | None, last_answer: Any) -> bool:
+        """Whether the run ended in the solved state."""
+        ...
