@@ -156,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--json", action="store_true", help="print one JSON object at the end")
     agent.set_defaults(func=cmd_agent)
 
-    from nanobot_tui.cli_context import add_commands
+    from nanobot_tui import cli_context, cli_run
 
-    add_commands(sub)
+    cli_context.add_commands(sub)
+    cli_run.add_commands(sub)
     return parser
 
 

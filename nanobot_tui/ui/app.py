@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from textual import on, work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 from textual.signal import Signal
+from textual.worker import Worker
 
 from nanobot_tui import __version__
 from nanobot_tui.config import Config
 from nanobot_tui.engine.chat import ChatSession
+from nanobot_tui.engine.domains.hanoi import Hanoi
+from nanobot_tui.engine.maker import k_min
+from nanobot_tui.engine.runner import RunSummary, VoteMonitor, run_domain
 from nanobot_tui.engine.servers import ServerError, ServerEvent
+from nanobot_tui.engine.simulated import SimulatedSampler
+from nanobot_tui.engine.voting import VoteConfig
 from nanobot_tui.engine.workbench import Workbench
 from nanobot_tui.ui.main_screen import MainScreen
 from nanobot_tui.ui.messages import EngineChanged, EngineState, ServerChanged
@@ -29,6 +37,8 @@ class NanobotApp(App[None]):
         self.config = config
         self.workbench: Workbench | None = workbench
         self.session: ChatSession | None = None
+        # The voted run the vote counter pane watches (None: no run yet).
+        self.vote_monitor: VoteMonitor | None = None
         self.engine_state = EngineState()
         self.server_signal: Signal[ServerEvent] = Signal(self, "server")
         self.engine_signal: Signal[EngineState] = Signal(self, "engine")
@@ -80,6 +90,49 @@ class NanobotApp(App[None]):
                 self.workbench.client("main"), temperature=self.workbench.temperature("main")
             )
         return self.session
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand(
+            "Run Towers of Hanoi (simulated)",
+            "20 disks (1,048,575 steps), simulated sampler p=0.99, k by calibration; "
+            "watch the Votes pane",
+            lambda: self.start_demo_run(20),
+        )
+
+    def start_demo_run(self, disks: int = 10, p: float = 0.99) -> Worker[RunSummary]:
+        """Solve Towers of Hanoi with voting on the SIMULATED sampler (right with
+        probability p), k the smallest that reaches 95 % over all steps; the vote
+        counter pane watches it. A new run replaces one still going."""
+        domain = Hanoi(disks)
+        sampler = SimulatedSampler(domain, p)
+        cfg = VoteConfig(k=k_min(p, domain.total_steps(), 0.95))
+        monitor = VoteMonitor()
+        self.vote_monitor = monitor
+
+        async def run() -> RunSummary:
+            try:
+                summary = await run_domain(domain, sampler, cfg, monitor=monitor)
+            except Exception as exc:
+                self.notify(f"{domain.name}: {exc}", title="Run failed", severity="error")
+                raise
+            outcome = "solved" if summary.solved else "NOT solved"
+            self.notify(
+                f"{summary.domain}: {summary.steps:,} steps, {summary.errors} errors, "
+                f"{outcome} (k={summary.k}, {summary.sampler})",
+                title="Run finished",
+                severity="information" if summary.solved else "warning",
+            )
+            return summary
+
+        return self.run_worker(
+            run(),
+            name="demo-run",
+            group="run",
+            exclusive=True,
+            exit_on_error=False,
+            description=f"Hanoi {disks} disks, simulated p={p}, k={cfg.k}",
+        )
 
     async def action_quit(self) -> None:
         await self.stop_engine()

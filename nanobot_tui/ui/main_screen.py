@@ -20,6 +20,7 @@ from textual.widgets import Footer, Header
 from nanobot_tui.ui.chat import ChatPane
 from nanobot_tui.ui.meter import HardwareMeter
 from nanobot_tui.ui.volumes import VolumeBrowser
+from nanobot_tui.ui.votes import VoteCounter
 
 Area = Literal["left", "center", "right"]
 
@@ -33,6 +34,7 @@ class PaneSpec:
 PANES: tuple[PaneSpec, ...] = (
     PaneSpec("center", lambda: ChatPane(id="chat")),
     PaneSpec("right", lambda: HardwareMeter(id="meter")),
+    PaneSpec("right", lambda: VoteCounter(id="votes")),
     PaneSpec("left", lambda: VolumeBrowser(id="volumes")),
 )
 

@@ -1,0 +1,316 @@
+"""`nanobot run` and `nanobot calibrate`: MAKER-style voted runs and the numbers before them.
+
+`calibrate` measures a model's per-step success rate p on a domain (or takes `--p`) and
+projects what a run of S steps at target reliability T needs: k, votes per step, tokens,
+time. `run` executes a domain step by step with first-to-ahead-by-k voting, with a live
+line on the terminal and, with --json, a JSON summary as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.domains import Domain
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+DOMAINS = ("hanoi", "wordcase")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"nanobot: {message}", file=sys.stderr)
+    return code
+
+
+def make_domain(args: argparse.Namespace) -> Domain:
+    if args.domain == "hanoi":
+        from nanobot_tui.engine.domains.hanoi import Hanoi
+
+        return Hanoi(args.disks)
+    from nanobot_tui.engine.domains.wordcase import WordCase
+
+    return WordCase(count=args.words, seed=args.seed)
+
+
+def parse_sampler(text: str) -> tuple[str, float | None]:
+    """'local' or 'simulated:P' (0 < P ≤ 1)."""
+    if text == "local":
+        return "local", None
+    kind, _, value = text.partition(":")
+    if kind != "simulated" or not value:
+        raise argparse.ArgumentTypeError(f"expected 'local' or 'simulated:P', not {text!r}")
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a probability: {value!r}") from None
+    if not 0.0 < p <= 1.0:
+        raise argparse.ArgumentTypeError(f"p must be in (0, 1], not {p}")
+    return "simulated", p
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, not {value}")
+    return value
+
+
+def projection(
+    p: float,
+    steps: int,
+    target: float,
+    *,
+    tokens_per_sample: float = 0.0,
+    samples_per_s: float | None = None,
+) -> dict[str, Any]:
+    """MAKER's projection as JSON-safe data; p ≤ 0.5 gives an infeasible plan with the
+    reason instead of a run that would never end."""
+    from nanobot_tui.engine import maker
+
+    try:
+        plan = maker.project(
+            p, steps, target, tokens_per_sample=tokens_per_sample, samples_per_s=samples_per_s
+        )
+    except maker.Infeasible as exc:
+        return {"feasible": False, "p": p, "steps": steps, "target": target, "reason": str(exc)}
+    return {"feasible": True, **plan.to_dict()}
+
+
+def _show_plan(plan: dict[str, Any]) -> None:
+    if not plan["feasible"]:
+        print(f"infeasible: {plan['reason']}")
+        return
+    print(
+        f"k = {plan['k']} for {plan['steps']:,} steps at target {plan['target']}: "
+        f"p_vote = {plan['p_vote']:.10f}, P(every step right) = {plan['p_success']:.4f}"
+    )
+    print(
+        f"expected samples per step: {plan['samples_per_step']:.3f} "
+        f"({plan['total_samples']:,.0f} in all)"
+    )
+    if plan["total_tokens"]:
+        print(f"projected tokens: {plan['total_tokens']:,.0f}")
+    if plan["seconds"] is not None:
+        print(f"projected wall time: {plan['seconds'] / 3600:.2f} h at the measured throughput")
+
+
+async def _calibrate(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine import stats
+    from nanobot_tui.engine.calibration import calibrate
+    from nanobot_tui.engine.llm_sampler import LLMSampler
+    from nanobot_tui.engine.workbench import Workbench
+    from nanobot_tui.progress import TerminalProgress
+
+    domain = make_domain(args)
+    steps = args.steps or domain.total_steps()
+    workbench = Workbench(load_config()[0], only_slots=(args.slot,))
+    model = workbench.slots[args.slot].display_name
+    bar = TerminalProgress(enabled=False if args.json else None)
+    async with workbench:
+        sampler = LLMSampler(
+            workbench.client(args.slot), domain, name=f"local {args.slot}: {model}"
+        )
+        result = await calibrate(
+            domain,
+            sampler,
+            args.samples,
+            seed=args.seed,
+            progress=lambda done, total: bar.update("sample", done, total),
+        )
+    bar.finish()
+    await stats.record_calibration(result)
+    plan = projection(
+        result.p,
+        steps,
+        args.target,
+        tokens_per_sample=result.tokens_per_sample,
+        samples_per_s=result.samples_per_second,
+    )
+    if args.json:
+        print(json.dumps({"calibration": result.to_dict(), "plan": plan}))
+        return EXIT_OK
+    c = result.to_dict()
+    print(
+        f"{model} on {c['domain']}: p = {c['p']:.3f} "
+        f"(95% CI {c['ciLow']:.3f}–{c['ciHigh']:.3f}) over {c['samples']} samples"
+    )
+    flags = ", ".join(f"{k} {v}" for k, v in c["redFlags"].items() if v) or "none"
+    print(f"red flags (strict parser): {c['redFlagRate']:.1%} ({flags})")
+    print(
+        f"{c['tokensPerSample']:.0f} tokens and {c['secondsPerSample']:.2f} s per sample "
+        f"({c['samplesPerSecond']:.1f} samples/s)"
+    )
+    _show_plan(plan)
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import ConfigError
+    from nanobot_tui.engine.llm import LLMError
+    from nanobot_tui.engine.servers import ServerError
+
+    if args.p is not None:
+        steps = args.steps or make_domain(args).total_steps()
+        plan = projection(args.p, steps, args.target)
+        if args.json:
+            print(json.dumps(plan))
+        else:
+            _show_plan(plan)
+        return EXIT_OK if plan["feasible"] else EXIT_FAIL
+    try:
+        return asyncio.run(_calibrate(args))
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ServerError, LLMError) as exc:
+        return _fail(str(exc), EXIT_FAIL)
+    except KeyboardInterrupt:
+        return _fail("calibration interrupted", 130)
+
+
+def _live_line(snapshot: Any) -> str:
+    s = snapshot
+    eta = f" ETA {s.eta_s:.0f}s" if s.eta_s is not None else ""
+    p = f" p≈{s.p_estimate:.3f}" if s.p_estimate is not None else ""
+    return f"{s.steps_done:,}/{s.steps_total:,} errors {s.errors} {s.rate:,.0f} steps/s{eta}{p}"
+
+
+async def _run(args: argparse.Namespace, domain: Domain) -> int:
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine import maker
+    from nanobot_tui.engine.runner import VoteMonitor, run_domain
+    from nanobot_tui.engine.voting import VoteConfig
+    from nanobot_tui.progress import TerminalProgress
+
+    kind, p = args.sampler
+    steps = min(domain.total_steps(), args.max_steps or domain.total_steps())
+    workbench = None
+    if kind == "simulated":
+        from nanobot_tui.engine.simulated import SimulatedSampler
+
+        sampler: Any = SimulatedSampler(domain, p, seed=args.seed)
+        model = sampler.name
+    else:
+        from nanobot_tui.engine.llm_sampler import LLMSampler
+        from nanobot_tui.engine.workbench import Workbench
+
+        workbench = Workbench(load_config()[0], only_slots=(args.slot,))
+        model = workbench.slots[args.slot].display_name
+        sampler = None
+        if args.k is None:
+            from nanobot_tui.engine import stats
+
+            latest = await stats.latest_calibration(model, domain.name)
+            if latest is None:
+                return _fail(
+                    f"no calibration of {model} on {domain.name} yet: run "
+                    f"`nanobot calibrate --domain {domain.name}` first, or pass --k",
+                    EXIT_USAGE,
+                )
+            p = latest.p
+    k = args.k
+    if k is None:
+        assert p is not None
+        try:
+            k = maker.k_min(p, steps, args.target)
+        except maker.Infeasible as exc:
+            return _fail(f"infeasible: {exc}", EXIT_FAIL)
+    cfg = VoteConfig(k=k)
+    monitor = VoteMonitor()
+    bar = TerminalProgress(enabled=False if args.json else None)
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            snap = monitor.snapshot()
+            bar.update("run", snap.steps_done, max(snap.steps_total, 1), _live_line(snap))
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch())
+    started = time.perf_counter()
+    try:
+        if workbench is not None:
+            from nanobot_tui.engine.llm_sampler import LLMSampler
+
+            async with workbench:
+                sampler = LLMSampler(
+                    workbench.client(args.slot), domain, name=f"local {args.slot}: {model}"
+                )
+                summary = await run_domain(
+                    domain, sampler, cfg, max_steps=args.max_steps, monitor=monitor, stop=stop
+                )
+        else:
+            summary = await run_domain(
+                domain, sampler, cfg, max_steps=args.max_steps, monitor=monitor, stop=stop
+            )
+    finally:
+        watcher.cancel()
+        bar.finish()
+    result = summary.to_dict()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{domain.name} with {sampler.name}: {result['steps']:,} steps, "
+            f"{result['errors']} errors, solved: {result['solved']}, k = {k}, "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+    return EXIT_OK if result["errors"] == 0 and result["solved"] else EXIT_FAIL
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import ConfigError
+    from nanobot_tui.engine.llm import LLMError
+    from nanobot_tui.engine.servers import ServerError
+
+    domain = make_domain(args)
+    try:
+        return asyncio.run(_run(args, domain))
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ServerError, LLMError) as exc:
+        return _fail(str(exc), EXIT_FAIL)
+    except KeyboardInterrupt:
+        return _fail("run interrupted", 130)
+
+
+def _domain_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--disks", type=int, default=10, help="Hanoi: number of disks")
+    p.add_argument("--words", type=int, default=300, help="wordcase: number of words")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slot", choices=("main", "rlm", "memory"), default="rlm")
+    p.add_argument("--target", type=probability, default=0.95, help="P(every step right)")
+    p.add_argument("--json", action="store_true")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a domain step by step with MAKER voting")
+    p.add_argument("domain", choices=DOMAINS)
+    p.add_argument("--k", type=int, help="votes ahead to win a step (default: from p)")
+    p.add_argument(
+        "--sampler",
+        type=parse_sampler,
+        default=("local", None),
+        help="'local' (the slot's model) or 'simulated:P' (a SIMULATED model right with p P)",
+    )
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    _domain_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "calibrate", help="measure p on a domain and project k, votes, tokens and time"
+    )
+    p.add_argument("--domain", choices=DOMAINS, default="hanoi")
+    p.add_argument("--samples", type=int, default=100, help="random steps to sample")
+    p.add_argument("--p", type=probability, help="no sampling: only the arithmetic, from this p")
+    p.add_argument("--steps", type=int, help="steps of the planned run (default: the task's)")
+    _domain_options(p)
+    p.set_defaults(func=cmd_calibrate)
