@@ -29,10 +29,7 @@ async def reference(client, domain, steps: int, k: int, cap: int) -> float:
     for step in list(domain.steps())[:steps]:
         messages = domain.messages(step)
         results = await asyncio.gather(
-            *(
-                client.chat(messages, temperature=0.1, max_tokens=cap + 1, seed=i)
-                for i in range(k)
-            )
+            *(client.chat(messages, temperature=0.1, max_tokens=cap + 1, seed=i) for i in range(k))
         )
         tokens += sum(r.usage.completion_tokens for r in results)
     return tokens / (time.perf_counter() - started)
