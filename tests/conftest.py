@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nanobot_tui import catalog
 from nanobot_tui.catalog import embedded_model_path
 
 
@@ -80,3 +82,23 @@ def llama_server(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory)
     args += ["--ctx-size", "8192", "--parallel", "4", "--metrics", "--slots", "--jinja"]
     with running_host(args, tmp_path_factory.mktemp("llama") / "server.log") as url:
         yield url
+
+
+def fake_download(
+    models_dir: Path, model_id: str, quant: str, embedded: Path, *, size: int | None = None
+) -> Path:
+    """Put a real GGUF where `nanobot setup` would store model_id's quant.
+
+    A symlink costs nothing; with `size`, a copy padded (sparsely) to that size, so specs
+    can be told apart by file size while the GGUF header stays readable.
+    """
+    model = catalog.get(model_id)
+    target = catalog.model_file(model, model.quant(quant), models_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if size is None:
+        target.symlink_to(embedded)
+    else:
+        shutil.copyfile(embedded, target)
+        with target.open("r+b") as f:
+            f.truncate(size)
+    return target

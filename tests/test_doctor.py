@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ from nanobot_tui import catalog, paths
 from nanobot_tui.config import ConfigError, load_config
 from nanobot_tui.doctor import DoctorReport, build_report, format_report
 from nanobot_tui.hardware import GIB, MIB, HardwareInfo, Tier, detect
+from tests.conftest import fake_download
 
 SMOL = "SmolLM2-135M-Instruct"
 JSON_KEYS = {"hardware", "tier", "config", "runtime", "slots", "servers", "ports"}
@@ -68,20 +68,6 @@ def write_config(data: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
     return path
-
-
-def fake_download(model_id: str, quant: str, embedded: Path, size: int | None = None) -> Path:
-    """The embedded GGUF where `nanobot setup` would put model_id (padded sparsely to size)."""
-    model = catalog.get(model_id)
-    target = catalog.model_file(model, model.quant(quant), paths.models_dir())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if size is None:
-        target.symlink_to(embedded)
-    else:
-        shutil.copyfile(embedded, target)
-        with target.open("r+b") as f:
-            f.truncate(size)
-    return target
 
 
 def fallback_warnings(report: DoctorReport) -> list[str]:
@@ -224,7 +210,7 @@ def test_configured_model_not_downloaded_is_a_problem() -> None:
 
 
 def test_configured_model_that_is_downloaded_is_used(embedded_model: Path) -> None:
-    target = fake_download("qwen3-0.6b", "Q4_K_M", embedded_model)
+    target = fake_download(paths.models_dir(), "qwen3-0.6b", "Q4_K_M", embedded_model)
     write_config({"local": {"main": {"model": "qwen3-0.6b"}}})
     report = build_report(hardware=detect(nvml=RTX_3090))
     assert report.ok, report.problems
@@ -237,7 +223,7 @@ def test_configured_model_that_is_downloaded_is_used(embedded_model: Path) -> No
 
 def test_configured_model_that_does_not_fit_is_a_problem(embedded_model: Path) -> None:
     # A 40 GB (sparse) "Q8_0" of the 30B on a 24 GB card.
-    fake_download("qwen3-30b-a3b-2507", "Q8_0", embedded_model, size=40 * 10**9)
+    fake_download(paths.models_dir(), "qwen3-30b-a3b-2507", "Q8_0", embedded_model, size=40 * 10**9)
     write_config({"local": {"main": {"model": "qwen3-30b-a3b-2507"}}})
     report = build_report(hardware=detect(nvml=RTX_3090))
     assert report.data["slots"]["main"]["fits"] is False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from nanobot_tui import catalog
 from nanobot_tui.config import Config, default_config
 from nanobot_tui.hardware import Tier
 from nanobot_tui.slots import SLOT_NAMES, ResolvedSlot, plan_servers, resolve_slots
+from tests.conftest import fake_download
 
 SMOL = "SmolLM2-135M-Instruct"
 TRAINED_CTX = 8192  # SmolLM2-135M's trained context, read from the file
@@ -21,26 +21,6 @@ def models_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
     return folder
-
-
-def fake_download(
-    models_dir: Path, model_id: str, quant: str, embedded: Path, *, size: int | None = None
-) -> Path:
-    """Put a real GGUF where `nanobot setup` would store model_id's quant.
-
-    A symlink costs nothing; with `size`, a copy padded (sparsely) to that size, so specs
-    can be told apart by file size while the GGUF header stays readable.
-    """
-    model = catalog.get(model_id)
-    target = catalog.model_file(model, model.quant(quant), models_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if size is None:
-        target.symlink_to(embedded)
-    else:
-        shutil.copyfile(embedded, target)
-        with target.open("r+b") as f:
-            f.truncate(size)
-    return target
 
 
 def config_of(local: dict[str, object], **rest: object) -> Config:
