@@ -60,6 +60,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "samplesPerStep": round(s["mean_samples_per_step"], 2),
         "projectedSamplesPerStep": round(maker.expected_samples(p, args.k), 2),
         "seconds": round(s["seconds"], 1),
+        "stopped": s["stopped"],
+        "undecided": s["undecided"],
     }
 
 

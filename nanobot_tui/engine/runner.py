@@ -281,6 +281,8 @@ async def run_domain(
         total if max_steps is None else min(total, max_steps),
         getattr(domain, "describe", None),
     )
+    # Steps that do not hand state on (word case) go on past an undecided one.
+    independent = bool(getattr(domain, "independent_steps", False))
     truth_of = domain.truth
     key_of = domain.key
     next_of = domain.next_step
@@ -315,6 +317,8 @@ async def run_domain(
             answer = truth
         elif record.decided:
             answer = record.winner_answer
+        elif independent:
+            answer = None  # counted as an error; the next step does not depend on it
         else:
             stopped = f"step {step.index} undecided after {record.rounds} rounds"
             break

@@ -121,6 +121,9 @@ class WordCase:
         self.words: list[str] = words
         self.prompt = prompt
         self.name = "wordcase"
+        # Each step's input is the next word whatever was answered before: steps can run
+        # in any order, and an undecided one does not stop the run.
+        self.independent_steps = True
         self._prefix = [self._prefix_messages(i) for i in range(len(_INSTRUCTIONS))]
 
     # --- steps -----------------------------------------------------------------------
