@@ -156,10 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--json", action="store_true", help="print one JSON object at the end")
     agent.set_defaults(func=cmd_agent)
 
-    from nanobot_tui import cli_context, cli_run
+    from nanobot_tui import cli_context, cli_process, cli_run
 
     cli_context.add_commands(sub)
     cli_run.add_commands(sub)
+    cli_process.add_commands(sub)
     return parser
 
 

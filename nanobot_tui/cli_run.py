@@ -3,7 +3,10 @@
 `calibrate` measures a model's per-step success rate p on a domain (or takes `--p`) and
 projects what a run of S steps at target reliability T needs: k, votes per step, tokens,
 time. `run` executes a domain step by step with first-to-ahead-by-k voting, with a live
-line on the terminal and, with --json, a JSON summary as the last line.
+line on the terminal and, with --json, a JSON summary as the last line. Every run is a
+durable run (nanobot_tui/engine/process/): it has an id and a store, survives crashes
+and is resumed with `nanobot resume ID`; with --detach it runs in a session of its own
+and prints the run id as its last line.
 """
 
 from __future__ import annotations
@@ -176,110 +179,128 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _fail("calibration interrupted", 130)
 
 
-def _live_line(snapshot: Any) -> str:
-    s = snapshot
-    eta = f" ETA {s.eta_s:.0f}s" if s.eta_s is not None else ""
-    p = f" p≈{s.p_estimate:.3f}" if s.p_estimate is not None else ""
-    return f"{s.steps_done:,}/{s.steps_total:,} errors {s.errors} {s.rate:,.0f} steps/s{eta}{p}"
-
-
-async def _run(args: argparse.Namespace, domain: Domain) -> int:
-    from nanobot_tui.config import load_config
-    from nanobot_tui.engine import maker
-    from nanobot_tui.engine.runner import VoteMonitor, run_domain
+def run_spec(args: argparse.Namespace, domain: Domain, k: int) -> Any:
+    """The durable run's spec from `nanobot run`'s flags."""
+    from nanobot_tui.engine.process.spec import Budgets, RetryPolicy, RunSpec
     from nanobot_tui.engine.voting import VoteConfig
-    from nanobot_tui.progress import TerminalProgress
 
     kind, p = args.sampler
-    steps = min(domain.total_steps(), args.max_steps or domain.total_steps())
-    workbench = None
-    if kind == "simulated":
-        from nanobot_tui.engine.simulated import SimulatedSampler
-
-        sampler: Any = SimulatedSampler(domain, p, seed=args.seed)
-        model = sampler.name
+    if args.domain == "hanoi":
+        params: dict[str, Any] = {"disks": args.disks}
+        label = f"hanoi{args.disks}"
     else:
-        from nanobot_tui.engine.llm_sampler import LLMSampler
+        params = {"words": args.words, "seed": args.seed}
+        label = f"wordcase{args.words}"
+    sampler = f"simulated:{p}" if kind == "simulated" else f"local:{args.slot}"
+    return RunSpec(
+        domain=args.domain,
+        params=params,
+        sampler=sampler,
+        vote=VoteConfig(k=k),
+        seed=args.seed,
+        budgets=Budgets(steps=args.max_steps, tokens=args.max_tokens, seconds=args.max_seconds),
+        retry=RetryPolicy(retries=args.retries, on_fail=args.on_fail),
+        fanout=args.fanout,
+        concurrency=args.concurrency,
+        keep_samples=args.keep_samples,
+        traces=not args.no_traces,
+        label=label,
+    )
+
+
+async def _pick_k(args: argparse.Namespace, domain: Domain) -> int | str:
+    """k from --k, or MAKER's k_min for p (the simulated p, or the model's latest
+    calibration); a string is the one-line reason there is none."""
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine import maker
+
+    if args.k is not None:
+        return args.k
+    kind, p = args.sampler
+    steps = min(domain.total_steps(), args.max_steps or domain.total_steps())
+    if kind != "simulated":
+        from nanobot_tui.engine import stats
         from nanobot_tui.engine.workbench import Workbench
 
         workbench = Workbench(load_config()[0], only_slots=(args.slot,))
         model = workbench.slots[args.slot].display_name
-        sampler = None
-        if args.k is None:
-            from nanobot_tui.engine import stats
-
-            latest = await stats.latest_calibration(model, domain.name)
-            if latest is None:
-                return _fail(
-                    f"no calibration of {model} on {domain.name} yet: run "
-                    f"`nanobot calibrate --domain {domain.name}` first, or pass --k",
-                    EXIT_USAGE,
-                )
-            p = latest.p
-    k = args.k
-    if k is None:
-        assert p is not None
-        try:
-            k = maker.k_min(p, steps, args.target)
-        except maker.Infeasible as exc:
-            return _fail(f"infeasible: {exc}", EXIT_FAIL)
-    cfg = VoteConfig(k=k)
-    monitor = VoteMonitor()
-    bar = TerminalProgress(enabled=False if args.json else None)
-    stop = asyncio.Event()
-
-    async def watch() -> None:
-        while True:
-            snap = monitor.snapshot()
-            bar.update("run", snap.steps_done, max(snap.steps_total, 1), _live_line(snap))
-            await asyncio.sleep(0.2)
-
-    watcher = asyncio.create_task(watch())
-    started = time.perf_counter()
-    try:
-        if workbench is not None:
-            from nanobot_tui.engine.llm_sampler import LLMSampler
-
-            async with workbench:
-                sampler = LLMSampler(
-                    workbench.client(args.slot), domain, name=f"local {args.slot}: {model}"
-                )
-                summary = await run_domain(
-                    domain, sampler, cfg, max_steps=args.max_steps, monitor=monitor, stop=stop
-                )
-        else:
-            summary = await run_domain(
-                domain, sampler, cfg, max_steps=args.max_steps, monitor=monitor, stop=stop
+        latest = await stats.latest_calibration(model, domain.name)
+        if latest is None:
+            return (
+                f"no calibration of {model} on {domain.name} yet: run "
+                f"`nanobot calibrate --domain {domain.name}` first, or pass --k"
             )
-    finally:
-        watcher.cancel()
-        bar.finish()
-    result = summary.to_dict()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{domain.name} with {sampler.name}: {result['steps']:,} steps, "
-            f"{result['errors']} errors, solved: {result['solved']}, k = {k}, "
-            f"{time.perf_counter() - started:.1f} s"
-        )
-    return EXIT_OK if result["errors"] == 0 and result["solved"] else EXIT_FAIL
+        p = latest.p
+    assert p is not None
+    try:
+        return maker.k_min(p, steps, args.target)
+    except maker.Infeasible as exc:
+        return f"infeasible: {exc}"
+
+
+async def _run(args: argparse.Namespace, domain: Domain) -> int | str:
+    """The exit code of a run in the foreground, or (--detach) the new run's id."""
+    from nanobot_tui.cli_process import print_outcome, run_foreground
+    from nanobot_tui.engine.process.durable import start_run
+
+    k = await _pick_k(args, domain)
+    if isinstance(k, str):
+        return _fail(k, EXIT_USAGE if k.startswith("no calibration") else EXIT_FAIL)
+    run_id = await start_run(run_spec(args, domain, k))
+    if args.detach:
+        return run_id  # its runner is started by cmd_run, outside this event loop
+    started = time.perf_counter()
+    status, monitor = await run_foreground(run_id, quiet=args.json)
+    return print_outcome(status, monitor, args.json, started)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Every run is durable: it gets a run id and a store, and can be resumed. With
+    --detach it runs in a session of its own and the run id is the last line."""
+    from nanobot_tui.cli_process import detach
     from nanobot_tui.config import ConfigError
     from nanobot_tui.engine.llm import LLMError
+    from nanobot_tui.engine.process.control import RunLocked
+    from nanobot_tui.engine.process.durable import RunError
+    from nanobot_tui.engine.process.spec import SpecError
+    from nanobot_tui.engine.process.store import StoreError
     from nanobot_tui.engine.servers import ServerError
 
-    domain = make_domain(args)
     try:
-        return asyncio.run(_run(args, domain))
-    except ConfigError as exc:
+        domain = make_domain(args)
+    except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except (ServerError, LLMError) as exc:
+    try:
+        result = asyncio.run(_run(args, domain))
+    except (ConfigError, SpecError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ServerError, LLMError, RunLocked, RunError, StoreError) as exc:
         return _fail(str(exc), EXIT_FAIL)
     except KeyboardInterrupt:
         return _fail("run interrupted", 130)
+    if isinstance(result, str):  # a run id: start its detached runner
+        return detach(result)
+    return result
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
 
 
 def _domain_options(p: argparse.ArgumentParser) -> None:
@@ -301,7 +322,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         default=("local", None),
         help="'local' (the slot's model) or 'simulated:P' (a SIMULATED model right with p P)",
     )
-    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--max-steps", type=positive_int, help="budget: stop after this many steps")
+    p.add_argument("--max-tokens", type=positive_int, help="budget: stop after these tokens")
+    p.add_argument("--max-seconds", type=positive_float, help="budget: stop after this time")
+    p.add_argument("--detach", action="store_true", help="run in the background (own session)")
+    p.add_argument("--retries", type=int, default=2, help="votes again for an undecided step")
+    p.add_argument(
+        "--on-fail",
+        choices=("escalate", "skip"),
+        default="escalate",
+        help="after the retries: fail the run, or skip the step where possible",
+    )
+    p.add_argument("--fanout", type=positive_int, default=10, help="children per tree node")
+    p.add_argument(
+        "--concurrency", type=positive_int, help="independent steps at once (default: CPU cores)"
+    )
+    p.add_argument(
+        "--keep-samples",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep every sample (default: for real models only)",
+    )
+    p.add_argument("--no-traces", action="store_true", help="no trace file for this run")
     _domain_options(p)
     p.set_defaults(func=cmd_run)
 

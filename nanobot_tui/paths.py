@@ -33,3 +33,13 @@ def ensure(path: Path) -> Path:
     """Create a folder (and its parents) readable by its owner only; return it."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def runs_dir() -> Path:
+    """Durable runs: one folder per run (run.db, lock, runner.log)."""
+    return home() / "runs"
+
+
+def traces_dir() -> Path:
+    """One JSONL trace file per run: a line per step execution."""
+    return home() / "traces"

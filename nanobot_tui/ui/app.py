@@ -24,6 +24,7 @@ from nanobot_tui.engine.voting import VoteConfig
 from nanobot_tui.engine.workbench import Workbench
 from nanobot_tui.ui.main_screen import MainScreen
 from nanobot_tui.ui.messages import EngineChanged, EngineState, ServerChanged
+from nanobot_tui.ui.runs import pick_run
 
 
 class NanobotApp(App[None]):
@@ -31,10 +32,19 @@ class NanobotApp(App[None]):
     SUB_TITLE = f"local-first AI workbench · {__version__}"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True)]
 
-    def __init__(self, config: Config, *, workbench: Workbench | None = None) -> None:
-        """`workbench` is built from `config` unless given (tests and benchmarks pass one)."""
+    def __init__(
+        self,
+        config: Config,
+        *,
+        workbench: Workbench | None = None,
+        attach_run: str | None = None,
+    ) -> None:
+        """`workbench` is built from `config` unless given (tests and benchmarks pass one);
+        `attach_run` is the durable run the process tree pane shows (None: the most recent
+        run, if any)."""
         super().__init__()
         self.config = config
+        self.attached_run: str | None = attach_run
         self.workbench: Workbench | None = workbench
         self.session: ChatSession | None = None
         # The voted run the vote counter pane watches (None: no run yet).
@@ -98,6 +108,11 @@ class NanobotApp(App[None]):
             "20 disks (1,048,575 steps), simulated sampler p=0.99, k by calibration; "
             "watch the Votes pane",
             lambda: self.start_demo_run(20),
+        )
+        yield SystemCommand(
+            "Pick a run…",
+            "the durable runs, with status and progress; the Process pane watches the one picked",
+            lambda: pick_run(self),
         )
 
     def start_demo_run(self, disks: int = 10, p: float = 0.99) -> Worker[RunSummary]:

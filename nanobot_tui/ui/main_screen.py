@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header
 
 from nanobot_tui.ui.chat import ChatPane
 from nanobot_tui.ui.meter import HardwareMeter
+from nanobot_tui.ui.process_tree import ProcessTree
 from nanobot_tui.ui.volumes import VolumeBrowser
 from nanobot_tui.ui.votes import VoteCounter
 
@@ -35,6 +36,7 @@ PANES: tuple[PaneSpec, ...] = (
     PaneSpec("center", lambda: ChatPane(id="chat")),
     PaneSpec("right", lambda: HardwareMeter(id="meter")),
     PaneSpec("right", lambda: VoteCounter(id="votes")),
+    PaneSpec("left", lambda: ProcessTree(id="process")),
     PaneSpec("left", lambda: VolumeBrowser(id="volumes")),
 )
 

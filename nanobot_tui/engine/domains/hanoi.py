@@ -495,3 +495,35 @@ class Hanoi:
     def is_solved(self, step: Step | None, last_answer: HanoiAnswer | None) -> bool:
         """All disks on peg 2 after the last step."""
         return step is None and last_answer is not None and last_answer.next_state == self.goal
+
+    # --- JSON, for the run store ----------------------------------------------------------
+
+    def dump_step(self, step: Step) -> dict[str, Any]:
+        """A step's input as JSON-safe data: {"state": [[...], [...], [...]],
+        "previous": [disk, from, to] or null}."""
+        state, previous = step.input
+        return {
+            "state": [list(peg) for peg in state],
+            "previous": None if previous is None else list(previous),
+        }
+
+    def load_step(self, index: int, data: Any) -> Step:
+        """The step `dump_step` wrote; ParseError if the data is not a step's input."""
+        if not isinstance(data, dict) or "state" not in data:
+            raise ParseError("a Hanoi step is {'state': [[...], [...], [...]], 'previous': ...}")
+        state = _check_state(data["state"])
+        previous = data.get("previous")
+        move = None if previous is None else _check_move(previous)
+        return Step(index, (state, move))
+
+    def dump_answer(self, answer: HanoiAnswer) -> dict[str, Any]:
+        """{"move": [disk, from, to], "next_state": [[...], [...], [...]]}."""
+        return {
+            "move": list(answer.move),
+            "next_state": [list(peg) for peg in answer.next_state],
+        }
+
+    def load_answer(self, data: Any) -> HanoiAnswer:
+        if not isinstance(data, dict) or "move" not in data or "next_state" not in data:
+            raise ParseError("a Hanoi answer is {'move': [...], 'next_state': [...]}")
+        return HanoiAnswer(_check_move(data["move"]), _check_state(data["next_state"]))
