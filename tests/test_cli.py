@@ -246,7 +246,8 @@ def test_agent_answers_with_the_embedded_model_and_cleans_up(nanobot_home: Path)
     assert list(run_dir.glob("servers-*.json")) == []
     assert llama_hosts_for(nanobot_home) == []
     log = (nanobot_home / "logs" / "server-main+rlm+memory.log").read_text()
-    port = int(re.search(r"listening on http://127\.0\.0\.1:(\d+)", log).group(1))
+    # The manager's own header line names the port exactly (server output may interleave).
+    port = int(re.search(r"'--port', '(\d+)'", log).group(1))
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
         sock.settimeout(2)
         sock.connect(("127.0.0.1", port))

@@ -70,6 +70,7 @@ def test_mem_store_and_recall() -> None:
         store.mem_store("", "x")
 
 
+@pytest.mark.timeout(300)  # three model calls: slow only when other jobs share the cores
 async def test_summarize_with_the_real_model(notes: str, llama_server: str) -> None:
     async with LLMClient(llama_server) as client:
         with ContextStore(summarizer=client, summary_tokens=24) as store:
