@@ -21,6 +21,19 @@ from nanobot_tui.engine.voting import VoteConfig
 from nanobot_tui.slots import ServerSpec
 
 
+class InFlight(LLMSampler):
+    """The real sampler, telling whether a request is out (to kill the server under it)."""
+
+    busy = 0
+
+    async def sample(self, step, temperatures, paraphrase=0):  # type: ignore[no-untyped-def]
+        self.busy += 1
+        try:
+            return await super().sample(step, temperatures, paraphrase)
+        finally:
+            self.busy -= 1
+
+
 async def test_a_killed_model_server_is_waited_for_and_the_run_goes_on(
     embedded_model: Path,
 ) -> None:
@@ -48,14 +61,14 @@ async def test_a_killed_model_server_is_waited_for_and_the_run_goes_on(
         server = manager.server_for("rlm")
         first_pid = server.pid
         assert first_pid is not None
-        sampler = LLMSampler(
+        sampler = InFlight(
             manager.client("rlm"), spec.build_domain(), name="local rlm: SmolLM2-135M-Instruct"
         )
         run = asyncio.create_task(execute(rid, sampler=sampler))
-        while True:  # a few steps in, with requests in flight: kill -9
-            await asyncio.sleep(0.05)
+        while True:  # a few steps in, and a request in flight: kill -9
+            await asyncio.sleep(0.02)
             with RunStore.open(rid) as store:
-                if store.status().steps_done >= 4:
+                if store.status().steps_done >= 4 and sampler.busy:
                     break
             assert not run.done(), run
         os.kill(first_pid, signal.SIGKILL)

@@ -828,12 +828,10 @@ class RunStore:
     def trace_lines(
         self, step: int | None = None, limit: int = 50, *, node: int | None = None
     ) -> list[dict[str, Any]]:
-        """The trace lines (the same lines as traces/<run>.jsonl) of one step, or of the
-        steps under a node (the latest `limit`). `trace_lines(step, limit)` or
-        `trace_lines(node=id)`; a node id that is a step's gives that step's lines."""
+        """The trace lines (the same lines as traces/<run>.jsonl, as dicts) of one step
+        (`trace_lines(step, limit)`: a step index), or of the steps under a node
+        (`trace_lines(node=node_id, limit=...)`: the latest `limit`)."""
         layout = self.layout
-        if node is None and step is not None and step >= layout.steps:
-            node, step = step, None  # called with a node id
         if node is not None:
             if node >= layout.step_base:
                 first = last = node - layout.step_base
