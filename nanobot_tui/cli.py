@@ -16,16 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from nanobot_tui import __version__
+from nanobot_tui.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, positive_int
+from nanobot_tui.cli_common import fail as _fail
 
 if TYPE_CHECKING:
     from nanobot_tui.config import Config
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, code: int = EXIT_FAIL) -> int:
-    print(f"nanobot: {message}", file=sys.stderr)
-    return code
 
 
 def _load_config() -> Config:
@@ -119,16 +114,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return asyncio.run(_agent(message, args.slot, args.max_tokens, args.json))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

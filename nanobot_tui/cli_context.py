@@ -16,16 +16,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from nanobot_tui.catalog import human_bytes
+from nanobot_tui.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli_common import fail as _fail
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.llm import LLMClient
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"nanobot: {message}", file=sys.stderr)
-    return code
 
 
 def _print_json(data: Any) -> None:

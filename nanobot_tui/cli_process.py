@@ -14,16 +14,11 @@ import argparse
 import asyncio
 import inspect
 import json
-import sys
 import time
 from typing import Any
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, code: int = EXIT_FAIL) -> int:
-    print(f"nanobot: {message}", file=sys.stderr)
-    return code
+from nanobot_tui.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli_common import fail as _fail
 
 
 def _resolve(run_id: str) -> str:

@@ -14,20 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any
+
+from nanobot_tui.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, positive_int
+from nanobot_tui.cli_common import fail as _fail
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.domains import Domain
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DOMAINS = ("hanoi", "wordcase")
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"nanobot: {message}", file=sys.stderr)
-    return code
 
 
 def make_domain(args: argparse.Namespace) -> Domain:
@@ -281,16 +277,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(result, str):  # a run id: start its detached runner
         return detach(result)
     return result
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def positive_float(text: str) -> float:
