@@ -88,6 +88,20 @@ class ContextConfig(_Section):
     embedding_api_key: str | None = Field(default=None, repr=False)
 
 
+class AgentConfig(_Section):
+    """The chat agent: its tools, where they may touch files, how long it may go on."""
+
+    # File tools are confined here; None means the folder nanobot was started in.
+    workspace: Path | None = None
+    # The shell tool runs commands in the workspace; off unless turned on.
+    shell: bool = False
+    shell_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # Small local models are cheap: a tool loop may run for hundreds of rounds.
+    max_rounds: int = Field(default=500, ge=1, le=100_000)
+    # Tool results longer than this are cut (with a note saying so) before the model sees them.
+    tool_output_chars: int = Field(default=4000, ge=200, le=1_000_000)
+
+
 class UIConfig(_Section):
     theme: str = "textual-dark"
     keymap: dict[str, str] = Field(default_factory=dict)
@@ -99,6 +113,7 @@ class Config(_Section):
     runtime: str = "embedded"
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
 
     def to_json(self) -> str:

@@ -43,3 +43,23 @@ def runs_dir() -> Path:
 def traces_dir() -> Path:
     """One JSONL trace file per run: a line per step execution."""
     return home() / "traces"
+
+
+def sessions_dir() -> Path:
+    """Agent sessions: one JSONL file per session."""
+    return home() / "sessions"
+
+
+def memory_file() -> Path:
+    """Long-term notes the agent keeps and may update through a tool."""
+    return home() / "MEMORY.md"
+
+
+def skills_dir() -> Path:
+    """One folder per skill, each with a SKILL.md."""
+    return home() / "skills"
+
+
+def user_themes_dir() -> Path:
+    """Themes the user adds, next to the ones shipped in the repository's themes/."""
+    return home() / "themes"

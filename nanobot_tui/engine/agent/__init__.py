@@ -1,0 +1,1 @@
+"""The agent: a tool loop over the model slots, with memory, compaction and delegation."""
