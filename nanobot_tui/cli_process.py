@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import time
 from typing import Any
@@ -310,9 +309,6 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     from nanobot_tui.ui.app import NanobotApp
 
-    if "attach_run" not in inspect.signature(NanobotApp).parameters:
-        print(f"attach is not wired into the app yet; follow it with: nanobot status {rid}")
-        return EXIT_FAIL
     NanobotApp(config, attach_run=rid).run()
     return EXIT_OK
 
