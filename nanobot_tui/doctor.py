@@ -122,6 +122,7 @@ def _ports() -> dict[str, Any]:
 def build_report(
     *, hardware: HardwareInfo | None = None, config_path: Path | None = None
 ) -> DoctorReport:
+    from nanobot_tui.engine.providers import resolve_providers
     from nanobot_tui.engine.servers import ServerError, resolve_runtime
 
     report = DoctorReport()
@@ -163,9 +164,27 @@ def build_report(
         report.problems.append(str(exc))
 
     resolved = resolve_slots(config, paths.models_dir())
-    report.data["slots"] = {
-        name: _slot_report(resolved[name], config, exists, hardware, report) for name in SLOT_NAMES
-    }
+    choices = resolve_providers(config)
+    report.data["slots"] = {}
+    for name in SLOT_NAMES:
+        choice = choices[name]
+        if choice.is_cloud:
+            # A cloud slot needs no local model; the key itself is never shown.
+            report.data["slots"][name] = {
+                "provider": choice.provider,
+                "model": choice.model,
+                "displayName": choice.label,
+                "apiBase": choice.api_base,
+                "keyFrom": choice.key_from,
+            }
+            resolved.pop(name)
+            continue
+        entry = _slot_report(resolved[name], config, exists, hardware, report)
+        entry["provider"] = "local"
+        if choice.note:  # asked for a cloud provider it cannot use: local is the fallback
+            entry["providerNote"] = choice.note
+            report.warnings.append(f"slot {name}: {choice.note}")
+        report.data["slots"][name] = entry
     report.data["servers"] = [
         {
             "slots": list(spec.slots),
@@ -216,6 +235,10 @@ def format_report(report: DoctorReport) -> str:
         lines.append(f"  {rt['kind']}: {rt['version']}")
     lines += ["", "Slots"]
     for name, slot in d["slots"].items():
+        if slot["provider"] != "local":
+            key = "no key" if slot["keyFrom"] == "none" else f"key from {slot['keyFrom']}"
+            lines.append(f"  {name:<7}  {slot['displayName']} · {slot['apiBase']} · {key}")
+            continue
         status = "present" if slot["present"] else "missing"
         quant = f" {slot['quant']}" if slot["quant"] else ""
         lines.append(
@@ -229,6 +252,8 @@ def format_report(report: DoctorReport) -> str:
             )
         if slot.get("recommendedReason"):
             lines.append(f"           {slot['wanted']} here: {slot['recommendedReason']}")
+        if slot.get("providerNote"):
+            lines.append(f"           {slot['providerNote']}")
     lines += ["", "Servers (started on free 127.0.0.1 ports)"]
     for server in d["servers"]:
         lines.append(

@@ -30,6 +30,7 @@ class ResolvedSlot:
     temperature: float
     wanted: str  # what the config asked for, for doctor
     note: str = ""  # why the slot uses something else than it asked for, if it does
+    provider: str = "local"  # or the cloud API it runs on (engine.providers); then path is None
 
     @property
     def is_fallback(self) -> bool:
