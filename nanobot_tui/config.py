@@ -21,6 +21,7 @@ from nanobot_tui import catalog, paths
 from nanobot_tui.hardware import Tier
 
 SlotName = Literal["main", "rlm", "memory"]
+ProviderName = Literal["local", "openai", "anthropic"]
 
 
 class _Section(BaseModel):
@@ -39,6 +40,10 @@ class SlotConfig(_Section):
     context_size: int = Field(default=8192, ge=256, le=1_048_576)
     parallel: int = Field(default=1, ge=1, le=64)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    # Where the slot's requests go: its local server, or a cloud API from `providers`
+    # running `remote_model`. A cloud choice without a key stays local (engine.providers).
+    provider: ProviderName = "local"
+    remote_model: str | None = None
 
     @field_validator("model")
     @classmethod
@@ -68,6 +73,7 @@ class OpenAIProvider(_Section):
 
 
 class AnthropicProvider(_Section):
+    api_base: str = "https://api.anthropic.com"
     api_key: str | None = Field(default=None, repr=False)
 
 
@@ -98,6 +104,10 @@ class AgentConfig(_Section):
     shell_timeout: float = Field(default=30.0, gt=0, le=3600)
     # Small local models are cheap: a tool loop may run for hundreds of rounds.
     max_rounds: int = Field(default=500, ge=1, le=100_000)
+    # How tool calls travel: "auto" asks the server whether its chat template renders
+    # tools (native) and otherwise lists them in the prompt; "constrained" holds every
+    # reply to a JSON schema (for models too small to write a call unaided).
+    tool_mode: Literal["auto", "native", "prompted", "constrained"] = "auto"
     # Tool results longer than this are cut (with a note saying so) before the model sees them.
     tool_output_chars: int = Field(default=4000, ge=200, le=1_000_000)
 

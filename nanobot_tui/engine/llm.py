@@ -773,6 +773,15 @@ class LLMClient:
                 f"{url}: unexpected answer shape ({type(exc).__name__}: {exc})"
             ) from None
 
+    async def props(self) -> dict[str, Any]:
+        """llama.cpp's /props: the chat template and what it can do (`chat_template_caps`,
+        e.g. `supports_tools`). Other OpenAI-compatible servers answer 404 (RequestError)."""
+        url = self._root + "/props"
+        data = self._decode(await self._send("GET", url), url)
+        if not isinstance(data, dict):
+            raise ResponseFormatError(f"{url}: expected a JSON object, got {_clip(str(data))}")
+        return data
+
     async def slots(self) -> list[dict[str, Any]]:
         """llama.cpp's /slots (needs `--slots`): one dict per slot, with `is_processing`."""
         url = self._root + "/slots"
