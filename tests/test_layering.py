@@ -18,6 +18,15 @@ ENGINE_MODULES = [
     "nanobot_tui.slots",
     "nanobot_tui.doctor",
     "nanobot_tui.cli",
+    "nanobot_tui.cli_agent",
+    "nanobot_tui.cli_setup",
+    "nanobot_tui.download",
+    "nanobot_tui.setup_plan",
+    "nanobot_tui.engine.providers",
+    "nanobot_tui.engine.anthropic",
+    "nanobot_tui.engine.agent.build",
+    "nanobot_tui.engine.agent.loop",
+    "nanobot_tui.engine.agent.recall",
 ]
 
 

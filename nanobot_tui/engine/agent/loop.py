@@ -1,0 +1,406 @@
+"""The agent's tool loop: ask the model, run the tools it calls, feed the results back,
+until it answers, runs out of rounds, or is cancelled.
+
+One turn is an async iterator of events (`AgentEvent`) that the chat pane, `nanobot
+agent` and the benchmarks all consume. Every message is appended to the session file as
+it happens, so a crash or a cancel never loses what was said, and the conversation in the
+file stays well formed: a cancelled tool round still gets one result per call.
+
+Small local models are cheap per round and make mistakes, so the loop never trusts
+them: an unreadable call goes back with a precise reason, the same call repeated gets a
+nudge, and after a few of either the model is asked to answer without tools. Before
+every request the prompt is checked against the slot's context size, and the oldest part
+of the conversation is compacted by the memory slot's model when it would not fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nanobot_tui.engine.agent.compaction import (
+    CompactionError,
+    TokenEstimator,
+    compact,
+    needs_compaction,
+)
+from nanobot_tui.engine.agent.protocol import NativeTools, ToolProtocol
+from nanobot_tui.engine.agent.sessions import Session
+from nanobot_tui.engine.agent.tools import ToolRegistry, ToolResult
+from nanobot_tui.engine.llm import (
+    ChatResult,
+    LLMClient,
+    LLMError,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+
+# Unreadable calls or identical repeats in a row before the model must answer without tools.
+MAX_STRIKES = 3
+# Never ask for fewer new tokens than this when squeezing a request into the window.
+MIN_ANSWER_TOKENS = 128
+# Compaction keeps the last few messages verbatim and summarises the rest into this many.
+KEEP_RECENT = 4
+SUMMARY_TOKENS = 300
+_NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
+FINAL_NOTE = "Tool budget used up: answer now, from what you have, without calling tools."
+
+
+class ChatClient(Protocol):
+    """What the loop needs of a model endpoint (LLMClient, the cloud providers)."""
+
+    def stream_chat(
+        self, messages: Sequence[dict[str, Any]], **kwargs: Any
+    ) -> AsyncIterator[StreamEvent]: ...
+
+    async def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> ChatResult: ...
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    round: int
+    calls: list[ToolCall]
+    text: str = ""  # what the model said along with the calls
+
+
+@dataclass(frozen=True)
+class ToolDone:
+    result: ToolResult
+
+
+@dataclass(frozen=True)
+class CallProblem:
+    """The model tried to call a tool but wrote something that could not be read."""
+
+    round: int
+    problem: str
+
+
+@dataclass(frozen=True)
+class Compacted:
+    first: int
+    last: int
+    summary: str
+    fallback: bool  # True: a mechanical summary (the memory model failed)
+    elapsed_s: float = 0.0  # the summarizer's time, inside the round's wall time
+
+
+@dataclass(frozen=True)
+class RoundDone:
+    round: int
+    usage: Usage
+    wall_s: float  # the whole round: building the prompt, the model, the tools, the session
+    model_s: float  # the model call as the client saw it (HTTP included)
+    server_s: float | None  # the server's own prompt + generation time, when it says
+    tools_s: float  # the tools' own time (wall, concurrent ones overlap)
+
+
+@dataclass(frozen=True)
+class TurnDone:
+    answer: str
+    rounds: int
+    # None: the model answered; "rounds", "strikes": it was made to; "context": the
+    # prompt could not be made to fit the slot's window.
+    stopped: str | None
+    usage: Usage  # summed over the turn's requests
+    last_prompt_tokens: int
+
+
+AgentEvent = AnswerDelta | ToolCalls | ToolDone | CallProblem | Compacted | RoundDone | TurnDone
+
+
+# --- the agent --------------------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    client: ChatClient
+    tools: ToolRegistry
+    session: Session
+    context_size: int  # tokens one request may use on this slot
+    system_prompt: str
+    protocol: ToolProtocol = field(default_factory=NativeTools)
+    temperature: float = 0.7
+    max_tokens: int = 1024
+    max_rounds: int = 500
+    summarizer: ChatClient | None = None  # the memory slot; None: this agent's own client
+    summary_tokens: int = SUMMARY_TOKENS
+    summarizer_context: int = 4096  # the memory slot's window: summary requests must fit
+    # Extra system text for a turn (MEMORY.md, matched skills), given the user's message.
+    prompt_extras: Callable[[str], list[str]] | None = None
+    estimator: TokenEstimator = field(default_factory=TokenEstimator)
+
+    def system_message(self, user_text: str, *, with_tools: bool = True) -> dict[str, Any]:
+        parts = [self.system_prompt]
+        if self.prompt_extras is not None:
+            parts += [p for p in self.prompt_extras(user_text) if p]
+        if with_tools:
+            parts.append(self.protocol.system_text(self.tools.specs()))
+        return {"role": "system", "content": "\n\n".join(p for p in parts if p)}
+
+    async def turn(self, user_text: str) -> AsyncIterator[AgentEvent]:
+        """Answer one user message, calling tools as the model asks."""
+        self.session.append_message({"role": "user", "content": user_text})
+        total = Usage()
+        last_prompt = 0
+        strikes = 0
+        previous: list[tuple[str, str]] = []
+        stopped: str | None = None
+        round_no = 0
+        try:
+            while True:
+                round_no += 1
+                final = stopped is not None or round_no > self.max_rounds or strikes >= MAX_STRIKES
+                if final and stopped is None:
+                    stopped = "rounds" if round_no > self.max_rounds else "strikes"
+                t0 = time.perf_counter()
+                kept: list[dict[str, Any]] = []
+                sent: list[dict[str, Any]] = []
+                max_tokens = self.max_tokens
+                try:
+                    async for event in self._fit(user_text, final):
+                        if isinstance(event, Compacted):
+                            yield event
+                        else:
+                            kept, sent, max_tokens = event
+                except CompactionError as exc:
+                    # Nothing to send: the system prompt and the newest message alone do
+                    # not fit the window. Said, and the session stays as it was.
+                    answer = f"(Cannot ask the model: {exc})"
+                    yield AnswerDelta(answer)
+                    yield TurnDone(answer, round_no, "context", total, last_prompt)
+                    return
+                shown: list[str] = []
+                result: ChatResult | None = None
+                async for item in self._ask(sent, max_tokens, final, shown):
+                    if isinstance(item, AnswerDelta):
+                        yield item
+                    else:
+                        result = item
+                assert result is not None
+                model_s = result.latency_s
+                total = _add(total, result.usage)
+                last_prompt = result.usage.prompt_tokens
+                self.estimator.observe(kept, last_prompt, self._request_tools(final))
+                parsed = self.protocol.parse(result.content, result.tool_calls, round_no)
+                server_s = _server_seconds(result)
+
+                if final or (not parsed.calls and not parsed.problem):
+                    answer = parsed.text
+                    if final and parsed.problem:  # not a readable call: take it as prose
+                        answer = result.content.strip()
+                    if final and parsed.calls:
+                        answer = (
+                            f"{answer}\n(No answer: after {round_no - 1} rounds the model "
+                            f"still asked for {parsed.calls[0].name}.)"
+                        ).strip()
+                    if not shown and answer:
+                        yield AnswerDelta(answer)  # held back while it looked like a call
+                    self.session.append_message({"role": "assistant", "content": answer})
+                    self.session.sync()
+                    wall = time.perf_counter() - t0
+                    yield RoundDone(round_no, result.usage, wall, model_s, server_s, 0.0)
+                    yield TurnDone(answer, round_no, stopped, total, last_prompt)
+                    return
+
+                if parsed.problem:
+                    strikes += 1
+                    self.session.append_message({"role": "assistant", "content": result.content})
+                    note = f"Tool call error: {parsed.problem}"
+                    self.session.append_message({"role": "user", "content": note})
+                    yield CallProblem(round_no, parsed.problem)
+                    wall = time.perf_counter() - t0
+                    yield RoundDone(round_no, result.usage, wall, model_s, server_s, 0.0)
+                    continue
+
+                calls = parsed.calls
+                self.session.append_message(_assistant_with_calls(parsed.text, calls))
+                yield ToolCalls(round_no, calls, parsed.text)
+                signature = [(c.name, c.arguments) for c in calls]
+                repeated = signature == previous
+                previous = signature
+                strikes = strikes + 1 if repeated else 0
+                t_tools = time.perf_counter()
+                results = await self._run_tools(calls)
+                tools_s = time.perf_counter() - t_tools
+                for r in results:
+                    content = r.content
+                    if repeated:
+                        content += "\n(The same call as before, the same result: answer now.)"
+                    self._append_result(r, content)
+                    yield ToolDone(r)
+                wall = time.perf_counter() - t0
+                yield RoundDone(round_no, result.usage, wall, model_s, server_s, tools_s)
+        finally:
+            self.session.sync()
+
+    # --- one request ----------------------------------------------------------------------
+
+    async def _fit(
+        self, user_text: str, final: bool
+    ) -> AsyncIterator[Compacted | tuple[list[dict[str, Any]], list[dict[str, Any]], int]]:
+        """The request's messages (as the session keeps them, and as sent) and its answer
+        budget, compacting the session first when the prompt would not leave room for an
+        answer in the slot's window."""
+        system = self.system_message(user_text, with_tools=not final)
+        if final:
+            system["content"] += "\n\n" + FINAL_NOTE
+        tools = self._request_tools(final)
+        messages = [system, *self.session.messages()]
+        reserve = min(self.max_tokens, max(MIN_ANSWER_TOKENS, self.context_size // 4))
+        if needs_compaction(
+            messages, self.context_size, reserve, tools=tools, estimator=self.estimator
+        ):
+            t0 = time.perf_counter()
+            summarizer = self.summarizer or self.client
+            done = await compact(
+                messages,
+                summarizer,
+                keep_recent=KEEP_RECENT,
+                max_summary_tokens=self.summary_tokens,
+                budget_tokens=self.context_size - reserve,
+                tools=tools,
+                estimator=self.estimator,
+                summarizer_context=self.summarizer_context,
+                # Thinking models (Qwen3) would spend the summary's tokens thinking.
+                summarizer_extra=_NO_THINKING if isinstance(summarizer, LLMClient) else None,
+            )
+            if done.record is not None:
+                self.session.append(done.record)
+                elapsed = time.perf_counter() - t0
+                yield Compacted(
+                    done.first or 0, done.last or 0, done.summary, done.mechanical, elapsed
+                )
+            messages = [system, *self.session.messages()]
+        room = self.context_size - self.estimator.estimate(messages, tools)
+        budget = min(self.max_tokens, max(MIN_ANSWER_TOKENS, room))
+        yield messages, self.protocol.wire(messages), budget
+
+    def _request_tools(self, final: bool) -> list[dict[str, Any]] | None:
+        """The `tools` field of a request (None for prompted tools); the final request
+        keeps native specs (with tool_choice none): the history refers to them."""
+        return self.protocol.request_tools(self.tools.specs())
+
+    async def _ask(
+        self, messages: list[dict[str, Any]], max_tokens: int, final: bool, shown: list[str]
+    ) -> AsyncIterator[AnswerDelta | ChatResult]:
+        """Stream the model's answer; prose is passed on as it comes, anything that starts
+        like a tool call is held back (`shown` collects what was passed on)."""
+        kwargs: dict[str, Any] = {"temperature": self.temperature, "max_tokens": max_tokens}
+        specs = self._request_tools(final)
+        if specs:
+            kwargs["tools"] = specs
+            if final:
+                kwargs["tool_choice"] = "none"
+        if not final:
+            kwargs.update(self.protocol.request_extra(self.tools.specs()))
+        stop = None if final else self.protocol.stop()
+        if stop:
+            kwargs["stop"] = stop
+        text: list[str] = []
+        decided: bool | None = None  # True: prose, shown; False: a call, held back
+        async with aclosing(self.client.stream_chat(messages, **kwargs)) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                    if decided is None:
+                        looks = self.protocol.looks_like_call("".join(text))
+                        if looks is None:
+                            continue
+                        decided = not looks
+                        if decided:
+                            shown.append("".join(text))
+                            yield AnswerDelta("".join(text))
+                    elif decided:
+                        shown.append(event.text)
+                        yield AnswerDelta(event.text)
+                elif isinstance(event, StreamDone):
+                    yield event.result
+
+    # --- tools ----------------------------------------------------------------------------
+
+    async def _run_tools(self, calls: list[ToolCall]) -> list[ToolResult]:
+        task = asyncio.ensure_future(self.tools.execute_all(calls))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Cancelled mid-round: every call still gets a result, so the conversation
+            # stays valid for the next request (APIs refuse unanswered tool calls).
+            task.cancel()
+            for call in calls:
+                note = "cancelled by the user before it finished"
+                self._append_result(ToolResult(call.id, call.name, None, note, False, 0.0), note)
+            raise
+
+    def _append_result(self, result: ToolResult, content: str) -> None:
+        self.session.append_message(
+            {
+                "role": "tool",
+                "tool_call_id": result.call_id,
+                "name": result.name,
+                "content": content,
+            }
+        )
+        self.session.append_tool(result)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _assistant_with_calls(text: str, calls: list[ToolCall]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": text,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ],
+    }
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+        completion_tokens=a.completion_tokens + b.completion_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens,
+    )
+
+
+def _server_seconds(result: ChatResult) -> float | None:
+    t = result.timings
+    return (t.prompt_ms + t.predicted_ms) / 1000 if t is not None else None
+
+
+async def detect_protocol(client: object, mode: str = "auto") -> ToolProtocol:
+    """The protocol `mode` names; for "auto", prompted tools on a llama.cpp server whose
+    template cannot render them, native tools everywhere else (cloud APIs, other
+    OpenAI-compatible servers)."""
+    from nanobot_tui.engine.agent.protocol import ConstrainedTools, PromptedTools
+
+    if mode != "auto":
+        return {"native": NativeTools, "prompted": PromptedTools}.get(mode, ConstrainedTools)()
+    if isinstance(client, LLMClient):
+        try:
+            props = await client.props()
+        except LLMError:
+            return NativeTools()
+        caps = props.get("chat_template_caps") or {}
+        if caps.get("supports_tools") is False:
+            return PromptedTools()
+    return NativeTools()
