@@ -399,3 +399,16 @@ async def test_delegation_runs_a_subagent_on_its_own_session(llama_server: str) 
     child = store.open("parent-sub1").messages()
     assert child[0] == {"role": "user", "content": "Say the word blue."}
     assert child[-1]["role"] == "assistant"
+
+
+async def test_a_cancel_while_the_model_answers_keeps_the_turns_alternating() -> None:
+    model = ScriptedModel(["never shown"], delay=5)
+    agent = agent_on(model, echo_registry())
+    task = asyncio.create_task(collect(agent, "a slow answer"))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    messages = SessionStore().open("test").messages()
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[-1]["content"] == "[cancelled]"

@@ -8,7 +8,6 @@ import sys
 ENGINE_MODULES = [
     "nanobot_tui.engine.servers",
     "nanobot_tui.engine.llm",
-    "nanobot_tui.engine.chat",
     "nanobot_tui.engine.workbench",
     "nanobot_tui.engine.llama_host",
     "nanobot_tui.config",

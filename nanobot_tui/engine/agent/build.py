@@ -113,12 +113,15 @@ async def build_agent(
         )
 
     sessions = SessionStore()
+    prefix = f"{session.name}-sub"
+    earlier = sum(1 for info in sessions.list() if info.name.startswith(prefix))
     main = agent_for("main", session, SYSTEM_PROMPT)
     main.tools.add(
         delegate_tool(
             lambda d: agent_for("rlm", sessions.create(d.session), SUBAGENT_PROMPT),
             session_prefix=session.name,
             on_change=on_delegation,
+            first=earlier + 1,
         )
     )
     return AgentKit(main, session, store)

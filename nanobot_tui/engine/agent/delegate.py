@@ -58,8 +58,11 @@ def delegate_tool(
     session_prefix: str,
     on_change: DelegationSink | None = None,
     answer_chars: int = ANSWER_CHARS,
+    first: int = 1,
 ) -> Tool:
-    counter = itertools.count(1)
+    """`first`: the number of the first delegation (a resumed session goes on counting,
+    so its subagents' session names stay unique)."""
+    counter = itertools.count(first)
     notify = on_change or (lambda _d: None)
 
     async def run(args: dict[str, object]) -> str:
@@ -88,6 +91,10 @@ def delegate_tool(
         except LLMError as exc:
             notify(replace(record, status="failed", error=str(exc), finished=time.time()))
             raise ToolError(f"delegate: the subagent's model failed: {exc}") from None
+        except Exception as exc:  # whatever broke, the tree must not show it running forever
+            error = f"{type(exc).__name__}: {exc}"
+            notify(replace(record, status="failed", error=error, finished=time.time()))
+            raise ToolError(f"delegate: the subagent failed: {error}") from None
         record = replace(record, status="completed", finished=time.time())
         notify(record)
         answer = record.answer or "(the subagent gave no answer)"

@@ -187,11 +187,18 @@ class Agent:
                     return
                 shown: list[str] = []
                 result: ChatResult | None = None
-                async for item in self._ask(sent, max_tokens, final, shown):
-                    if isinstance(item, AnswerDelta):
-                        yield item
-                    else:
-                        result = item
+                try:
+                    async for item in self._ask(sent, max_tokens, final, shown):
+                        if isinstance(item, AnswerDelta):
+                            yield item
+                        else:
+                            result = item
+                except asyncio.CancelledError:
+                    # Keep what was shown, so the session alternates user/assistant.
+                    partial = "".join(shown).strip()
+                    note = f"{partial} [cancelled]" if partial else "[cancelled]"
+                    self.session.append_message({"role": "assistant", "content": note})
+                    raise
                 assert result is not None
                 model_s = result.latency_s
                 total = _add(total, result.usage)
