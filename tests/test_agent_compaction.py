@@ -147,7 +147,7 @@ async def test_compaction_with_the_real_summariser(llm: LLMClient) -> None:
         messages,
         llm,
         keep_recent=4,
-        max_summary_tokens=80,
+        max_summary_tokens=40,
         budget_tokens=budget,
         summarizer_context=SLOT_CONTEXT,
     )
@@ -230,7 +230,7 @@ async def test_tool_calls_are_never_split_from_their_results(llm: LLMClient) -> 
         {"role": "assistant", "content": "Both read."},
     ]
     for keep in range(1, 5):  # boundaries on each tool result and around them
-        result = await compact(messages, llm, keep_recent=keep, max_summary_tokens=64)
+        result = await compact(messages, llm, keep_recent=keep, max_summary_tokens=16)
         kept = result.messages[2:]
         assert kept[0]["role"] != "tool", keep
         roles = [m["role"] for m in kept]
@@ -241,7 +241,7 @@ async def test_tool_calls_are_never_split_from_their_results(llm: LLMClient) -> 
     # Under a tight budget the last tool exchange is the smallest unit that stays.
     tail = messages[:-1]
     result = await compact(
-        tail, llm, keep_recent=1, max_summary_tokens=64, budget_tokens=600, summarizer_context=2048
+        tail, llm, keep_recent=1, max_summary_tokens=16, budget_tokens=600, summarizer_context=2048
     )
     assert [m["role"] for m in result.messages[2:]] == ["assistant", "tool", "tool"]
 

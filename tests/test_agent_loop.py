@@ -334,7 +334,9 @@ async def test_constrained_replies_make_the_small_model_call_a_ctx_tool(
             [t for t in context_tools(store) if t.name in {"ctx_grep", "ctx_volumes"}]
         )
         async with LLMClient(llama_server) as client:
-            agent = agent_on(client, tools, protocol=ConstrainedTools(), max_rounds=1)
+            agent = agent_on(
+                client, tools, protocol=ConstrainedTools(), max_rounds=1, temperature=0.0
+            )
             agent.max_tokens = 64
             events = await collect(agent, "Which port does staging use? Grep volume proj.")
     calls = [e for e in events if isinstance(e, ToolCalls)]
