@@ -113,7 +113,7 @@ class AgentConfig(_Section):
 
 
 class UIConfig(_Section):
-    theme: str = "textual-dark"
+    theme: str = "nanobot-dark"
     keymap: dict[str, str] = Field(default_factory=dict)
 
 

@@ -62,6 +62,29 @@ def render_hardware(sample: HardwareSample) -> Table:
     return table
 
 
+def hardware_key(sample: HardwareSample) -> tuple[object, ...]:
+    """What `render_hardware` would show, as a value: equal keys draw the same lines, so
+    the meter skips the redraw (over SSH a redraw is about 1 KB)."""
+
+    def filled(fraction: float) -> int:
+        return round(min(max(fraction, 0.0), 1.0) * BAR_WIDTH)
+
+    ram = sample.ram_used / sample.ram_total if sample.ram_total else 0.0
+    key: list[object] = [
+        filled(sample.cpu_percent / 100),
+        f"{sample.cpu_percent:4.0f}",
+        filled(ram),
+        human_bytes(sample.ram_used),
+        human_bytes(sample.ram_total),
+    ]
+    for gpu in sample.gpus:
+        vram = gpu.vram_used / gpu.vram_total if gpu.vram_total else 0.0
+        util = None if gpu.utilization is None else f"{gpu.utilization:4.0f}"
+        key += [gpu.index, filled(vram), human_bytes(gpu.vram_used), human_bytes(gpu.vram_total)]
+        key += [util, None if gpu.utilization is None else filled(gpu.utilization / 100)]
+    return tuple(key)
+
+
 def render_servers(statuses: list[ServerStatus]) -> Table | Text:
     """Two lines a server, so names fit a narrow column: slots and state, then model and
     throughput."""
@@ -83,7 +106,7 @@ def render_servers(statuses: list[ServerStatus]) -> Table | Text:
 
 class HardwareMeter(Vertical):
     """Samples once a second; the next sample is scheduled when the last one lands, so
-    samples never pile up, and the widgets are redrawn only when their text changes."""
+    samples never pile up, and the widgets are redrawn only when what they show changes."""
 
     DEFAULT_CSS = """
     HardwareMeter { border: round $primary 50%; height: auto; max-height: 100%; }
@@ -102,6 +125,7 @@ class HardwareMeter(Vertical):
         super().__init__(id=id)
         self._sampler = HardwareSampler()
         self._last_servers: list[ServerStatus] | None = None
+        self._last_hardware: tuple[object, ...] | None = None
 
     @property
     def nanobot(self) -> NanobotApp:
@@ -126,7 +150,10 @@ class HardwareMeter(Vertical):
 
     @on(Sampled)
     def _sampled(self, message: Sampled) -> None:
-        self.query_one("#meter-hardware", Static).update(render_hardware(message.sample))
+        key = hardware_key(message.sample)
+        if key != self._last_hardware:
+            self._last_hardware = key
+            self.query_one("#meter-hardware", Static).update(render_hardware(message.sample))
         self._show_servers()
         self.set_timer(self.INTERVAL, self.take_sample)
 

@@ -44,6 +44,7 @@ from textual.message import Message
 from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
+from nanobot_tui.ui.agent_tree import AgentTree
 from nanobot_tui.ui.inspect import ICONS, InspectScreen
 from nanobot_tui.ui.runs import RUN_STYLES, open_run, pick_run, read_runs
 from nanobot_tui.ui.votes import duration, fit, rate_text
@@ -340,7 +341,7 @@ class ProcessTree(Vertical):
     ProcessTree #process-header {
         height: auto; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
     }
-    ProcessTree #process-tree { height: 1fr; background: transparent; }
+    ProcessTree #process-tree { height: 1fr; background: transparent; overflow-x: hidden; }
     ProcessTree #process-status {
         height: 1; padding: 0 1; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis;
     }
@@ -409,6 +410,7 @@ class ProcessTree(Vertical):
         tree.show_root = False  # the header stands for the run: one indent less
         yield tree
         yield Static("", id="process-status", markup=False)
+        yield AgentTree(id="agent-tree")
 
     def on_unmount(self) -> None:
         self._reader.close()

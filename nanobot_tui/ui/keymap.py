@@ -1,0 +1,78 @@
+"""The user's keymap (config `ui.keymap`): binding ids to keys, e.g.
+`{"app.quit": "ctrl+x", "chat.stop": "escape,ctrl+g"}`.
+
+Every binding nanobot declares carries an id ("area.action"); the keymap replaces the
+keys of the ids it names. An id that no binding carries, or a key that is not a plain
+string, is left out with one warning line each: a typo never stops the app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.dom import DOMNode
+
+# Modules whose screens load lazily: imported here so that their bindings' ids count.
+LAZY_MODULES = ("nanobot_tui.ui.help", "nanobot_tui.ui.viewer", "nanobot_tui.ui.setup")
+# One key: modifiers joined by "+", then a key name or a single character.
+KEY = re.compile(r"^([a-z]+\+)*([a-z0-9_]+|[^\s,+])$")
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def declaring_classes() -> list[type[DOMNode]]:
+    """The nanobot widgets, screens and app that declare bindings of their own."""
+    for module in LAZY_MODULES:
+        importlib.import_module(module)
+    classes = {
+        cls
+        for cls in _subclasses(DOMNode)
+        if cls.__module__.startswith("nanobot_tui.") and cls.__dict__.get("BINDINGS")
+    }
+    return sorted(classes, key=lambda cls: (cls.__module__, cls.__qualname__))
+
+
+def nanobot_bindings() -> dict[str, tuple[type[DOMNode], Binding]]:
+    """Every binding with an id that nanobot declares, by id, with its class."""
+    found: dict[str, tuple[type[DOMNode], Binding]] = {}
+    for cls in declaring_classes():
+        for binding in Binding.make_bindings(cls.__dict__["BINDINGS"]):
+            if binding.id is not None:
+                found.setdefault(binding.id, (cls, binding))
+    return found
+
+
+def check_keymap(keymap: dict[str, str], known: set[str]) -> tuple[dict[str, str], list[str]]:
+    """(the entries that can be applied, a warning line for each that cannot)."""
+    usable: dict[str, str] = {}
+    warnings: list[str] = []
+    for binding_id, keys in keymap.items():
+        if binding_id not in known:
+            near = [k for k in sorted(known) if k.split(".")[0] == binding_id.split(".")[0]]
+            hint = f" (known here: {', '.join(near)})" if near else " (F1 lists the keys)"
+            warnings.append(f"keymap: no binding has the id {binding_id!r}{hint}")
+            continue
+        parts = [part.strip() for part in str(keys).split(",")]
+        if not keys or not all(KEY.match(part) for part in parts):
+            warnings.append(f"keymap: {binding_id}: not a key: {keys!r} (e.g. 'ctrl+x' or 'f5')")
+            continue
+        usable[binding_id] = ",".join(parts)
+    return usable, warnings
+
+
+def apply_keymap(app: App[Any], keymap: dict[str, str]) -> list[str]:
+    """Set the app's keymap from the config's; returns the warnings."""
+    if not keymap:
+        return []
+    usable, warnings = check_keymap(keymap, set(nanobot_bindings()))
+    app.set_keymap(usable)
+    return warnings

@@ -1,0 +1,1 @@
+"""The README's screenshots and the script that makes them."""
