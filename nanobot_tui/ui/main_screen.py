@@ -4,7 +4,8 @@ Five panes share this screen: chat (centre), hardware meter and vote counters (r
 process tree and volume browser (left). A pane is added by listing it in PANES; columns
 with no pane yet are not drawn, so a new pane slots in without reshaping the others.
 
-Narrower than NARROW_WIDTH (an 80x24 terminal over SSH), the screen shows one pane at a
+Narrower than NARROW_WIDTH (an 80x24 terminal over SSH; anything under 114 columns) the
+screen shows one pane at a
 time, full size, under a one-line strip of pane names: F2 and Shift+F2 (or a click on a
 name) switch panes. The panes stay mounted, so switching keeps their state. At any width
 F2 moves the focus to the next pane that takes keys.
@@ -34,7 +35,9 @@ from nanobot_tui.ui.votes import VoteCounter
 Area = Literal["left", "center", "right"]
 AREAS: tuple[Area, ...] = ("left", "center", "right")
 NARROW_ORDER: tuple[Area, ...] = ("center", "left", "right")  # the strip's order
-NARROW_WIDTH = 100  # below this many columns, one pane at a time
+# Below this many columns, one pane at a time: the three columns' minimum widths (left 30,
+# centre 40, right 44, in DEFAULT_CSS); any narrower and the right column is cut off.
+NARROW_WIDTH = 30 + 40 + 44
 ATTACH_PANE = "process"  # the pane shown first, when narrow, by `nanobot attach`
 
 
