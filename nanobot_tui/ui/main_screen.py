@@ -5,10 +5,9 @@ process tree and volume browser (left). A pane is added by listing it in PANES; 
 with no pane yet are not drawn, so a new pane slots in without reshaping the others.
 
 Narrower than NARROW_WIDTH (an 80x24 terminal over SSH; anything under 114 columns) the
-screen shows one pane at a
-time, full size, under a one-line strip of pane names: F2 and Shift+F2 (or a click on a
-name) switch panes. The panes stay mounted, so switching keeps their state. At any width
-F2 moves the focus to the next pane that takes keys.
+screen shows one pane at a time, full size, under a one-line strip of pane names: F2 and
+Shift+F2 (or a click on a name) switch panes. The panes stay mounted, so switching keeps
+their state. At any width F2 moves the focus to the next pane that takes keys.
 """
 
 from __future__ import annotations
