@@ -9,8 +9,6 @@ one line naming the file, the field and what is wrong.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from nanobot_tui import catalog, paths
+from nanobot_tui.atomic import write_atomic
 from nanobot_tui.hardware import Tier
 
 SlotName = Literal["main", "rlm", "memory"]
@@ -209,23 +208,7 @@ def save_config(config: Config, path: Path | None = None) -> Path:
     """Write atomically (temp file, fsync, rename) with mode 0600: it may hold API keys."""
     path = path or paths.config_path()
     paths.ensure(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(config.to_json())
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return write_atomic(path, config.to_json(), mode=0o600, sync_dir=True)
 
 
 def _reason(exc: BaseException) -> str:

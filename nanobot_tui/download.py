@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from nanobot_tui import catalog, paths
+from nanobot_tui.atomic import fsync_dir
 from nanobot_tui.catalog import CatalogModel, Quant, human_bytes
 
 # Above this, the CLI and the wizard ask before downloading (the seed warns at the 30B's 17 GB).
@@ -220,11 +221,7 @@ def _finish(part: Path, dest: Path) -> Path:
     with part.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(part, dest)
-    dir_fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(dest.parent)
     return dest
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nanobot_tui import paths
-from nanobot_tui.engine.agent import memory as memory_module
+from nanobot_tui import atomic, paths
 from nanobot_tui.engine.agent.memory import MemoryFile, Scratchpad, memory_prompt, memory_tools
 from nanobot_tui.engine.agent.sessions import SessionStore
 from nanobot_tui.engine.agent.tools import Tool, ToolError
@@ -62,7 +61,7 @@ def test_memory_writes_are_atomic(nanobot_home: Path, monkeypatch: pytest.Monkey
     def crash(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(memory_module.os, "replace", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)  # MemoryFile writes through atomic.py
     tool = {t.name: t for t in memory_tools(memory, Scratchpad(nanobot_home / "p.md"))}
     with pytest.raises(ToolError, match="No space left on device"):
         tool["memory_update"].handler({"note": "lost"})

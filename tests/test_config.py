@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nanobot_tui import catalog, config, paths
+from nanobot_tui import atomic, catalog, paths
 from nanobot_tui.config import (
     Config,
     ConfigError,
@@ -117,7 +117,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(config.os, failing, boom)
+    monkeypatch.setattr(atomic.os, failing, boom)  # save_config writes through atomic.py
     with pytest.raises(OSError, match="No space left"):
         save_config(full_config(), target)
     monkeypatch.undo()

@@ -12,15 +12,14 @@ at most `max_chars` otherwise, clipped with a note.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from nanobot_tui import paths
+from nanobot_tui.atomic import write_atomic
 from nanobot_tui.engine.agent.tools import Tool, ToolError
 
 try:
@@ -40,21 +39,9 @@ class MemoryFileError(Exception):
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Replace `path` with `text` (0600): a temporary file in the same folder, fsynced,
-    then renamed over it."""
+    """Replace `path` with `text` (0600), creating its folder."""
     paths.ensure(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text, mode=0o600)
 
 
 @contextlib.contextmanager

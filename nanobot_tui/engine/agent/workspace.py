@@ -7,13 +7,12 @@ ends outside the root. Paths go back to the model relative to the root.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 
+from nanobot_tui.atomic import write_atomic
 from nanobot_tui.catalog import human_bytes
 from nanobot_tui.engine.agent.tools import Tool, ToolError
 
@@ -313,24 +312,12 @@ def _entry_line(entry: os.DirEntry[str]) -> str:
 
 
 def _atomic_write(real: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it over the target,
-    so a reader (or a crash) sees the old file or the new one, never half of one."""
+    """Replace the file whole, keeping its mode (a new file gets the umask's)."""
     try:
         mode = stat.S_IMODE(real.stat().st_mode)
     except FileNotFoundError:
         mode = 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(real, data, mode=mode)
 
 
 def _occurrence_lines(text: str, old: str) -> list[int]:
