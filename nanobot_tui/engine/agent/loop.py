@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from nanobot_tui.engine.agent.compaction import (
     CompactionError,
@@ -36,11 +36,11 @@ from nanobot_tui.engine.llm import (
     LLMClient,
     LLMError,
     StreamDone,
-    StreamEvent,
     TextDelta,
     ToolCall,
     Usage,
 )
+from nanobot_tui.engine.providers import ChatClient
 
 # Unreadable calls or identical repeats in a row before the model must answer without tools.
 MAX_STRIKES = 3
@@ -51,16 +51,6 @@ KEEP_RECENT = 4
 SUMMARY_TOKENS = 300
 _NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 FINAL_NOTE = "Tool budget used up: answer now, from what you have, without calling tools."
-
-
-class ChatClient(Protocol):
-    """What the loop needs of a model endpoint (LLMClient, the cloud providers)."""
-
-    def stream_chat(
-        self, messages: Sequence[dict[str, Any]], **kwargs: Any
-    ) -> AsyncIterator[StreamEvent]: ...
-
-    async def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> ChatResult: ...
 
 
 # --- events -----------------------------------------------------------------------------
