@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from benchmarks.first_frame import REPO, nanobot_argv, read_some, reap, spawn, visible
-from nanobot_tui.engine.process.store import RunStore
+from nanobot_tui.engine.process.store import RunStore, status_from_meta
 
 PALETTE = "Search for commands"
 CTRL_P, ESCAPE = b"\x10", b"\x1b"
@@ -104,34 +104,16 @@ class Terminal:
         reap(self.pid, 10.0)
 
 
-def steps_done(run_id: str) -> tuple[int, str]:
-    with RunStore.open(run_id) as store:
-        status = store.status()
+def run_status(run_id: str) -> tuple[int, str]:
+    """(steps done, status) from the run's meta row: a cheap read-only look."""
+    with RunStore.open(run_id, readonly=True) as store:
+        status = status_from_meta(run_id, store.meta(), {})
     return status.steps_done, status.status
 
 
-def measure_phase(term: Terminal, run_id: str, presses: int, *, while_running: bool) -> Phase:
-    phase = Phase()
-    first = None
-    for _ in range(presses):
-        done, status = steps_done(run_id)
-        if while_running and status != "running":
-            break
-        first = done if first is None else first
-        phase.latencies_ms.append(term.press(CTRL_P, PALETTE) * 1000)
-        phase.rss_mb.append(term.rss_mb())
-        os.write(term.fd, ESCAPE)
-        # Between presses: let the pane poll a few times, sampling memory as it goes.
-        for _ in range(2):
-            term.pump(0.25)
-            phase.rss_mb.append(term.rss_mb())
-        phase.steps_seen = (first, steps_done(run_id)[0])
-    return phase
-
-
-def measure(disks: int, p: float, presses: int) -> dict[str, object]:
-    home = tempfile.mkdtemp(prefix="nanobot-bench-attach-")
-    env = dict(os.environ, NANOBOT_HOME=home, TERM="xterm-256color", COLORTERM="truecolor")
+def start_detached_hanoi(env: dict[str, str], disks: int, p: float) -> str:
+    """`nanobot run hanoi --detach` on the SIMULATED sampler, as a user starts one; its id.
+    This process reads the run's store too, so it takes the run's NANOBOT_HOME."""
     command = ["run", "hanoi", "--disks", str(disks), "--sampler", f"simulated:{p}", "--detach"]
     started = subprocess.run(
         [*nanobot_argv(), *command],
@@ -142,16 +124,41 @@ def measure(disks: int, p: float, presses: int) -> dict[str, object]:
         check=True,
         timeout=120,
     )
-    run_id = started.stdout.strip().splitlines()[-1]
-    os.environ["NANOBOT_HOME"] = home  # RunStore reads the run from this process too
+    os.environ["NANOBOT_HOME"] = env["NANOBOT_HOME"]
+    return started.stdout.strip().splitlines()[-1]
+
+
+def measure_phase(term: Terminal, run_id: str, presses: int, *, while_running: bool) -> Phase:
+    phase = Phase()
+    first = None
+    for _ in range(presses):
+        done, status = run_status(run_id)
+        if while_running and status != "running":
+            break
+        first = done if first is None else first
+        phase.latencies_ms.append(term.press(CTRL_P, PALETTE) * 1000)
+        phase.rss_mb.append(term.rss_mb())
+        os.write(term.fd, ESCAPE)
+        # Between presses: let the pane poll a few times, sampling memory as it goes.
+        for _ in range(2):
+            term.pump(0.25)
+            phase.rss_mb.append(term.rss_mb())
+        phase.steps_seen = (first, run_status(run_id)[0])
+    return phase
+
+
+def measure(disks: int, p: float, presses: int) -> dict[str, object]:
+    home = tempfile.mkdtemp(prefix="nanobot-bench-attach-")
+    env = dict(os.environ, NANOBOT_HOME=home, TERM="xterm-256color", COLORTERM="truecolor")
+    run_id = start_detached_hanoi(env, disks, p)
     term = Terminal([*nanobot_argv(), "attach", run_id], env)
     try:
         first_frame_s = term.wait_for(*FIRST_FRAME, timeout=60)
         term.pump(1.0)  # let the engine start and the pane settle
         busy = measure_phase(term, run_id, presses, while_running=True)
-        while steps_done(run_id)[1] == "running":
+        while run_status(run_id)[1] == "running":
             term.pump(0.5)
-        done, status = steps_done(run_id)
+        done, status = run_status(run_id)
         term.pump(1.5)  # the pane's last polls
         idle = measure_phase(term, run_id, presses, while_running=False)
     finally:

@@ -36,8 +36,8 @@ import termios
 import time
 from dataclasses import dataclass, field
 
+from benchmarks.attached_app import run_status, start_detached_hanoi
 from benchmarks.first_frame import REPO, nanobot_argv, read_some, reap, visible
-from nanobot_tui.engine.process.store import RunStore, status_from_meta
 
 SIZES = ((120, 36), (80, 24))
 AIM_IDLE_BPS = 2048
@@ -126,13 +126,6 @@ def count(term: Terminal, seconds: int, window: Window, running: object = None) 
         window.per_second.append(term.pump(1.0))
 
 
-def run_status(run_id: str) -> tuple[int, str]:
-    """(steps done, status) from the run's meta row: a cheap read-only look."""
-    with RunStore.open(run_id, readonly=True) as store:
-        status = status_from_meta(run_id, store.meta(), {})
-    return status.steps_done, status.status
-
-
 def private_env() -> tuple[str, dict[str, str]]:
     """A fresh NANOBOT_HOME, and the environment of a truecolor xterm using it."""
     home = tempfile.mkdtemp(prefix="nanobot-bench-bytes-")
@@ -155,18 +148,7 @@ def idle(size: tuple[int, int], seconds: int, settle: float) -> Window:
 
 def busy(size: tuple[int, int], seconds: int, settle: float, disks: int, p: float) -> Window:
     home, env = private_env()
-    command = ["run", "hanoi", "--disks", str(disks), "--sampler", f"simulated:{p}", "--detach"]
-    started = subprocess.run(
-        [*nanobot_argv(), *command],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    run_id = started.stdout.strip().splitlines()[-1]
-    os.environ["NANOBOT_HOME"] = home  # the run's store is read from this process too
+    run_id = start_detached_hanoi(env, disks, p)
     window = Window(f"{size[0]}x{size[1]}", "busy")
     term = Terminal([*nanobot_argv(), "attach", run_id], env, size)
     try:
