@@ -28,7 +28,12 @@ from nanobot_tui.engine.agent.compaction import (
     compact,
     needs_compaction,
 )
-from nanobot_tui.engine.agent.protocol import NativeTools, ToolProtocol
+from nanobot_tui.engine.agent.protocol import (
+    ConstrainedTools,
+    NativeTools,
+    PromptedTools,
+    ToolProtocol,
+)
 from nanobot_tui.engine.agent.sessions import Session
 from nanobot_tui.engine.agent.tools import ToolRegistry, ToolResult
 from nanobot_tui.engine.llm import (
@@ -155,8 +160,8 @@ class Agent:
         try:
             while True:
                 round_no += 1
-                final = stopped is not None or round_no > self.max_rounds or strikes >= MAX_STRIKES
-                if final and stopped is None:
+                final = round_no > self.max_rounds or strikes >= MAX_STRIKES
+                if final:
                     stopped = "rounds" if round_no > self.max_rounds else "strikes"
                 t0 = time.perf_counter()
                 kept: list[dict[str, Any]] = []
@@ -193,7 +198,7 @@ class Agent:
                 model_s = result.latency_s
                 total = _add(total, result.usage)
                 last_prompt = result.usage.prompt_tokens
-                self.estimator.observe(kept, last_prompt, self._request_tools(final))
+                self.estimator.observe(kept, last_prompt, self._request_tools())
                 parsed = self.protocol.parse(result.content, result.tool_calls, round_no)
                 server_s = _server_seconds(result)
 
@@ -257,7 +262,7 @@ class Agent:
         system = self.system_message(user_text, with_tools=not final)
         if final:
             system["content"] += "\n\n" + FINAL_NOTE
-        tools = self._request_tools(final)
+        tools = self._request_tools()
         messages = [system, *self.session.messages()]
         reserve = min(self.max_tokens, max(MIN_ANSWER_TOKENS, self.context_size // 4))
         if needs_compaction(
@@ -288,7 +293,7 @@ class Agent:
         budget = min(self.max_tokens, max(MIN_ANSWER_TOKENS, room))
         yield messages, self.protocol.wire(messages), budget
 
-    def _request_tools(self, final: bool) -> list[dict[str, Any]] | None:
+    def _request_tools(self) -> list[dict[str, Any]] | None:
         """The `tools` field of a request (None for prompted tools); the final request
         keeps native specs (with tool_choice none): the history refers to them."""
         return self.protocol.request_tools(self.tools.specs())
@@ -299,7 +304,7 @@ class Agent:
         """Stream the model's answer; prose is passed on as it comes, anything that starts
         like a tool call is held back (`shown` collects what was passed on)."""
         kwargs: dict[str, Any] = {"temperature": self.temperature, "max_tokens": max_tokens}
-        specs = self._request_tools(final)
+        specs = self._request_tools()
         if specs:
             kwargs["tools"] = specs
             if final:
@@ -388,8 +393,6 @@ async def detect_protocol(client: object, mode: str = "auto") -> ToolProtocol:
     """The protocol `mode` names; for "auto", prompted tools on a llama.cpp server whose
     template cannot render them, native tools everywhere else (cloud APIs, other
     OpenAI-compatible servers)."""
-    from nanobot_tui.engine.agent.protocol import ConstrainedTools, PromptedTools
-
     if mode != "auto":
         return {"native": NativeTools, "prompted": PromptedTools}.get(mode, ConstrainedTools)()
     if isinstance(client, LLMClient):
