@@ -44,7 +44,7 @@ from nanobot_tui.engine.agent.loop import (
     TurnDone,
 )
 from nanobot_tui.engine.context.ingest import ingest
-from nanobot_tui.engine.workbench import Workbench
+from nanobot_tui.engine.serving.workbench import Workbench
 
 FACTS = {
     "Which port does the staging server use?": (

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from benchmarks.first_frame import REPO, nanobot_argv, read_some, reap, spawn, visible
-from nanobot_tui.engine.process.store import RunStore, status_from_meta
+from nanobot_tui.engine.runs.store import RunStore, status_from_meta
 
 PALETTE = "Search for commands"
 CTRL_P, ESCAPE = b"\x10", b"\x1b"

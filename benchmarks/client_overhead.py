@@ -83,7 +83,7 @@ class Pair:
         model: str | None,
         transport: Callable[[], httpx.AsyncBaseTransport | None] = lambda: None,
     ) -> None:
-        from nanobot_tui.engine.llm import LLMClient
+        from nanobot_tui.engine.llm.client import LLMClient
 
         self.client = LLMClient(base_url, model=model, transport=transport())
         self.http = httpx.AsyncClient(transport=transport(), timeout=60.0)
@@ -122,7 +122,7 @@ class Pair:
         return elapsed
 
     async def client_stream(self) -> float:
-        from nanobot_tui.engine.llm import StreamDone
+        from nanobot_tui.engine.llm.client import StreamDone
 
         t0 = time.perf_counter()
         elapsed = 0.0
@@ -194,9 +194,9 @@ async def compare(
 
 
 async def measure(runs: int, fake_runs: int) -> dict[str, object]:
-    from nanobot_tui import catalog
-    from nanobot_tui.engine.servers import ServerManager, resolve_runtime
-    from nanobot_tui.slots import ServerSpec
+    from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
+    from nanobot_tui.engine.serving.slots import ServerSpec
+    from nanobot_tui.models import catalog
 
     model_path = catalog.embedded_model_path()
     if model_path is None:

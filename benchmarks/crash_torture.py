@@ -4,7 +4,7 @@ Run: python -m benchmarks.crash_torture [--disks 16] [--kills 120] [--commit-int
                                         [--seed 0] [--json]
 
 The run (simulated sampler, p = 0.99, k by MAKER's formula) is executed by the detached
-worker (`python -m nanobot_tui.engine.process.worker RUN_ID`, its own session), exactly
+worker (`python -m nanobot_tui.engine.runs.worker RUN_ID`, its own session), exactly
 as `nanobot run --detach` / `nanobot resume --detach` start it, with a step budget of its
 share of what is left (so the run cannot end before all the kills). Each session is
 killed with SIGKILL once it has committed a random part of its share, after a further
@@ -40,13 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nanobot_tui.engine.domains.hanoi import Hanoi
-from nanobot_tui.engine.maker import k_min
-from nanobot_tui.engine.process import store as store_mod
-from nanobot_tui.engine.process.control import spawn_worker, wait_started
-from nanobot_tui.engine.process.spec import Budgets, RunSpec
-from nanobot_tui.engine.process.store import RunStore, create_run
-from nanobot_tui.engine.voting import VoteConfig
+from nanobot_tui.engine.runs import store as store_mod
+from nanobot_tui.engine.runs.control import spawn_worker, wait_started
+from nanobot_tui.engine.runs.spec import Budgets, RunSpec
+from nanobot_tui.engine.runs.store import RunStore, create_run
+from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+from nanobot_tui.engine.voting.maths import k_min
 
 ROWS = "step, status, votes, rounds, samples, valid, correct, answer, attempts"
 
@@ -158,7 +158,7 @@ def torture(
     traced = [json.loads(line)["step"] for line in lines]
     same = None
     if compare:
-        from nanobot_tui.engine.process.durable import execute
+        from nanobot_tui.engine.runs.durable import execute
 
         straight = create_run(spec)
         asyncio.run(execute(straight))

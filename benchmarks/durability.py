@@ -31,14 +31,14 @@ import tempfile
 import time
 from typing import Any
 
-from nanobot_tui.engine.domains.hanoi import Hanoi
-from nanobot_tui.engine.maker import k_min
-from nanobot_tui.engine.process.durable import execute, start_run
-from nanobot_tui.engine.process.seeded import StreamSimulatedSampler
-from nanobot_tui.engine.process.spec import RunSpec
-from nanobot_tui.engine.runner import run_domain
-from nanobot_tui.engine.simulated import SimulatedSampler
-from nanobot_tui.engine.voting import VoteConfig
+from nanobot_tui.engine.runs.durable import execute, start_run
+from nanobot_tui.engine.runs.spec import RunSpec
+from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+from nanobot_tui.engine.voting.maths import k_min
+from nanobot_tui.engine.voting.runner import run_domain
+from nanobot_tui.engine.voting.samplers.seeded import StreamSimulatedSampler
+from nanobot_tui.engine.voting.samplers.simulated import SimulatedSampler
 
 P = 0.99
 

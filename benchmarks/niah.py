@@ -68,7 +68,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     from nanobot_tui.engine.context.ingest import ingest
     from nanobot_tui.engine.context.search import search
     from nanobot_tui.engine.context.volume import Volume
-    from nanobot_tui.engine.workbench import Workbench
+    from nanobot_tui.engine.serving.workbench import Workbench
 
     work = Path(tempfile.mkdtemp(prefix="niah-"))
     started = time.perf_counter()

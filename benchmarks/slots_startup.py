@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
-    from nanobot_tui.slots import ServerSpec
+    from nanobot_tui.engine.serving.slots import ServerSpec
 
 SLOTS = ("main", "rlm", "memory")
 
@@ -61,7 +61,7 @@ def small_settings() -> dict[str, SlotSetting]:
 
 def plan(settings: dict[str, SlotSetting], paths: dict[str, Path]) -> list[ServerSpec]:
     """The specs `plan_servers` makes when each slot resolves to `paths[slot]`."""
-    from nanobot_tui.slots import ResolvedSlot, plan_servers
+    from nanobot_tui.engine.serving.slots import ResolvedSlot, plan_servers
 
     resolved = {
         name: ResolvedSlot(
@@ -105,7 +105,12 @@ class StartResult:
 
 
 async def start_once(specs: list[ServerSpec]) -> StartResult:
-    from nanobot_tui.engine.servers import ServerEvent, ServerManager, ServerState, resolve_runtime
+    from nanobot_tui.engine.serving.manager import (
+        ServerEvent,
+        ServerManager,
+        ServerState,
+        resolve_runtime,
+    )
 
     ready_at: list[float] = []
 
@@ -146,7 +151,7 @@ def summarize(results: list[StartResult], specs: list[ServerSpec]) -> dict[str, 
 
 
 async def measure(runs: int) -> dict[str, object]:
-    from nanobot_tui import catalog
+    from nanobot_tui.models import catalog
 
     model = catalog.embedded_model_path()
     if model is None:

@@ -56,9 +56,9 @@ async def reference_batched(client, domain, steps: int, k: int, cap: int) -> flo
 
 
 async def voting(client, domain, steps: int, k: int, cap: int) -> tuple[float, dict]:
-    from nanobot_tui.engine.llm_sampler import LLMSampler
-    from nanobot_tui.engine.runner import run_domain
-    from nanobot_tui.engine.voting import VoteConfig
+    from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+    from nanobot_tui.engine.voting.runner import run_domain
+    from nanobot_tui.engine.voting.samplers.model import LLMSampler
 
     sampler = LLMSampler(client, domain, name="local main: SmolLM2-135M-Instruct", token_cap=cap)
     started = time.perf_counter()
@@ -69,10 +69,10 @@ async def voting(client, domain, steps: int, k: int, cap: int) -> tuple[float, d
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    from nanobot_tui.catalog import embedded_model_path
-    from nanobot_tui.engine.domains.wordcase import WordCase
-    from nanobot_tui.engine.servers import ServerManager, resolve_runtime
-    from nanobot_tui.slots import ServerSpec
+    from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
+    from nanobot_tui.engine.serving.slots import ServerSpec
+    from nanobot_tui.engine.voting.domains.wordcase import WordCase
+    from nanobot_tui.models.catalog import embedded_model_path
 
     model = embedded_model_path()
     assert model is not None

@@ -22,12 +22,12 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from nanobot_tui.engine.domains import Step
-from nanobot_tui.engine.domains.hanoi import Hanoi
-from nanobot_tui.engine.maker import expected_samples, k_min, p_vote, success
-from nanobot_tui.engine.runner import run_domain
-from nanobot_tui.engine.simulated import SimulatedSampler
-from nanobot_tui.engine.voting import VoteConfig, vote
+from nanobot_tui.engine.voting.ahead_by_k import VoteConfig, vote
+from nanobot_tui.engine.voting.domains import Step
+from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+from nanobot_tui.engine.voting.maths import expected_samples, k_min, p_vote, success
+from nanobot_tui.engine.voting.runner import run_domain
+from nanobot_tui.engine.voting.samplers.simulated import SimulatedSampler
 
 P = 0.99
 K = 3

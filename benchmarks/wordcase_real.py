@@ -18,15 +18,15 @@ import tempfile
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    from nanobot_tui.catalog import embedded_model_path
-    from nanobot_tui.engine import maker
-    from nanobot_tui.engine.calibration import calibrate
-    from nanobot_tui.engine.domains.wordcase import WordCase
-    from nanobot_tui.engine.llm_sampler import LLMSampler
-    from nanobot_tui.engine.runner import run_domain
-    from nanobot_tui.engine.servers import ServerManager, resolve_runtime
-    from nanobot_tui.engine.voting import VoteConfig
-    from nanobot_tui.slots import ServerSpec
+    from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
+    from nanobot_tui.engine.serving.slots import ServerSpec
+    from nanobot_tui.engine.voting import maths as maker
+    from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+    from nanobot_tui.engine.voting.calibration import calibrate
+    from nanobot_tui.engine.voting.domains.wordcase import WordCase
+    from nanobot_tui.engine.voting.runner import run_domain
+    from nanobot_tui.engine.voting.samplers.model import LLMSampler
+    from nanobot_tui.models.catalog import embedded_model_path
 
     model = embedded_model_path()
     assert model is not None

@@ -1,3 +1,3 @@
-from nanobot_tui.cli import main
+from nanobot_tui.cli.main import main
 
 raise SystemExit(main())

@@ -15,9 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from nanobot_tui import catalog, paths
+from nanobot_tui import paths
 from nanobot_tui.atomic import write_atomic
 from nanobot_tui.hardware import Tier
+from nanobot_tui.models import catalog
 
 SlotName = Literal["main", "rlm", "memory"]
 ProviderName = Literal["local", "openai", "anthropic"]

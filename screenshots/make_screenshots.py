@@ -82,7 +82,7 @@ async def take(name: str, size: tuple[int, int], out: Path, run_id: str, shot: S
     """Launch the app, let `shot` bring it to the screen wanted, save it."""
     from nanobot_tui.config import load_config
     from nanobot_tui.ui.app import NanobotApp
-    from nanobot_tui.ui.main_screen import MainScreen
+    from nanobot_tui.ui.screens.main import MainScreen
 
     config, _ = load_config()
     app = NanobotApp(config, attach_run=run_id)
@@ -96,8 +96,8 @@ async def take(name: str, size: tuple[int, int], out: Path, run_id: str, shot: S
 async def main_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
     from textual.widgets import Input
 
-    from nanobot_tui.ui.chat import ChatPane
-    from nanobot_tui.ui.process_tree import ProcessTree
+    from nanobot_tui.ui.panes.chat import ChatPane
+    from nanobot_tui.ui.panes.process_tree import ProcessTree
 
     if not app.screen.narrow:
         # One real turn of the chat agent on the embedded model (a 135M model: expect
@@ -120,8 +120,8 @@ async def main_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
 
 
 async def inspect_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
-    from nanobot_tui.engine.process.store import RunStore
-    from nanobot_tui.ui.inspect import InspectScreen
+    from nanobot_tui.engine.runs.store import RunStore
+    from nanobot_tui.ui.screens.inspect_node import InspectScreen
 
     with RunStore.open(app.attached_run) as store:
         # The first step that had more than one candidate: a vote worth a look.
@@ -133,7 +133,7 @@ async def inspect_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-d
 
 
 async def volumes_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
-    from nanobot_tui.ui.volumes import VolumeBrowser
+    from nanobot_tui.ui.panes.volumes import VolumeBrowser
 
     pane = app.screen.query_one(VolumeBrowser)
     app.screen.show_pane("volumes")
@@ -145,7 +145,7 @@ async def volumes_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-d
 
 
 async def help_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
-    from nanobot_tui.ui.help import HelpScreen
+    from nanobot_tui.ui.screens.help import HelpScreen
 
     app.screen.set_focus(None)
     await pilot.press("f1")
@@ -153,7 +153,7 @@ async def help_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
 
 
 async def setup_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
-    from nanobot_tui.ui.setup import SetupScreen
+    from nanobot_tui.ui.screens.setup import SetupScreen
 
     await app.push_screen(SetupScreen())
     await pilot.pause(1.0)

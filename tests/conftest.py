@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nanobot_tui import catalog
-from nanobot_tui.catalog import embedded_model_path
+from nanobot_tui.models import catalog
+from nanobot_tui.models.catalog import embedded_model_path
 
 
 def free_port() -> int:
@@ -48,7 +48,7 @@ def running_host(args: list[str], log: Path) -> Iterator[str]:
     port = args[args.index("--port") + 1]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nanobot_tui.engine.llama_host", *args],
+            [sys.executable, "-m", "nanobot_tui.engine.serving.llama_host", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

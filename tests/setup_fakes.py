@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nanobot_tui import catalog
-from nanobot_tui.catalog import CatalogModel
 from nanobot_tui.hardware import CpuInfo, GpuInfo, HardwareInfo
+from nanobot_tui.models import catalog
+from nanobot_tui.models.catalog import CatalogModel
 from tests.fake_hub import FakeHubServer, hub
 
 __all__ = ["copy_on_hub", "hub"]  # fixtures, for the test modules to import

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nanobot_tui import atomic, catalog, paths
+from nanobot_tui import atomic, paths
 from nanobot_tui.config import (
     Config,
     ConfigError,
@@ -21,6 +21,7 @@ from nanobot_tui.config import (
     save_config,
 )
 from nanobot_tui.hardware import Tier
+from nanobot_tui.models import catalog
 
 SECRET = "sk-test-0123456789abcdef"
 

@@ -20,19 +20,20 @@ from nanobot_tui import __version__
 from nanobot_tui.config import Config
 from nanobot_tui.engine.agent.build import AgentKit, build_agent, open_session
 from nanobot_tui.engine.agent.delegate import Delegation
-from nanobot_tui.engine.domains.hanoi import Hanoi
-from nanobot_tui.engine.maker import k_min
-from nanobot_tui.engine.runner import RunSummary, VoteMonitor, run_domain
-from nanobot_tui.engine.servers import ServerError, ServerEvent
-from nanobot_tui.engine.simulated import SimulatedSampler
-from nanobot_tui.engine.voting import VoteConfig
-from nanobot_tui.engine.workbench import Workbench
-from nanobot_tui.ui import palette, terminal, themes
-from nanobot_tui.ui.agent_tree import DelegationChanged
+from nanobot_tui.engine.serving.manager import ServerStartError, ServerEvent
+from nanobot_tui.engine.serving.workbench import Workbench
+from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+from nanobot_tui.engine.voting.maths import k_min
+from nanobot_tui.engine.voting.runner import RunSummary, VoteMonitor, run_domain
+from nanobot_tui.engine.voting.samplers.simulated import SimulatedSampler
+from nanobot_tui.ui import hangup as terminal
+from nanobot_tui.ui import palette, themes
 from nanobot_tui.ui.keymap import apply_keymap
-from nanobot_tui.ui.main_screen import MainScreen
 from nanobot_tui.ui.messages import EngineChanged, EngineState, ServerChanged
-from nanobot_tui.ui.runs import pick_run
+from nanobot_tui.ui.screens.main import MainScreen
+from nanobot_tui.ui.screens.runs import pick_run
+from nanobot_tui.ui.widgets.agent_tree import DelegationChanged
 
 # How often the terminal is checked for a hang-up that came without a SIGHUP.
 HANGUP_POLL_S = 1.0
@@ -121,7 +122,7 @@ class NanobotApp(App[None]):
             self.call_from_thread(self.notify, problem, severity="warning")
 
     def action_help(self) -> None:
-        from nanobot_tui.ui.help import HelpScreen
+        from nanobot_tui.ui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -170,7 +171,7 @@ class NanobotApp(App[None]):
             else:
                 self.workbench.manager.on_event = self._server_event
             await self.workbench.start()
-        except ServerError as exc:
+        except ServerStartError as exc:
             self.post_message(EngineChanged(EngineState(error=str(exc), detail=exc.log_tail)))
         else:
             self.post_message(EngineChanged(EngineState(ready=True)))

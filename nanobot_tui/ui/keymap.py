@@ -18,7 +18,11 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 
 # Modules whose screens load lazily: imported here so that their bindings' ids count.
-LAZY_MODULES = ("nanobot_tui.ui.help", "nanobot_tui.ui.viewer", "nanobot_tui.ui.setup")
+LAZY_MODULES = (
+    "nanobot_tui.ui.screens.help",
+    "nanobot_tui.ui.screens.viewer",
+    "nanobot_tui.ui.screens.setup",
+)
 # One key: modifiers joined by "+", then a key name or a single character.
 KEY = re.compile(r"^([a-z]+\+)*([a-z0-9_]+|[^\s,+])$")
 

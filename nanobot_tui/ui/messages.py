@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from nanobot_tui.engine.servers import ServerEvent
+from nanobot_tui.engine.serving.manager import ServerEvent
 
 
 @dataclass(frozen=True)

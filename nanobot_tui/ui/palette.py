@@ -20,9 +20,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from nanobot_tui.ui.inspect import InspectScreen
-from nanobot_tui.ui.process_tree import Entry, ProcessTree, run_nanobot
-from nanobot_tui.ui.volumes import VolumeBrowser
+from nanobot_tui.ui.panes.process_tree import Entry, ProcessTree, run_nanobot
+from nanobot_tui.ui.panes.volumes import VolumeBrowser
+from nanobot_tui.ui.screens.inspect_node import InspectScreen
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -150,7 +150,7 @@ def ingest(app: App[Any], path: str | None) -> None:
 
 def open_setup(app: App[Any]) -> None:
     # Imported on use: the wizard's planning and download code stay out of the first frame.
-    from nanobot_tui.ui.setup import SetupScreen
+    from nanobot_tui.ui.screens.setup import SetupScreen
 
     def done(written: Path | str | None) -> None:
         if written:

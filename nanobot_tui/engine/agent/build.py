@@ -15,15 +15,15 @@ from nanobot_tui.config import Config, SlotName
 from nanobot_tui.engine.agent.delegate import DelegationSink, delegate_tool
 from nanobot_tui.engine.agent.loop import Agent, detect_protocol
 from nanobot_tui.engine.agent.memory import MemoryFile, Scratchpad, memory_prompt, memory_tools
-from nanobot_tui.engine.agent.protocol import ToolProtocol
 from nanobot_tui.engine.agent.recall import SessionRecall, recall_tool
 from nanobot_tui.engine.agent.sessions import Session, SessionNotFound, SessionStore
 from nanobot_tui.engine.agent.skills import load_skills, match_skills, skills_prompt
-from nanobot_tui.engine.agent.tools import ToolRegistry
-from nanobot_tui.engine.agent.toolset import default_tools
-from nanobot_tui.engine.agent.workspace import Workspace
-from nanobot_tui.engine.context.store import ContextStore
-from nanobot_tui.engine.workbench import Workbench
+from nanobot_tui.engine.agent.tool_protocol import ToolProtocol
+from nanobot_tui.engine.agent.tools.defaults import default_tools
+from nanobot_tui.engine.agent.tools.registry import ToolRegistry
+from nanobot_tui.engine.agent.tools.workspace import Workspace
+from nanobot_tui.engine.context.micro_tools import ContextStore
+from nanobot_tui.engine.serving.workbench import Workbench
 
 SYSTEM_PROMPT = (
     "You are nanobot, a local assistant. Answer briefly. Use a tool when the answer "

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nanobot_tui.engine.agent.sessions import clip_content, now_ts, summary_message, summary_range
-from nanobot_tui.engine.llm import ChatResult, LLMError
+from nanobot_tui.engine.llm.client import ChatResult, LLMError
 
 DEFAULT_CHARS_PER_TOKEN = 3.0
 # Measured on SmolLM2's ChatML template: "<|im_start|>user\n...<|im_end|>\n" costs 5-6

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from nanobot_tui.engine.agent.tools import Tool, ToolError
-from nanobot_tui.engine.llm import LLMError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
+from nanobot_tui.engine.llm.client import LLMError
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.agent.loop import Agent

@@ -28,15 +28,15 @@ from nanobot_tui.engine.agent.compaction import (
     compact,
     needs_compaction,
 )
-from nanobot_tui.engine.agent.protocol import (
+from nanobot_tui.engine.agent.sessions import Session
+from nanobot_tui.engine.agent.tool_protocol import (
     ConstrainedTools,
     NativeTools,
     PromptedTools,
     ToolProtocol,
 )
-from nanobot_tui.engine.agent.sessions import Session
-from nanobot_tui.engine.agent.tools import ToolRegistry, ToolResult
-from nanobot_tui.engine.llm import (
+from nanobot_tui.engine.agent.tools.registry import ToolRegistry, ToolResult
+from nanobot_tui.engine.llm.client import (
     ChatResult,
     LLMClient,
     LLMError,
@@ -45,7 +45,7 @@ from nanobot_tui.engine.llm import (
     ToolCall,
     Usage,
 )
-from nanobot_tui.engine.providers import ChatClient
+from nanobot_tui.engine.serving.providers import ChatClient
 
 # Unreadable calls or identical repeats in a row before the model must answer without tools.
 MAX_STRIKES = 3

@@ -20,7 +20,7 @@ from typing import Any
 
 from nanobot_tui import paths
 from nanobot_tui.atomic import write_atomic
-from nanobot_tui.engine.agent.tools import Tool, ToolError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
 
 try:
     import fcntl

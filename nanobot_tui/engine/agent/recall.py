@@ -25,7 +25,7 @@ from typing import Any
 from nanobot_tui import paths
 from nanobot_tui.engine.agent.memory import atomic_write
 from nanobot_tui.engine.agent.sessions import SUFFIX, Session, SessionError, SessionStore
-from nanobot_tui.engine.agent.tools import Tool, ToolError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
 from nanobot_tui.engine.context.index import tokens
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.context.search import (

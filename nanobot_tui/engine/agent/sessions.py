@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from nanobot_tui import paths
-from nanobot_tui.engine.agent.tools import ToolResult
+from nanobot_tui.engine.agent.tools.registry import ToolResult
 
 log = logging.getLogger(__name__)
 

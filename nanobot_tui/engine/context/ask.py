@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from nanobot_tui.engine.context.search import SearchHit, search, search_with_vectors
 from nanobot_tui.engine.context.volume import Line, Volume
-from nanobot_tui.engine.llm import LLMClient, Usage
+from nanobot_tui.engine.llm.client import LLMClient, Usage
 
 ASK_PROMPT = (
     "Answer the question using only these excerpts. Quote names, numbers and codes "

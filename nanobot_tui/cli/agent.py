@@ -1,0 +1,167 @@
+"""`nanobot agent` (one message through the agent, for scripts and SSH) and `nanobot
+sessions` (the saved conversations).
+
+The answer goes to stdout as it streams; tool calls and other events go to stderr, so
+`nanobot agent -m ... > answer.txt` keeps just the answer. `--json` prints one object at
+the end instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, positive_int
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"\x1b[2m{text}\x1b[0m\n" if sys.stderr.isatty() else f"{text}\n")
+
+
+async def _run_agent(args: argparse.Namespace, message: str) -> int:
+    from nanobot_tui.config import ConfigError, load_config
+    from nanobot_tui.engine.agent.build import build_agent, open_session
+    from nanobot_tui.engine.agent.loop import (
+        AnswerDelta,
+        CallProblem,
+        Compacted,
+        ToolCalls,
+        ToolDone,
+        TurnDone,
+    )
+    from nanobot_tui.engine.agent.sessions import SessionError, valid_name
+    from nanobot_tui.engine.llm.client import LLMError
+    from nanobot_tui.engine.serving.manager import ServerStartError
+    from nanobot_tui.engine.serving.workbench import Workbench
+
+    try:
+        config = load_config()[0]
+        if args.max_rounds is not None:
+            config.agent.max_rounds = args.max_rounds
+        if args.session is not None:
+            valid_name(args.session)
+        workbench = Workbench(config)
+    except (ConfigError, SessionError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except ServerStartError as exc:
+        return fail(str(exc))
+    try:
+        await workbench.start()
+    except ServerStartError as exc:
+        detail = f"\n{exc.log_tail}" if exc.log_tail else ""
+        return fail(f"{exc}{detail}")
+    kit = None
+    tools: list[dict[str, Any]] = []
+    try:
+        # Opened once the servers run: a failed start leaves no empty session behind.
+        session = open_session(args.session)
+        kit = await build_agent(workbench, config, session=session, max_tokens=args.max_tokens)
+        done: TurnDone | None = None
+        async for event in kit.agent.turn(message):
+            if isinstance(event, AnswerDelta) and not args.json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, ToolCalls):
+                for call in event.calls:
+                    if not args.json:
+                        _note(f"→ {call.name}({call.arguments})")
+            elif isinstance(event, ToolDone):
+                r = event.result
+                tools.append({"name": r.name, "ok": r.ok, "elapsedSeconds": round(r.elapsed_s, 4)})
+                if not args.json:
+                    first = r.content.splitlines()[0] if r.content else ""
+                    _note(f"  {'ok' if r.ok else 'error'}: {first[:100]}")
+            elif isinstance(event, CallProblem) and not args.json:
+                _note(f"  unreadable tool call: {event.problem}")
+            elif isinstance(event, Compacted) and not args.json:
+                _note(f"  compacted messages {event.first}-{event.last}")
+            elif isinstance(event, TurnDone):
+                done = event
+        if done is None:
+            return fail("agent: the turn ended without an answer")
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "answer": done.answer,
+                        "session": session.name,
+                        "model": workbench.slots["main"].display_name,
+                        "rounds": done.rounds,
+                        "stopped": done.stopped,
+                        "tools": tools,
+                        "usage": {
+                            "promptTokens": done.usage.prompt_tokens,
+                            "completionTokens": done.usage.completion_tokens,
+                            "lastPromptTokens": done.last_prompt_tokens,
+                        },
+                    }
+                )
+            )
+        else:
+            print()
+            _note(f"session {session.name} · {done.rounds} round(s)")
+    except LLMError as exc:
+        return fail(str(exc))
+    except SessionError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    finally:
+        if kit is not None:
+            kit.close()
+        await workbench.stop()
+    return EXIT_OK
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    message = args.message if args.message != "-" else sys.stdin.read()
+    if not message.strip():
+        return fail("agent: the message is empty", EXIT_USAGE)
+    try:
+        return asyncio.run(_run_agent(args, message))
+    except KeyboardInterrupt:
+        return fail("interrupted (the session keeps what was said)", 130)
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.agent.sessions import SessionError, SessionStore
+
+    try:
+        infos = SessionStore().list()
+    except SessionError as exc:
+        return fail(str(exc), EXIT_FAIL)
+    if args.json:
+        print(json.dumps([info.to_dict() for info in infos], indent=2))
+        return EXIT_OK
+    if not infos:
+        print('no sessions yet: nanobot agent -m "..." or the chat pane starts one')
+        return EXIT_OK
+    for info in infos:
+        print(f"{info.name:28} {info.updated[:16].replace('T', ' ')}  {info.title}")
+    return EXIT_OK
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    agent = sub.add_parser(
+        "agent", help="answer one message through the agent (tools, memory) on stdout"
+    )
+    agent.add_argument("-m", "--message", required=True, help="the message; '-' reads stdin")
+    agent.add_argument(
+        "--session", metavar="NAME", help="resume this session (made if it does not exist)"
+    )
+    agent.add_argument(
+        "--max-tokens", type=positive_int, default=1024, help="answer length cap per round"
+    )
+    agent.add_argument(
+        "--max-rounds",
+        type=positive_int,
+        default=None,
+        help="tool rounds cap (config: agent.maxRounds)",
+    )
+    agent.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    agent.set_defaults(func=cmd_agent)
+
+    sessions = sub.add_parser("sessions", help="list the saved agent sessions")
+    sessions.add_argument("--json", action="store_true", help="machine-readable output")
+    sessions.set_defaults(func=cmd_sessions)

@@ -1,0 +1,311 @@
+"""The context commands: ingest, volumes, grep, slice, search, ask.
+
+Each prints plain text for people and, with --json, one JSON document for scripts.
+Errors a user can cause (a missing path, an unknown volume, a bad pattern) are one line
+on stderr with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli.common import fail as _fail
+from nanobot_tui.units import human_bytes
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.llm.client import LLMClient
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from nanobot_tui.cli.progress import TerminalProgress
+    from nanobot_tui.engine.context.ingest import IngestProgress, ingest
+    from nanobot_tui.engine.context.volume import VolumeError
+
+    bar = TerminalProgress(enabled=None if not args.json else False)
+
+    def show(p: IngestProgress) -> None:
+        bar.update(p.phase, p.done, p.total, p.path[-40:])
+
+    try:
+        report = ingest(args.path, args.name, progress=show, index=not args.no_index)
+    except VolumeError as exc:
+        bar.finish()
+        return _fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        bar.finish()
+        return _fail("ingest interrupted; the volume is as it was before", 130)
+    bar.finish()
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK
+    mb_s = report.bytes / 1e6 / report.seconds if report.seconds else 0.0
+    print(
+        f"volume {report.name}: {report.files} files, {report.lines:,} lines, "
+        f"{human_bytes(report.bytes)}, ~{report.est_tokens:,} tokens "
+        f"in {report.seconds:.1f} s ({mb_s:.0f} MB/s)"
+    )
+    changes = (
+        f"{report.added} added, {report.changed} changed, {report.removed} removed, "
+        f"{report.unchanged} unchanged"
+    )
+    print(f"  {changes}")
+    skipped = []
+    if report.skipped_binary:
+        skipped.append(f"{report.skipped_binary} binary")
+    if report.skipped_ignored:
+        skipped.append(f"{report.skipped_ignored} ignored by .gitignore")
+    if skipped:
+        print(f"  skipped: {', '.join(skipped)}")
+    if report.bad_bytes:
+        print(f"  {report.bad_bytes} bytes were not valid UTF-8 and were replaced")
+    for path, reason in report.unreadable[:10]:
+        print(f"  unreadable: {path}: {reason}")
+    if len(report.unreadable) > 10:
+        print(f"  … and {len(report.unreadable) - 10} more unreadable files")
+    if not report.indexed:
+        print("  not indexed for search (--no-index)")
+    return EXIT_OK
+
+
+def cmd_volumes(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.context.volume import list_volumes
+
+    volumes = list_volumes()
+    if args.json:
+        _print_json(volumes)
+        return EXIT_OK
+    if not volumes:
+        print("no volumes yet: nanobot ingest PATH")
+        return EXIT_OK
+    print(f"{'name':<24} {'files':>7} {'lines':>11} {'size':>9} {'tokens':>11}  root")
+    for v in volumes:
+        print(
+            f"{v['name']:<24} {v['files']:>7,} {v['lines']:>11,} {human_bytes(v['bytes']):>9} "
+            f"{v['est_tokens']:>11,}  {v['root']}"
+        )
+    return EXIT_OK
+
+
+def cmd_grep(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.context.volume import Volume, VolumeError
+
+    try:
+        with Volume.open(args.name) as volume:
+            result = volume.grep(
+                args.pattern,
+                args.max,
+                ignore_case=args.ignore_case,
+                fixed=args.fixed,
+                path_glob=args.glob,
+            )
+    except VolumeError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if args.json:
+        _print_json(
+            {
+                "hits": [
+                    {"file": h.file, "line": h.fline, "vline": h.vline, "text": h.text}
+                    for h in result.hits
+                ],
+                "truncated": result.truncated,
+                "seconds": round(result.seconds, 4),
+            }
+        )
+    else:
+        for hit in result.hits:
+            print(f"{hit.file}:{hit.fline}:{hit.text}")
+        if result.truncated:
+            print(f"… stopped at {args.max} hits (--max N for more)", file=sys.stderr)
+    return EXIT_OK if result.hits else EXIT_FAIL  # grep's convention: 1 when nothing matched
+
+
+def cmd_slice(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.context.volume import Volume, VolumeError
+
+    if args.end < args.start:
+        return _fail(f"slice: END ({args.end}) is before START ({args.start})", EXIT_USAGE)
+    try:
+        with Volume.open(args.name) as volume:
+            lines = volume.lines(args.start, args.end)
+    except VolumeError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if args.json:
+        _print_json(
+            [{"vline": x.vline, "file": x.file, "line": x.fline, "text": x.text} for x in lines]
+        )
+        return EXIT_OK
+    for line in lines:
+        print(f"{line.vline}\t{line.file}:{line.fline}\t{line.text}" if args.numbers else line.text)
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.context.search import SearchError
+    from nanobot_tui.engine.context.volume import Volume, VolumeError
+
+    async def run() -> Any:
+        from nanobot_tui.engine.context.search import search, search_with_vectors
+
+        with Volume.open(args.name) as volume:
+            async with _embedder() as embedder:
+                if embedder is not None:
+                    return await search_with_vectors(volume, args.query, args.top, embedder)
+                return search(volume, args.query, args.top)
+
+    try:
+        result = asyncio.run(run())
+    except (VolumeError, SearchError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if args.json:
+        _print_json(
+            {
+                "method": result.method,
+                "seconds": round(result.seconds, 4),
+                "hits": [
+                    {
+                        "chunk": h.chunk,
+                        "file": h.file,
+                        "firstLine": h.first_fline,
+                        "lastLine": h.last_fline,
+                        "bestVline": h.best_vline,
+                        "score": round(h.score, 4),
+                        "preview": h.preview,
+                    }
+                    for h in result.hits
+                ],
+            }
+        )
+        return EXIT_OK
+    print(f"{len(result.hits)} hits by {result.method} in {result.seconds * 1000:.1f} ms")
+    for h in result.hits:
+        print(f"#{h.chunk:<5} {h.score:7.3f}  {h.file}:{h.first_fline}-{h.last_fline}")
+        print(f"        {h.preview}")
+    return EXIT_OK
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import ConfigError, load_config
+    from nanobot_tui.engine.context.ask import ask
+    from nanobot_tui.engine.context.search import SearchError
+    from nanobot_tui.engine.context.volume import Volume, VolumeError
+    from nanobot_tui.engine.llm.client import LLMError
+    from nanobot_tui.engine.serving.manager import ServerStartError
+    from nanobot_tui.engine.serving.workbench import Workbench
+
+    async def run() -> Any:
+        with Volume.open(args.name) as volume:
+            workbench = Workbench(load_config()[0], only_slots=(args.slot,))
+            async with workbench, _embedder() as embedder:
+                return await ask(
+                    volume,
+                    args.question,
+                    workbench.client(args.slot),
+                    top=args.top,
+                    embedder=embedder,
+                )
+
+    try:
+        result = asyncio.run(run())
+    except (VolumeError, SearchError, ConfigError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ServerStartError, LLMError) as exc:
+        return _fail(str(exc), EXIT_FAIL)
+    if args.json:
+        _print_json(result.to_dict())
+        return EXIT_OK
+    print(result.answer)
+    print()
+    for citation in result.citations:
+        print(f"  source: {citation}")
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _embedder() -> AsyncIterator[LLMClient | None]:
+    """An embeddings client when the config names an embedding model or endpoint, else None
+    (and search says it used lexical + simhash)."""
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine.llm.client import LLMClient
+    from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
+    from nanobot_tui.engine.serving.slots import ServerSpec
+
+    config = load_config()[0].context
+    if config.embedding_url is not None:
+        async with LLMClient(config.embedding_url, api_key=config.embedding_api_key) as client:
+            yield client
+        return
+    if config.embedding_model is None:
+        yield None
+        return
+    path = config.embedding_model.expanduser()
+    spec = ServerSpec(
+        model_path=path,
+        model_id="custom",
+        display_name=path.name,
+        slots=("embeddings",),  # type: ignore[arg-type]
+        context_size=2048,
+        parallel=1,
+        gpu_layers=-1,
+        size_bytes=path.stat().st_size if path.is_file() else 0,
+        embeddings=True,
+        pooling=config.embedding_pooling,
+    )
+    async with ServerManager([spec], resolve_runtime(load_config()[0].runtime)) as manager:
+        yield manager.client("embeddings")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("ingest", help="ingest a file or folder into a volume for search")
+    p.add_argument("path", help="a file or a folder (.gitignore is honoured)")
+    p.add_argument("--name", help="volume name (default: the folder's name)")
+    p.add_argument("--no-index", action="store_true", help="skip the search index")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("volumes", help="list the ingested volumes")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_volumes)
+
+    p = sub.add_parser("grep", help="regex search in a volume (exit 1 when nothing matches)")
+    p.add_argument("name", help="volume name")
+    p.add_argument("pattern", help="a Python regular expression (bytes semantics)")
+    p.add_argument("--max", type=int, default=100, help="stop after N matching lines")
+    p.add_argument("-i", "--ignore-case", action="store_true")
+    p.add_argument("-F", "--fixed", action="store_true", help="the pattern is a plain string")
+    p.add_argument("--glob", help="only files whose path matches this glob")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_grep)
+
+    p = sub.add_parser("slice", help="print volume lines START..END (1-based, inclusive)")
+    p.add_argument("name")
+    p.add_argument("start", type=int)
+    p.add_argument("end", type=int)
+    p.add_argument("-n", "--numbers", action="store_true", help="show line numbers and files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_slice)
+
+    p = sub.add_parser("search", help="rank a volume's chunks for a query")
+    p.add_argument("name")
+    p.add_argument("query")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ask", help="answer a question from a volume, citing source lines")
+    p.add_argument("name")
+    p.add_argument("question")
+    p.add_argument("--slot", choices=("main", "rlm"), default="main", help="which model reads")
+    p.add_argument("--top", type=int, default=3, help="how many search hits to read")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)

@@ -1,0 +1,92 @@
+"""The `nanobot` command. With no subcommand it opens the app.
+
+Errors a user can cause (a broken config, a model that will not start) print one line on
+stderr and exit non-zero: 2 for bad input, 1 for everything else. Heavy imports wait until
+a subcommand needs them, so `nanobot --help` and the app's first frame stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from nanobot_tui import __version__
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli.common import fail as _fail
+
+if TYPE_CHECKING:
+    from nanobot_tui.config import Config
+
+
+def _load_config() -> Config:
+    """The user's config, or the detected tier's defaults; raises ConfigError."""
+    from nanobot_tui.config import load_config
+
+    return load_config()[0]
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import ConfigError
+
+    try:
+        config = _load_config()
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    from nanobot_tui.ui.app import NanobotApp
+
+    NanobotApp(config).run()
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from nanobot_tui.setup.doctor import build_report, format_report
+
+    report = build_report()
+    print(report.to_json() if args.json else format_report(report))
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nanobot",
+        description="A local-first AI workbench in the terminal. With no command, opens the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"nanobot {__version__}")
+    parser.set_defaults(func=cmd_app)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    doctor = sub.add_parser(
+        "doctor", help="show hardware, tier, models, runtime and config; exit 1 on problems"
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(func=cmd_doctor)
+
+    from nanobot_tui.cli import agent as cli_agent
+    from nanobot_tui.cli import context as cli_context
+    from nanobot_tui.cli import run as cli_run
+    from nanobot_tui.cli import runs as cli_process
+    from nanobot_tui.cli import setup as cli_setup
+
+    cli_agent.add_commands(sub)
+    cli_context.add_commands(sub)
+    cli_run.add_commands(sub)
+    cli_process.add_commands(sub)
+    cli_setup.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # `nanobot status ID | head`: the reader left; say nothing more, no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,331 @@
+"""`nanobot run` and `nanobot calibrate`: MAKER-style voted runs and the numbers before them.
+
+`calibrate` measures a model's per-step success rate p on a domain (or takes `--p`) and
+projects what a run of S steps at target reliability T needs: k, votes per step, tokens,
+time. `run` executes a domain step by step with first-to-ahead-by-k voting, with a live
+line on the terminal and, with --json, a JSON summary as the last line. Every run is a
+durable run (nanobot_tui/engine/runs/): it has an id and a store, survives crashes
+and is resumed with `nanobot resume ID`; with --detach it runs in a session of its own
+and prints the run id as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from nanobot_tui.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    positive_float,
+    positive_int,
+    probability,
+)
+from nanobot_tui.cli.common import fail as _fail
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.voting.domains import Domain
+
+DOMAINS = ("hanoi", "wordcase")
+
+
+def make_domain(args: argparse.Namespace) -> Domain:
+    if args.domain == "hanoi":
+        from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+
+        return Hanoi(args.disks)
+    from nanobot_tui.engine.voting.domains.wordcase import WordCase
+
+    return WordCase(count=args.words, seed=args.seed)
+
+
+def parse_sampler(text: str) -> tuple[str, float | None]:
+    """'local' or 'simulated:P' (0 < P ≤ 1)."""
+    if text == "local":
+        return "local", None
+    kind, _, value = text.partition(":")
+    if kind != "simulated" or not value:
+        raise argparse.ArgumentTypeError(f"expected 'local' or 'simulated:P', not {text!r}")
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a probability: {value!r}") from None
+    if not 0.0 < p <= 1.0:
+        raise argparse.ArgumentTypeError(f"p must be in (0, 1], not {p}")
+    return "simulated", p
+
+
+def projection(
+    p: float,
+    steps: int,
+    target: float,
+    *,
+    tokens_per_sample: float = 0.0,
+    samples_per_s: float | None = None,
+) -> dict[str, Any]:
+    """MAKER's projection as JSON-safe data; p ≤ 0.5 gives an infeasible plan with the
+    reason instead of a run that would never end."""
+    from nanobot_tui.engine.voting import maths as maker
+
+    try:
+        plan = maker.project(
+            p, steps, target, tokens_per_sample=tokens_per_sample, samples_per_s=samples_per_s
+        )
+    except maker.Infeasible as exc:
+        return {"feasible": False, "p": p, "steps": steps, "target": target, "reason": str(exc)}
+    return {"feasible": True, **plan.to_dict()}
+
+
+def _show_plan(plan: dict[str, Any]) -> None:
+    if not plan["feasible"]:
+        print(f"infeasible: {plan['reason']}")
+        return
+    print(
+        f"k = {plan['k']} for {plan['steps']:,} steps at target {plan['target']}: "
+        f"p_vote = {plan['p_vote']:.10f}, P(every step right) = {plan['p_success']:.4f}"
+    )
+    print(
+        f"expected samples per step: {plan['samples_per_step']:.3f} "
+        f"({plan['total_samples']:,.0f} in all)"
+    )
+    if plan["total_tokens"]:
+        print(f"projected tokens: {plan['total_tokens']:,.0f}")
+    if plan["seconds"] is not None:
+        print(f"projected wall time: {plan['seconds'] / 3600:.2f} h at the measured throughput")
+
+
+async def _calibrate(args: argparse.Namespace) -> int:
+    from nanobot_tui.cli.progress import TerminalProgress
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine.serving.workbench import Workbench
+    from nanobot_tui.engine.voting import calibration_store as stats
+    from nanobot_tui.engine.voting.calibration import calibrate
+    from nanobot_tui.engine.voting.samplers.model import LLMSampler
+
+    domain = make_domain(args)
+    steps = args.steps or domain.total_steps()
+    workbench = Workbench(load_config()[0], only_slots=(args.slot,))
+    model = workbench.slots[args.slot].display_name
+    bar = TerminalProgress(enabled=False if args.json else None)
+    async with workbench:
+        sampler = LLMSampler(
+            workbench.client(args.slot), domain, name=f"local {args.slot}: {model}"
+        )
+        result = await calibrate(
+            domain,
+            sampler,
+            args.samples,
+            seed=args.seed,
+            progress=lambda done, total: bar.update("sample", done, total),
+        )
+    bar.finish()
+    await stats.record_calibration(result)
+    plan = projection(
+        result.p,
+        steps,
+        args.target,
+        tokens_per_sample=result.tokens_per_sample,
+        samples_per_s=result.samples_per_second,
+    )
+    if args.json:
+        print(json.dumps({"calibration": result.to_dict(), "plan": plan}))
+        return EXIT_OK
+    c = result.to_dict()
+    print(
+        f"{model} on {c['domain']}: p = {c['p']:.3f} "
+        f"(95% CI {c['ciLow']:.3f}–{c['ciHigh']:.3f}) over {c['samples']} samples"
+    )
+    flags = ", ".join(f"{k} {v}" for k, v in c["redFlags"].items() if v) or "none"
+    print(f"red flags (strict parser): {c['redFlagRate']:.1%} ({flags})")
+    print(
+        f"{c['tokensPerSample']:.0f} tokens and {c['secondsPerSample']:.2f} s per sample "
+        f"({c['samplesPerSecond']:.1f} samples/s)"
+    )
+    _show_plan(plan)
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import ConfigError
+    from nanobot_tui.engine.llm.client import LLMError
+    from nanobot_tui.engine.serving.manager import ServerStartError
+
+    if args.p is not None:
+        steps = args.steps or make_domain(args).total_steps()
+        plan = projection(args.p, steps, args.target)
+        if args.json:
+            print(json.dumps(plan))
+        else:
+            _show_plan(plan)
+        return EXIT_OK if plan["feasible"] else EXIT_FAIL
+    try:
+        return asyncio.run(_calibrate(args))
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ServerStartError, LLMError) as exc:
+        return _fail(str(exc), EXIT_FAIL)
+    except KeyboardInterrupt:
+        return _fail("calibration interrupted", 130)
+
+
+def run_spec(args: argparse.Namespace, domain: Domain, k: int) -> Any:
+    """The durable run's spec from `nanobot run`'s flags."""
+    from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy, RunSpec
+    from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+
+    kind, p = args.sampler
+    if args.domain == "hanoi":
+        params: dict[str, Any] = {"disks": args.disks}
+        label = f"hanoi{args.disks}"
+    else:
+        params = {"words": args.words, "seed": args.seed}
+        label = f"wordcase{args.words}"
+    sampler = f"simulated:{p}" if kind == "simulated" else f"local:{args.slot}"
+    return RunSpec(
+        domain=args.domain,
+        params=params,
+        sampler=sampler,
+        vote=VoteConfig(k=k),
+        seed=args.seed,
+        budgets=Budgets(steps=args.max_steps, tokens=args.max_tokens, seconds=args.max_seconds),
+        retry=RetryPolicy(retries=args.retries, on_fail=args.on_fail),
+        fanout=args.fanout,
+        concurrency=args.concurrency,
+        keep_samples=args.keep_samples,
+        traces=not args.no_traces,
+        label=label,
+    )
+
+
+async def _pick_k(args: argparse.Namespace, domain: Domain) -> int | str:
+    """k from --k, or MAKER's k_min for p (the simulated p, or the model's latest
+    calibration); a string is the one-line reason there is none."""
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine.voting import maths as maker
+
+    if args.k is not None:
+        return args.k
+    kind, p = args.sampler
+    steps = min(domain.total_steps(), args.max_steps or domain.total_steps())
+    if kind != "simulated":
+        from nanobot_tui.engine.serving.workbench import Workbench
+        from nanobot_tui.engine.voting import calibration_store as stats
+
+        workbench = Workbench(load_config()[0], only_slots=(args.slot,))
+        model = workbench.slots[args.slot].display_name
+        latest = await stats.latest_calibration(model, domain.name)
+        if latest is None:
+            return (
+                f"no calibration of {model} on {domain.name} yet: run "
+                f"`nanobot calibrate --domain {domain.name}` first, or pass --k"
+            )
+        p = latest.p
+    assert p is not None
+    try:
+        return maker.k_min(p, steps, args.target)
+    except maker.Infeasible as exc:
+        return f"infeasible: {exc}"
+
+
+async def _run(args: argparse.Namespace, domain: Domain) -> int | str:
+    """The exit code of a run in the foreground, or (--detach) the new run's id."""
+    from nanobot_tui.cli.runs import print_outcome, run_foreground
+    from nanobot_tui.engine.runs.durable import start_run
+
+    k = await _pick_k(args, domain)
+    if isinstance(k, str):
+        return _fail(k, EXIT_USAGE if k.startswith("no calibration") else EXIT_FAIL)
+    run_id = await start_run(run_spec(args, domain, k))
+    if args.detach:
+        return run_id  # its runner is started by cmd_run, outside this event loop
+    started = time.perf_counter()
+    status, monitor = await run_foreground(run_id, quiet=args.json)
+    return print_outcome(status, monitor, args.json, started)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Every run is durable: it gets a run id and a store, and can be resumed. With
+    --detach it runs in a session of its own and the run id is the last line."""
+    from nanobot_tui.cli.runs import detach
+    from nanobot_tui.config import ConfigError
+    from nanobot_tui.engine.llm.client import LLMError
+    from nanobot_tui.engine.runs.control import RunLocked
+    from nanobot_tui.engine.runs.durable import RunError
+    from nanobot_tui.engine.runs.spec import SpecError
+    from nanobot_tui.engine.runs.store import StoreError
+    from nanobot_tui.engine.serving.manager import ServerStartError
+
+    try:
+        domain = make_domain(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        result = asyncio.run(_run(args, domain))
+    except (ConfigError, SpecError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ServerStartError, LLMError, RunLocked, RunError, StoreError) as exc:
+        return _fail(str(exc), EXIT_FAIL)
+    except KeyboardInterrupt:
+        return _fail("run interrupted", 130)
+    if isinstance(result, str):  # a run id: start its detached runner
+        return detach(result)
+    return result
+
+
+def _domain_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--disks", type=int, default=10, help="Hanoi: number of disks")
+    p.add_argument("--words", type=int, default=300, help="wordcase: number of words")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slot", choices=("main", "rlm", "memory"), default="rlm")
+    p.add_argument("--target", type=probability, default=0.95, help="P(every step right)")
+    p.add_argument("--json", action="store_true")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a domain step by step with MAKER voting")
+    p.add_argument("domain", choices=DOMAINS)
+    p.add_argument("--k", type=int, help="votes ahead to win a step (default: from p)")
+    p.add_argument(
+        "--sampler",
+        type=parse_sampler,
+        default=("local", None),
+        help="'local' (the slot's model) or 'simulated:P' (a SIMULATED model right with p P)",
+    )
+    p.add_argument("--max-steps", type=positive_int, help="budget: stop after this many steps")
+    p.add_argument("--max-tokens", type=positive_int, help="budget: stop after these tokens")
+    p.add_argument("--max-seconds", type=positive_float, help="budget: stop after this time")
+    p.add_argument("--detach", action="store_true", help="run in the background (own session)")
+    p.add_argument("--retries", type=int, default=2, help="votes again for an undecided step")
+    p.add_argument(
+        "--on-fail",
+        choices=("escalate", "skip"),
+        default="escalate",
+        help="after the retries: fail the run, or skip the step where possible",
+    )
+    p.add_argument("--fanout", type=positive_int, default=10, help="children per tree node")
+    p.add_argument(
+        "--concurrency", type=positive_int, help="independent steps at once (default: CPU cores)"
+    )
+    p.add_argument(
+        "--keep-samples",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep every sample (default: for real models only)",
+    )
+    p.add_argument("--no-traces", action="store_true", help="no trace file for this run")
+    _domain_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "calibrate", help="measure p on a domain and project k, votes, tokens and time"
+    )
+    p.add_argument("--domain", choices=DOMAINS, default="hanoi")
+    p.add_argument("--samples", type=int, default=100, help="random steps to sample")
+    p.add_argument("--p", type=probability, help="no sampling: only the arithmetic, from this p")
+    p.add_argument("--steps", type=int, help="steps of the planned run (default: the task's)")
+    _domain_options(p)
+    p.set_defaults(func=cmd_calibrate)

@@ -1,0 +1,396 @@
+"""`nanobot runs | status | resume | pause | cancel | traces | attach | export`: durable runs.
+
+Every `nanobot run` is a durable run (see nanobot_tui/engine/runs/): these commands
+list runs, show one (`status`: the snapshot a script can poll with --json), resume one
+from its last durable step (in the foreground, or detached with --detach), ask its
+runner to pause or cancel after the current step, print its trace lines, and open the
+app on it. A run id may be given by any unique prefix. Errors are one line on stderr:
+exit 2 for an unknown id or bad input, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli.common import fail as _fail
+
+
+def _resolve(run_id: str) -> str:
+    from nanobot_tui.engine.runs.store import resolve_run_id
+
+    return resolve_run_id(run_id)
+
+
+def _duration(seconds: float | None) -> str:
+    from nanobot_tui.units import format_seconds
+
+    return "–" if seconds is None else format_seconds(seconds)
+
+
+# --- shared with `nanobot run` -----------------------------------------------------------
+
+
+def live_line(status: Any, monitor: Any) -> str:
+    snap = monitor.snapshot()
+    eta = f" ETA {_duration(snap.eta_s)}" if snap.eta_s is not None else ""
+    p = f" p≈{snap.p_estimate:.3f}" if snap.p_estimate is not None else ""
+    return f"{snap.errors} errors {snap.rate:,.0f} steps/s{eta}{p}"
+
+
+async def run_foreground(run_id: str, budgets: Any = None, *, quiet: bool = False) -> Any:
+    """Run `run_id` in this process with a live line on stderr; Ctrl-C (or SIGTERM) stops
+    it cleanly after the current step, resumable. Returns (status, monitor)."""
+    from nanobot_tui.cli.progress import TerminalProgress
+    from nanobot_tui.engine.runs.durable import execute
+    from nanobot_tui.engine.voting.runner import VoteMonitor
+
+    monitor = VoteMonitor()
+    bar = TerminalProgress(enabled=False if quiet else None)
+
+    async def watch() -> None:
+        while True:
+            snap = monitor.snapshot()
+            if snap.steps_total:
+                bar.update("run", snap.steps_done, snap.steps_total, live_line(None, monitor))
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        status = await execute(run_id, monitor=monitor, budgets=budgets, install_signals=True)
+    finally:
+        watcher.cancel()
+        bar.finish()
+    return status, monitor
+
+
+def print_outcome(status: Any, monitor: Any, as_json: bool, started: float) -> int:
+    from nanobot_tui.engine.runs.durable import summary
+
+    result = summary(status, monitor)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        reason = f" ({status.reason})" if status.reason else ""
+        print(
+            f"{status.domain} with {status.sampler}: {status.status}{reason}; "
+            f"{status.steps_done:,}/{status.steps_total:,} steps, {status.errors:,} errors, "
+            f"k = {status.k}, {time.perf_counter() - started:.1f} s"
+        )
+        if status.status in ("stopped", "paused", "failed"):
+            print(f"resume with: nanobot resume {status.run_id}")
+        print(status.run_id)
+    return EXIT_OK if result["solved"] and result["errors"] == 0 else EXIT_FAIL
+
+
+def detach(run_id: str, budgets: Any = None) -> int:
+    """Start a detached runner for `run_id` and print its id as the last line."""
+    from nanobot_tui.engine.runs.control import log_path, spawn_worker, wait_started
+
+    proc = spawn_worker(run_id, budgets)
+    problem = wait_started(run_id, proc)
+    if problem is not None:
+        return _fail(f"run {run_id}: the detached runner did not start: {problem}")
+    print(f"detached runner pid {proc.pid}; log: {log_path(run_id)}")
+    print(f"watch it: nanobot status {run_id} · nanobot attach {run_id}")
+    print(run_id)
+    return EXIT_OK
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.runs.store import list_runs
+
+    runs = list_runs()
+    if args.json:
+        print(json.dumps(runs))
+        return EXIT_OK
+    if not runs:
+        print("no runs yet: nanobot run hanoi --disks N --sampler simulated:0.99 --detach")
+        return EXIT_OK
+    print(f"{'run':<34} {'status':<10} {'steps':>23} {'errors':>7} {'rate/s':>9} {'pid':>7}")
+    for run in runs:
+        done, total = run.get("steps_done") or 0, run.get("steps_total") or 0
+        share = f" {100 * done / total:3.0f}%" if total else ""
+        print(
+            f"{run['id']:<34} {run.get('status', '?'):<10} {f'{done:,}/{total:,}{share}':>23} "
+            f"{run.get('errors') or 0:>7,} {run.get('rate') or 0:>9,.0f} {run.get('pid') or '':>7}"
+        )
+    return EXIT_OK
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+def status_text(st: Any) -> str:
+    lines = [f"run {st.run_id}: {st.status}" + (f" ({st.reason})" if st.reason else "")]
+    lines.append(f"  {st.domain} with {st.sampler}, k = {st.k}")
+    share = 100 * st.steps_done / st.steps_total if st.steps_total else 0.0
+    lines.append(
+        f"  steps {st.steps_done:,}/{st.steps_total:,} ({share:.1f}%): {st.completed:,} "
+        f"completed, {st.skipped:,} skipped, {st.failed:,} failed; {st.errors:,} errors"
+    )
+    if st.errors_by_reason:
+        by = ", ".join(f"{k} {v:,}" for k, v in sorted(st.errors_by_reason.items()))
+        lines.append(f"  errors by reason: {by}")
+    nodes = ", ".join(f"{k} {v:,}" for k, v in st.nodes.items() if v)
+    lines.append(f"  nodes: {nodes}")
+    votes = st.votes
+    if votes.get("mean") is not None:
+        lines.append(
+            f"  votes per step: mean {votes['mean']:.3f}, min {votes['min']}, max "
+            f"{votes['max']}; samples per step {votes['mean_samples']:.3f}"
+        )
+    if st.red_flags:
+        lines.append("  red flags: " + ", ".join(f"{k} {v:,}" for k, v in st.red_flags.items()))
+    rate = f"{st.rate:,.0f} steps/s" if st.pid else "no runner"
+    lines.append(
+        f"  {rate}, ETA {_duration(st.eta_s) if st.pid else '–'}, active "
+        f"{_duration(st.elapsed_s)}, tokens {st.tokens:,}, retried steps {st.retried:,}"
+    )
+    lines.append(f"  runner pid: {st.pid}" if st.pid else "  runner: none")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.runs.store import RunStore, StoreError
+
+    try:
+        with RunStore.open(_resolve(args.run)) as store:
+            st = store.status()
+    except StoreError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    print(json.dumps(st.to_dict()) if args.json else status_text(st))
+    return EXIT_OK
+
+
+# --- resume ----------------------------------------------------------------------------
+
+
+def _budgets(args: argparse.Namespace) -> Any:
+    from nanobot_tui.engine.runs.spec import Budgets
+
+    if args.max_steps is None and args.max_tokens is None and args.max_seconds is None:
+        return None
+    return Budgets(steps=args.max_steps, tokens=args.max_tokens, seconds=args.max_seconds)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import ConfigError
+    from nanobot_tui.engine.llm.client import LLMError
+    from nanobot_tui.engine.runs.control import RunLocked
+    from nanobot_tui.engine.runs.durable import RunError
+    from nanobot_tui.engine.runs.spec import SpecError
+    from nanobot_tui.engine.runs.store import RunStore, StoreError
+    from nanobot_tui.engine.serving.manager import ServerStartError
+
+    try:
+        rid = _resolve(args.run)
+        with RunStore.open(rid) as store:
+            st = store.status()
+        budgets = _budgets(args)
+    except (StoreError, SpecError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if st.pid is not None:
+        return _fail(f"run {rid} is already running (pid {st.pid})")
+    if st.status == "completed":
+        print(f"run {rid} is completed already ({st.reason})")
+        print(rid)
+        return EXIT_OK
+    if st.status == "cancelled":
+        return _fail(f"run {rid} was cancelled; it cannot be resumed")
+    if args.detach:
+        return detach(rid, budgets)
+    started = time.perf_counter()
+    try:
+        status, monitor = asyncio.run(run_foreground(rid, budgets, quiet=args.json))
+    except (RunLocked, RunError, StoreError) as exc:
+        return _fail(str(exc))
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ServerStartError, LLMError) as exc:
+        return _fail(str(exc))
+    return print_outcome(status, monitor, args.json, started)
+
+
+# --- pause / cancel --------------------------------------------------------------------
+
+
+def _signal(args: argparse.Namespace, request: str) -> int:
+    from nanobot_tui.engine.runs.control import (
+        CANCEL,
+        RunLocked,
+        record_status,
+        signal_runner,
+    )
+    from nanobot_tui.engine.runs.store import RunStore, StoreError
+
+    try:
+        rid = _resolve(args.run)
+        with RunStore.open(rid) as store:
+            st = store.status()
+    except StoreError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    want = "cancelled" if request == CANCEL else "paused"
+    if st.status in ("completed", "cancelled") or (st.status == "failed" and request != CANCEL):
+        return _fail(f"run {rid} is {st.status}; nothing to {request}")
+    if st.pid is None:
+        try:
+            record_status(rid, want, f"{want} by `nanobot {request}` (no runner was running)")
+        except RunLocked:
+            return _fail(f"run {rid} just started; try again")
+        print(f"run {rid}: {want} (no runner was running)")
+        return EXIT_OK
+    try:
+        signal_runner(rid, st.pid, request)
+    except ProcessLookupError:
+        return _fail(f"run {rid}: its runner (pid {st.pid}) is gone; try again")
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        with RunStore.open(rid) as store:
+            now = store.status()
+        if now.pid is None or now.status != "running":
+            print(f"run {rid}: {now.status}" + (f" ({now.reason})" if now.reason else ""))
+            return EXIT_OK
+        time.sleep(0.1)
+    print(f"run {rid}: asked its runner (pid {st.pid}) to {request}; it is finishing a step")
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _signal(args, "pause")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _signal(args, "cancel")
+
+
+# --- traces ----------------------------------------------------------------------------
+
+
+def cmd_traces(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.runs.store import StoreError
+    from nanobot_tui.engine.runs.traces import latest_trace_run, tail, trace_path
+
+    try:
+        rid = _resolve(args.run) if args.run else latest_trace_run()
+    except StoreError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if rid is None:
+        return _fail("no traces yet", EXIT_USAGE)
+    path = trace_path(rid)
+    if not path.exists():
+        return _fail(f"run {rid} has no trace file ({path})", EXIT_USAGE)
+    for line in tail(path, args.last):
+        print(line)
+    return EXIT_OK
+
+
+# --- attach ----------------------------------------------------------------------------
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from nanobot_tui.config import ConfigError, load_config
+    from nanobot_tui.engine.runs.store import StoreError
+
+    try:
+        rid = _resolve(args.run)
+    except StoreError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        config = load_config()[0]
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    from nanobot_tui.ui.app import NanobotApp
+
+    NanobotApp(config, attach_run=rid).run()
+    return EXIT_OK
+
+
+# --- export ----------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nanobot_tui.engine.runs.store import RunStore, StoreError
+
+    try:
+        with RunStore.open(_resolve(args.run)) as store:
+            n = store.export_json(Path(args.path), steps=args.steps)
+    except StoreError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(f"cannot write {args.path}: {exc.strerror or exc}")
+    print(f"wrote {n:,} nodes to {args.path}")
+    return EXIT_OK
+
+
+# --- the parser ------------------------------------------------------------------------
+
+
+def positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    return parse
+
+
+def budget_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-steps", type=positive(int), help="stop after this many steps")
+    p.add_argument("--max-tokens", type=positive(int), help="stop after this many tokens")
+    p.add_argument("--max-seconds", type=positive(float), help="stop after this wall time")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("runs", help="list durable runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("status", help="a run's snapshot: status, steps, errors, rate, ETA, pid")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("resume", help="resume a run from its last durable step")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("--detach", action="store_true", help="run in the background, own session")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
+    budget_options(p)
+    p.set_defaults(func=cmd_resume)
+
+    for name, func, what in (
+        ("pause", cmd_pause, "pause a run after its current step (resume continues it)"),
+        ("cancel", cmd_cancel, "cancel a run after its current step (for good)"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("run", help="run id (or a unique prefix)")
+        p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for it")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("traces", help="print a run's last trace lines (JSONL)")
+    p.add_argument("--run", help="run id (default: the run traced last)")
+    p.add_argument("--last", type=positive(int), default=20, help="how many lines")
+    p.set_defaults(func=cmd_traces)
+
+    p = sub.add_parser("attach", help="open the app on a run (the process tree follows it)")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser("export", help="write a run's tree as one JSON document")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("path", help="the JSON file to write")
+    p.add_argument("--steps", action="store_true", help="every step row too (large)")
+    p.set_defaults(func=cmd_export)

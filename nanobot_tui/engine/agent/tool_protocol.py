@@ -1,0 +1,305 @@
+"""How tool calls travel between the agent and a model: natively, or written in the text.
+
+A server whose chat template renders tools (llama.cpp says so in /props
+`chat_template_caps.supports_tools`; every cloud API) gets them in the OpenAI `tools` field
+and answers with structured `tool_calls`: `NativeTools`.
+
+A template that cannot (SmolLM2's, the embedded default) would silently drop the `tools`
+field: the model would never see a tool. `PromptedTools` then lists the tools in the
+system prompt, compactly, and reads calls back out of the answer's text in the format
+small models are trained on (`<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>`),
+forgiving the usual slips (a bare JSON object, a code fence, a missing closing tag,
+arguments given as a string). What it cannot read becomes a `problem` that goes back to
+the model, never an exception. The session always keeps OpenAI-shaped messages;
+`PromptedTools.wire` turns them into what the template can render.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nanobot_tui.engine.llm.client import ToolCall
+
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    text: str  # the answer's prose, calls taken out
+    calls: list[ToolCall] = field(default_factory=list)
+    problem: str | None = None  # a call the model tried to write but that could not be read
+
+
+class ToolProtocol(Protocol):
+    name: str
+
+    def system_text(self, specs: Sequence[dict[str, Any]]) -> str: ...
+
+    def request_tools(self, specs: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None: ...
+
+    def stop(self) -> list[str] | None: ...
+
+    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]: ...
+
+    def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+    def parse(self, content: str, native: Sequence[ToolCall], round_no: int) -> Parsed: ...
+
+    def looks_like_call(self, prefix: str) -> bool | None: ...
+
+
+class NativeTools:
+    """The server renders the tools and parses the calls."""
+
+    name = "native"
+
+    def system_text(self, specs: Sequence[dict[str, Any]]) -> str:
+        return ""
+
+    def request_tools(self, specs: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        return list(specs) or None
+
+    def stop(self) -> list[str] | None:
+        return None
+
+    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {}
+
+    def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        # The session keeps the tool's name on its result for display; the OpenAI schema
+        # has no such field on tool messages, and strict endpoints refuse extra fields.
+        return [
+            {k: v for k, v in m.items() if k != "name"} if m.get("role") == "tool" else m
+            for m in messages
+        ]
+
+    def parse(self, content: str, native: Sequence[ToolCall], round_no: int) -> Parsed:
+        return Parsed(content, list(native))
+
+    def looks_like_call(self, prefix: str) -> bool | None:
+        return False
+
+
+class PromptedTools:
+    """Tools listed in the system prompt, calls read from the answer's text."""
+
+    name = "prompted"
+
+    def system_text(self, specs: Sequence[dict[str, Any]]) -> str:
+        if not specs:
+            return ""
+        lines = [_signature(spec["function"]) for spec in specs]
+        return (
+            "To use a tool, reply with only "
+            f'{CALL_OPEN}[{{"name": "TOOL", "arguments": {{...}}}}]{CALL_CLOSE} '
+            "and wait for its result. Otherwise answer directly.\n<tools>\n"
+            + "\n".join(lines)
+            + "\n</tools>"
+        )
+
+    def request_tools(self, specs: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        return None  # the template would drop them; they are in the system prompt
+
+    def stop(self) -> list[str] | None:
+        return [CALL_CLOSE]  # one call per turn: the model waits for its result
+
+    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {}
+
+    def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Assistant tool calls back into their text form; tool results as one user turn
+        (the template knows no `tool` role)."""
+        out: list[dict[str, Any]] = []
+        results: list[str] = []
+
+        def flush() -> None:
+            if results:
+                out.append({"role": "user", "content": "\n".join(results)})
+                results.clear()
+
+        for message in messages:
+            role = message.get("role")
+            if role == "tool":
+                name = message.get("name") or "tool"
+                results.append(f'<tool_response name="{name}">\n{message.get("content") or ""}')
+                results[-1] += "\n</tool_response>"
+                continue
+            flush()
+            calls = message.get("tool_calls")
+            if role == "assistant" and calls:
+                written = [
+                    {"name": c["function"]["name"], "arguments": _loads_or_raw(c)} for c in calls
+                ]
+                text = (message.get("content") or "").strip()
+                call_text = f"{CALL_OPEN}{json.dumps(written)}{CALL_CLOSE}"
+                out.append({"role": "assistant", "content": f"{text}\n{call_text}".strip()})
+            else:
+                out.append({"role": role, "content": message.get("content") or ""})
+        flush()
+        return out
+
+    def parse(self, content: str, native: Sequence[ToolCall], round_no: int) -> Parsed:
+        if native:  # a server that did parse calls after all
+            return Parsed(content, list(native))
+        start = content.find(CALL_OPEN)
+        if start >= 0:
+            body = content[start + len(CALL_OPEN) :]
+            end = body.find(CALL_CLOSE)
+            body = body[:end] if end >= 0 else body
+            prose = content[:start].strip()
+            return _read_calls(_unfence(body), prose, round_no, explicit=True)
+        stripped = _unfence(content.strip())
+        if stripped.startswith(("{", "[")) and '"name"' in stripped:
+            return _read_calls(stripped, "", round_no, explicit=False, fallback=content)
+        return Parsed(content)
+
+    def looks_like_call(self, prefix: str) -> bool | None:
+        """For streaming: True when the answer so far starts like a call (hold it back),
+        False when it is prose (show it), None while it cannot be told yet."""
+        head = prefix.lstrip()
+        if not head:
+            return None
+        if head.startswith((CALL_OPEN, "{", "[", "```")):
+            return True
+        if CALL_OPEN.startswith(head) or "```".startswith(head):
+            return None
+        return False
+
+
+class ConstrainedTools(PromptedTools):
+    """Prompted tools whose every reply is held to a JSON schema by the server's grammar:
+    `{"tool": NAME, "arguments": {...}}` with that tool's own argument schema, or
+    `{"answer": TEXT}`. A model too small to write a call in free text (SmolLM2-135M never
+    does) then always writes a well-formed one; whether it picks well is another matter,
+    measured in benchmarks/agent_rounds.py. The answer arrives whole, not streamed."""
+
+    name = "constrained"
+
+    def system_text(self, specs: Sequence[dict[str, Any]]) -> str:
+        if not specs:
+            return ""
+        lines = [_signature(spec["function"]) for spec in specs]
+        return (
+            'Reply in JSON: {"tool": NAME, "arguments": {...}} to call a tool and wait for '
+            'its result, or {"answer": TEXT}.\n<tools>\n' + "\n".join(lines) + "\n</tools>"
+        )
+
+    def stop(self) -> list[str] | None:
+        return None
+
+    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not specs:
+            return {}
+        choices: list[dict[str, Any]] = [_closed({"answer": {"type": "string"}})]
+        for spec in specs:
+            function = spec["function"]
+            params = dict(function.get("parameters") or {"type": "object"})
+            params.setdefault("properties", {})
+            params["additionalProperties"] = False
+            choices.append(_closed({"tool": {"const": function["name"]}, "arguments": params}))
+        schema = {"anyOf": choices}
+        return {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+
+    def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = super().wire(messages)
+        # The model's own calls as it wrote them (the JSON form), not the <tool_call> form.
+        for sent, kept in zip(_assistants(out), _assistants(messages), strict=True):
+            calls = kept.get("tool_calls")
+            if calls:
+                c = calls[0]
+                sent["content"] = json.dumps(
+                    {"tool": c["function"]["name"], "arguments": _loads_or_raw(c)}
+                )
+        return out
+
+    def parse(self, content: str, native: Sequence[ToolCall], round_no: int) -> Parsed:
+        try:
+            value = json.loads(content)
+        except json.JSONDecodeError:
+            # Cut short by max_tokens mid-JSON: nothing usable, say so to the model.
+            return Parsed("", problem="your reply was cut off before its JSON ended; be shorter")
+        if isinstance(value, dict) and isinstance(value.get("tool"), str):
+            args = value.get("arguments") or {}
+            call = ToolCall(id=f"call_{round_no}_0", name=value["tool"], arguments=json.dumps(args))
+            return Parsed("", [call])
+        if isinstance(value, dict) and isinstance(value.get("answer"), str):
+            return Parsed(value["answer"])
+        return Parsed(content)
+
+    def looks_like_call(self, prefix: str) -> bool | None:
+        return True  # JSON until the end: the answer is shown once parsed
+
+
+def _closed(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _assistants(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m.get("role") == "assistant"]
+
+
+# --- reading calls ----------------------------------------------------------------------
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+
+
+def _unfence(text: str) -> str:
+    return _FENCE.sub("", text.strip()).strip()
+
+
+def _loads_or_raw(call: dict[str, Any]) -> Any:
+    raw = call["function"].get("arguments") or "{}"
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _read_calls(
+    body: str, prose: str, round_no: int, *, explicit: bool, fallback: str = ""
+) -> Parsed:
+    """The calls in `body` (a JSON list of calls or one call). With explicit=False (a bare
+    JSON answer) anything unreadable is taken as prose, not as a failed call."""
+    fix = f'write it as {CALL_OPEN}[{{"name": "TOOL", "arguments": {{...}}}}]{CALL_CLOSE}'
+    try:
+        value, _ = json.JSONDecoder().raw_decode(body)
+    except json.JSONDecodeError as exc:
+        if not explicit:
+            return Parsed(fallback)
+        return Parsed(prose, problem=f"your tool call is not valid JSON ({exc.msg}); {fix}")
+    items = value if isinstance(value, list) else [value]
+    calls: list[ToolCall] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            if not explicit:
+                return Parsed(fallback)
+            return Parsed(prose, problem=f'each tool call needs a "name"; {fix}')
+        args = item.get("arguments", item.get("parameters", item.get("args", {})))
+        # Arguments written as a JSON string stay raw: the registry says what is wrong.
+        raw = args if isinstance(args, str) else json.dumps(args if args is not None else {})
+        calls.append(ToolCall(id=f"call_{round_no}_{i}", name=item["name"], arguments=raw))
+    if not calls and explicit:
+        return Parsed(prose, problem=f"the tool call list is empty; {fix}")
+    return Parsed(prose, calls)
+
+
+def _signature(function: dict[str, Any]) -> str:
+    """`name(arg: type, opt?: type) - description`: a tool in a dozen tokens."""
+    params = function.get("parameters") or {}
+    required = set(params.get("required") or ())
+    args = []
+    for arg, schema in (params.get("properties") or {}).items():
+        kind = schema.get("type", "any")
+        if "enum" in schema:
+            kind = "|".join(map(str, schema["enum"]))
+        args.append(f"{arg}{'' if arg in required else '?'}: {kind}")
+    return f"{function['name']}({', '.join(args)}) - {function.get('description', '')}".strip()

@@ -1,0 +1,1 @@
+"""Talking to models: the OpenAI-compatible and Anthropic clients."""

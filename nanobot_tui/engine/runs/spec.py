@@ -1,0 +1,166 @@
+"""What a durable run is: its spec (domain, sampler, votes, budgets, tree, retry policy),
+stored in the run's meta table and rebuilt from there on every resume.
+
+Everything a resumed runner needs is in the spec, so a run can be resumed by id alone, by
+another process, after a reboot.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+
+SIMULATED = "simulated"
+LOCAL = "local"
+ON_FAIL = ("escalate", "skip")
+DOMAINS = ("hanoi", "wordcase")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; str() is one line."""
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Limits of one runner session; when one runs out the run stops cleanly ("stopped",
+    with the reason) and `resume` goes on with a fresh session (and budget)."""
+
+    steps: int | None = None
+    tokens: int | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "tokens", "seconds"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SpecError(f"budget {name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """An undecided step is voted again up to `retries` times with a changed strategy
+    (attempt 2: paraphrased prompts from the first round; attempt 3 on: k + attempt - 2,
+    paraphrased), then `on_fail`: "skip" marks it skipped and goes on (only where the next
+    input does not depend on it), "escalate" fails the run with the reason."""
+
+    retries: int = 2
+    on_fail: str = "escalate"
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise SpecError(f"retries must be >= 0, got {self.retries}")
+        if self.on_fail not in ON_FAIL:
+            raise SpecError(f"on_fail must be one of {', '.join(ON_FAIL)}, got {self.on_fail!r}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    domain: str  # "hanoi" | "wordcase"
+    params: dict[str, Any]  # {"disks": 14} | {"words": 300, "seed": 0}
+    sampler: str  # "simulated:0.99" | "local:rlm"
+    vote: VoteConfig
+    seed: int = 0  # the simulated sampler's (and the model requests') seed
+    budgets: Budgets = field(default_factory=Budgets)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    fanout: int = 10
+    concurrency: int | None = None  # independent steps in flight; None: os.cpu_count()
+    keep_samples: bool | None = None  # None: kept for real models, not for simulated ones
+    traces: bool = True  # one JSON line per step execution in NANOBOT_HOME/traces/<run>.jsonl
+    commit_interval: float = 0.05  # seconds between group commits while steps keep coming
+    wrong_choices: int = 3  # simulated: distinct wrong answers
+    red_flag_rate: float = 0.0  # simulated: share of samples red-flagged
+    label: str = ""  # the readable part of the run id, e.g. "hanoi20"
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise SpecError(f"unknown domain {self.domain!r} (known: {', '.join(DOMAINS)})")
+        kind, _, _ = self.sampler.partition(":")
+        if kind not in (SIMULATED, LOCAL):
+            raise SpecError(f"sampler must be 'simulated:P' or 'local:SLOT', got {self.sampler!r}")
+        if kind == SIMULATED:
+            p = self.p
+            if not 0.0 <= p <= 1.0:
+                raise SpecError(f"simulated p must be in [0, 1], got {p}")
+        if self.fanout < 2:
+            raise SpecError(f"fanout must be at least 2, got {self.fanout}")
+        if not 0.0 < self.commit_interval <= 60.0:
+            raise SpecError(f"commit_interval must be in (0, 60] s, got {self.commit_interval}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise SpecError(f"concurrency must be at least 1, got {self.concurrency}")
+
+    # --- the sampler -------------------------------------------------------------------
+
+    @property
+    def simulated(self) -> bool:
+        return self.sampler.partition(":")[0] == SIMULATED
+
+    @property
+    def p(self) -> float:
+        try:
+            return float(self.sampler.partition(":")[2])
+        except ValueError:
+            raise SpecError(f"simulated sampler needs a probability: {self.sampler!r}") from None
+
+    @property
+    def slot(self) -> str:
+        return self.sampler.partition(":")[2] or "rlm"
+
+    @property
+    def keeps_samples(self) -> bool:
+        return (not self.simulated) if self.keep_samples is None else self.keep_samples
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or os.cpu_count() or 1
+
+    # --- the domain --------------------------------------------------------------------
+
+    def build_domain(self) -> Any:
+        """A fresh domain instance for this spec (each thread that calls into a domain gets
+        its own: Hanoi keeps a one-entry cache)."""
+        if self.domain == "hanoi":
+            from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+
+            return Hanoi(int(self.params.get("disks", 10)))
+        from nanobot_tui.engine.voting.domains.wordcase import WordCase
+
+        words = self.params.get("word_list")
+        if words:
+            domain = WordCase(words=list(words))
+        else:
+            domain = WordCase(
+                count=int(self.params.get("words", 300)), seed=int(self.params.get("seed", 0))
+            )
+        if not hasattr(domain, "independent_steps"):
+            # Its next step never depends on an answer: run it concurrently.
+            domain.independent_steps = True  # type: ignore[attr-defined]
+        return domain
+
+    def with_budgets(self, budgets: Budgets) -> RunSpec:
+        return replace(self, budgets=budgets)
+
+    # --- JSON --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["vote"] = asdict(self.vote)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        known = {f.name for f in fields(cls)}
+        args = {k: v for k, v in data.items() if k in known}
+        try:
+            args["vote"] = VoteConfig(**data["vote"])
+            args["budgets"] = Budgets(**(data.get("budgets") or {}))
+            args["retry"] = RetryPolicy(**(data.get("retry") or {}))
+            return cls(**args)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"unreadable run spec: {exc}") from None
+
+    def describe(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items() if k != "word_list")
+        return f"{self.domain} ({params}) with {self.sampler}, k={self.vote.k}"

@@ -1,0 +1,108 @@
+"""A drop-in `llama-server` on the embedded runtime (the xllamacpp wheel).
+
+Run as `python -m nanobot_tui.engine.serving.llama_host -m MODEL.gguf --port N ...`: it takes the
+llama-server flags the server manager uses, starts `xllamacpp.Server` listening on HTTP
+itself, and serves until SIGTERM or SIGINT. The manager treats it exactly like the real
+binary: same argv tail, same /health, same OpenAI-compatible API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanobot_tui.engine.serving.llama_host",
+        description="Serve a GGUF model over HTTP with the embedded llama.cpp runtime.",
+    )
+    parser.add_argument("-m", "--model", required=True, help="GGUF model file")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("-c", "--ctx-size", type=int, default=4096, help="total context")
+    parser.add_argument("-np", "--parallel", type=int, default=1, help="parallel slots")
+    parser.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1)
+    parser.add_argument("-t", "--threads", type=int, default=0, help="0 = all cores")
+    parser.add_argument("-a", "--alias", default="")
+    parser.add_argument("--metrics", action="store_true", help="enable /metrics")
+    parser.add_argument("--slots", action="store_true", help="enable /slots")
+    parser.add_argument("--embeddings", action="store_true", help="embedding-only server")
+    parser.add_argument("--jinja", action="store_true", help="use the model's chat template")
+    parser.add_argument(
+        "--pooling",
+        choices=("none", "mean", "cls", "last", "rank"),
+        help="embedding pooling; chat models carry none, and /v1/embeddings needs one",
+    )
+    return parser
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this host when the process that started it dies.
+
+    The pid file reaps leftovers on the next start; this stops them at once, even when the
+    manager was SIGKILLed. (PR_SET_PDEATHSIG follows the spawning thread, and the manager
+    spawns from its event loop thread, which lives as long as the manager.)
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    die_with_parent()
+    if not os.path.isfile(args.model):
+        print(f"llama_host: model file not found: {args.model}", file=sys.stderr)
+        return 2
+
+    # Imported late so `--help` and argument errors stay instant.
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model
+    params.hostnames = [args.host]
+    params.port = args.port
+    params.n_ctx = args.ctx_size
+    params.n_parallel = args.parallel
+    params.n_gpu_layers = args.n_gpu_layers
+    threads = args.threads or os.cpu_count() or 1
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.endpoint_metrics = args.metrics
+    params.endpoint_slots = args.slots
+    params.embedding = args.embeddings
+    params.use_jinja = args.jinja
+    if args.pooling:
+        params.pooling_type = xllamacpp.llama_pooling_type[
+            f"LLAMA_POOLING_TYPE_{args.pooling.upper()}"
+        ]
+    if args.alias:
+        params.model_alias = {args.alias}
+
+    # SIGTERM and SIGINT keep (or get back) their default action: the kernel ends the
+    # process at once, also while the model is still loading inside Server(), which a
+    # Python handler could not interrupt. Nothing here needs a clean shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        server = xllamacpp.Server(params)  # returns once the model is loaded and listening
+    except Exception as exc:  # the runtime raises plain RuntimeError with its own message
+        print(f"llama_host: could not start the server: {exc}", file=sys.stderr)
+        return 1
+    print(f"llama_host: listening on {server.listening_address}", file=sys.stderr, flush=True)
+    while True:
+        signal.pause()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""The engine facade: a config in, running model servers and clients out.
+
+The app, `nanobot agent` and the benchmarks all go config → resolved slots → server specs
+→ a ServerManager through here, so they start exactly the same servers. A slot on a cloud
+provider (engine.providers) gets no server: its client talks to the provider instead.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nanobot_tui import paths
+from nanobot_tui.config import Config, SlotName
+from nanobot_tui.engine.serving.manager import (
+    EventSink,
+    Runtime,
+    ServerStartError,
+    ServerManager,
+    ServerStatus,
+    resolve_runtime,
+)
+from nanobot_tui.engine.serving.providers import (
+    ChatClient,
+    ProviderChoice,
+    open_client,
+    resolve_providers,
+    with_provider,
+)
+from nanobot_tui.engine.serving.slots import ResolvedSlot, ServerSpec, plan_servers, resolve_slots
+
+log = logging.getLogger(__name__)
+
+
+class Workbench:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_event: EventSink | None = None,
+        only_slots: tuple[SlotName, ...] | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
+        """Plan the servers for `config`; `only_slots` starts just the servers those need."""
+        self.config = config
+        self.providers: dict[SlotName, ProviderChoice] = resolve_providers(config)
+        for choice in self.providers.values():
+            if choice.note:
+                log.warning("slot %s: %s", choice.slot, choice.note)
+        local = resolve_slots(config, paths.models_dir())
+        self.slots: dict[SlotName, ResolvedSlot] = {
+            name: with_provider(slot, self.providers[name]) for name, slot in local.items()
+        }
+        served = {name: s for name, s in self.slots.items() if s.provider == "local"}
+        missing = [s for s in served.values() if s.path is None]
+        if missing:
+            raise ServerStartError(f"slot {missing[0].name}: {missing[0].note}")
+        specs = plan_servers(served)
+        if only_slots is not None:
+            specs = [spec for spec in specs if set(spec.slots) & set(only_slots)]
+        self.specs: list[ServerSpec] = specs
+        self.runtime = runtime or resolve_runtime(config.runtime)
+        self.manager = ServerManager(specs, self.runtime, on_event=on_event)
+        self._cloud_clients: dict[SlotName, ChatClient] = {}
+
+    async def start(self) -> None:
+        await self.manager.start()
+
+    async def stop(self) -> None:
+        clients, self._cloud_clients = list(self._cloud_clients.values()), {}
+        for client in clients:
+            await client.close()
+        await self.manager.stop()
+
+    def client(self, slot: SlotName) -> ChatClient:
+        """The slot's client: its local server's, or its cloud provider's."""
+        choice = self.providers[slot]
+        if not choice.is_cloud:
+            return self.manager.client(slot)
+        if slot not in self._cloud_clients:
+            self._cloud_clients[slot] = open_client(choice)
+        return self._cloud_clients[slot]
+
+    def temperature(self, slot: SlotName) -> float:
+        return self.slots[slot].temperature
+
+    def statuses(self) -> list[ServerStatus]:
+        return self.manager.statuses()
+
+    async def __aenter__(self) -> Workbench:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

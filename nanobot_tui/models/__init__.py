@@ -1,0 +1,1 @@
+"""Which GGUF files nanobot knows, whether one fits this machine, and fetching it."""

@@ -1,0 +1,1 @@
+"""Widgets the panes and screens share."""

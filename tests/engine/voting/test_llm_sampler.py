@@ -1,0 +1,258 @@
+"""LLMSampler against the real embedded llama.cpp server (SmolLM2-135M, 4 slots).
+
+Every red flag is produced by the real server: a tiny token cap (too_long), a strict
+parser that refuses the model's format (parse), a prompt that fills the slot's context
+(truncated), a closed port (error). Only the fallback for an endpoint that ignores `n`
+uses an `httpx.MockTransport` fake, and says so in its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from nanobot_tui.engine.llm.client import LLMClient
+from nanobot_tui.engine.voting.domains import ParseError, Step
+from nanobot_tui.engine.voting.domains.wordcase import WordCase
+from nanobot_tui.engine.voting.samplers.model import LLMSampler
+from nanobot_tui.engine.voting.samples import RED_ERROR, RED_PARSE, RED_TOO_LONG, RED_TRUNCATED
+from tests.conftest import free_port
+
+NAME = "local main: SmolLM2-135M-Instruct"
+T = TypeVar("T")
+
+
+class Essay:
+    """A test domain whose answer is free text: any reply parses; `prompt` is the ask."""
+
+    name = "essay"
+
+    def __init__(self, prompt: str = "Write a long story about a dragon.") -> None:
+        self.prompt = prompt
+
+    def messages(self, step: Step, paraphrase: int = 0) -> list[dict[str, str]]:
+        return [{"role": "user", "content": self.prompt}]
+
+    def parse_strict(self, text: str) -> str:
+        return text
+
+    def key(self, answer: str) -> str:
+        return answer
+
+
+class LowerCaseWords(WordCase):
+    """Asks the word-case question but wants `answer: word` in lower case: the model
+    follows the prompt's examples, so its replies fail this strict parser."""
+
+    def parse_strict(self, text: str) -> str:
+        if not text.startswith("answer: ") or not text[8:].islower():
+            raise ParseError(f"not 'answer: word': {text[:40]!r}")
+        return text[8:]
+
+
+@pytest.fixture
+async def llm(llama_server: str) -> AsyncIterator[LLMClient]:
+    async with LLMClient(llama_server) as client:
+        yield client
+
+
+async def test_samples_are_parsed_in_order_with_text_tokens_latency_and_temperature(
+    llm: LLMClient,
+) -> None:
+    domain = WordCase(["cat"])
+    sampler = LLMSampler(llm, domain, name=NAME, seed=1)
+    assert sampler.simulated is False
+    assert sampler.model == "SmolLM2-135M-Instruct"
+    temps = [0.0, 0.1, 0.1]
+    samples = await sampler.sample(Step(0, "cat"), temps)
+    assert [s.temperature for s in samples] == temps
+    for s in samples:
+        assert s.text.strip()
+        assert 0 < s.completion_tokens <= 12
+        assert s.latency_s > 0
+        if s.red_flag is None:
+            assert s.answer == domain.parse_strict(s.text)
+            assert s.key == domain.key(s.answer)
+        else:
+            assert s.red_flag == RED_PARSE and s.answer is None and s.key is None
+    # The two 0.1 samples came from one request: its prompt is counted once.
+    assert samples[0].prompt_tokens > 0 and samples[1].prompt_tokens > 0
+    assert samples[2].prompt_tokens == 0
+    assert await sampler.sample(Step(0, "cat"), []) == []
+
+
+async def test_too_long_when_the_answer_runs_past_the_cap(llm: LLMClient) -> None:
+    sampler = LLMSampler(llm, WordCase(["window"]), name=NAME, token_cap=3)
+    samples = await sampler.sample(Step(0, "window"), [0.0, 0.1])
+    assert [s.red_flag for s in samples] == [RED_TOO_LONG, RED_TOO_LONG]
+    # Asked for cap + 1 tokens: exactly one past the cap, the text kept as it came.
+    assert [s.completion_tokens for s in samples] == [4, 4]
+    assert all(s.text.startswith("answer") and s.answer is None for s in samples)
+
+
+async def test_parse_when_the_strict_parser_refuses_the_answer(llm: LLMClient) -> None:
+    sampler = LLMSampler(llm, LowerCaseWords(["dog"]), name=NAME)
+    samples = await sampler.sample(Step(0, "dog"), [0.0, 0.1, 0.1])
+    assert [s.red_flag for s in samples] == [RED_PARSE] * 3
+    assert all(s.text and s.completion_tokens > 0 and s.key is None for s in samples)
+
+
+async def test_truncated_when_the_server_stops_under_the_cap(llm: LLMClient) -> None:
+    # A prompt that leaves ~30 tokens of the slot's 2,048 (8,192 over 4 slots), and no
+    # end-of-text: the server stops with finish_reason "length" long before the cap.
+    domain = Essay(" ".join(["cat"] * 1980) + "\nWrite a long story.")
+    sampler = LLMSampler(llm, domain, name=NAME, extra={"ignore_eos": True})
+    (sample,) = await sampler.sample(Step(0, None), [0.1])
+    assert sample.red_flag == RED_TRUNCATED
+    assert 0 < sample.completion_tokens < sampler.token_cap
+    assert sample.text
+
+
+async def test_error_on_a_closed_port_never_raises() -> None:
+    async with LLMClient(f"http://127.0.0.1:{free_port()}", retries=0) as dead:
+        sampler = LLMSampler(dead, WordCase(["cat"]), name="local main: nothing")
+        samples = await sampler.sample(Step(0, "cat"), [0.0, 0.1, 0.1])
+    assert [s.red_flag for s in samples] == [RED_ERROR] * 3
+    assert all("cannot connect" in s.text and s.answer is None for s in samples)
+
+
+async def busy_slots_peak(llm: LLMClient, work: Awaitable[T]) -> tuple[T, int]:
+    """Await `work` while polling /slots; return its result and the most slots that were
+    processing at once."""
+    peak = 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            slots = await llm.slots()
+            peak = max(peak, sum(1 for s in slots if s.get("is_processing")))
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        result = await work
+    finally:
+        done.set()
+        await watcher
+    return result, peak
+
+
+async def test_samples_are_in_flight_together_on_the_server_slots(llm: LLMClient) -> None:
+    """Four samples occupy four slots at once, whether sent as one request with n = 4 or
+    as four requests; the wall times are printed for the record (on 2 CPU cores a 135M
+    model is compute-bound, so four at once take about as long as four in a row)."""
+    step = Step(0, None)
+    for batch in (True, False):
+        sampler = LLMSampler(
+            llm, Essay(), name=NAME, token_cap=40, batch=batch, extra={"ignore_eos": True}
+        )
+        t0 = time.perf_counter()
+        samples, peak = await busy_slots_peak(llm, sampler.sample(step, [0.8] * 4))
+        four = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await sampler.sample(step, [0.8])
+        one = time.perf_counter() - t0
+        print(f"batch={batch}: 4 samples {four:.2f} s, 1 sample {one:.2f} s")
+        assert peak >= 3, f"at most {peak} slots busy at once"
+        assert [s.completion_tokens for s in samples] == [41] * 4  # exact per choice
+        assert len({s.text for s in samples}) == 4  # per-sample seeds: no two alike
+
+
+class Recorder(LLMClient):
+    """The real client, noting every request's n and seed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[float | None, int, int | None]] = []
+
+    async def chat(self, messages: Any, **kw: Any) -> Any:  # type: ignore[override]
+        self.calls.append((kw.get("temperature"), kw.get("n") or 1, kw.get("seed")))
+        return await super().chat(messages, **kw)
+
+
+async def test_seeds_never_overlap_and_n_is_split_at_the_servers_limit(
+    llama_server: str,
+) -> None:
+    async with Recorder(llama_server) as rec:
+        sampler = LLMSampler(rec, WordCase(["sun"]), name=NAME, seed=5)
+        samples = await sampler.sample(Step(0, "sun"), [0.0] + [0.1] * 6)
+        assert len(samples) == 7 and all(s.red_flag != RED_ERROR for s in samples)
+        assert sampler.max_n == 4  # llama.cpp: n <= its parallel slots, learned from the 400
+        await sampler.sample(Step(0, "sun"), [0.1] * 3)
+    # Each request's choices use seed, seed + 1, ...: the seed blocks never overlap.
+    used: list[int] = []
+    for _, n, seed in rec.calls:
+        assert seed is not None
+        used += range(seed, seed + n)
+    assert len(used) == len(set(used))
+    # The same seed gives the same seeds again: reproducible requests.
+    async with Recorder(llama_server) as rec2:
+        again = LLMSampler(rec2, WordCase(["sun"]), name=NAME, seed=5)
+        await again.sample(Step(0, "sun"), [0.0] + [0.1] * 6)
+    assert rec2.calls[:2] == rec.calls[:2]
+
+
+async def test_fake_endpoint_that_ignores_n_falls_back_to_one_request_per_sample() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        return httpx.Response(
+            200,
+            json={
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "answer = CAT"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55},
+            },
+        )
+
+    async with LLMClient("http://fake", transport=httpx.MockTransport(handler)) as fake:
+        sampler = LLMSampler(fake, WordCase(["cat"]), name="fake endpoint")
+        samples = await sampler.sample(Step(0, "cat"), [0.1, 0.1, 0.1])
+    assert [s.answer for s in samples] == ["CAT"] * 3
+    assert sampler.batch is False
+    assert [b.get("n") for b in bodies] == [3, None, None]
+
+
+async def test_a_prompt_over_the_context_is_an_error_and_keeps_batching(llm: LLMClient) -> None:
+    domain = Essay(" ".join(["cat"] * 2200))  # more than a slot's 2,048 tokens
+    sampler = LLMSampler(llm, domain, name=NAME)
+    samples = await sampler.sample(Step(0, None), [0.0, 0.1, 0.1])
+    assert [s.red_flag for s in samples] == [RED_ERROR] * 3
+    assert all("context" in s.text for s in samples)
+    assert sampler.batch is True  # the refusal was about the prompt, not about n
+
+
+async def test_fake_endpoint_refusing_logprobs_falls_back_to_single_requests() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body.get("logprobs"):
+            return httpx.Response(400, json={"error": {"message": "logprobs not supported"}})
+        return httpx.Response(
+            200,
+            json={
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"content": "answer = CAT"}}
+                ],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55},
+            },
+        )
+
+    async with LLMClient("http://fake", transport=httpx.MockTransport(handler)) as fake:
+        sampler = LLMSampler(fake, WordCase(["cat"]), name="fake endpoint")
+        samples = await sampler.sample(Step(0, "cat"), [0.1, 0.1])
+        assert [(s.answer, s.completion_tokens) for s in samples] == [("CAT", 5)] * 2
+        assert sampler.batch is False
