@@ -20,7 +20,7 @@ from nanobot_tui import __version__
 from nanobot_tui.config import Config
 from nanobot_tui.engine.agent.build import AgentKit, build_agent, open_session
 from nanobot_tui.engine.agent.delegate import Delegation
-from nanobot_tui.engine.serving.manager import ServerStartError, ServerEvent
+from nanobot_tui.engine.serving.manager import ServerEvent, ServerStartError
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.domains.hanoi import Hanoi

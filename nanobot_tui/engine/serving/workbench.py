@@ -14,8 +14,8 @@ from nanobot_tui.config import Config, SlotName
 from nanobot_tui.engine.serving.manager import (
     EventSink,
     Runtime,
-    ServerStartError,
     ServerManager,
+    ServerStartError,
     ServerStatus,
     resolve_runtime,
 )

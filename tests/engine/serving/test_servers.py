@@ -17,9 +17,9 @@ import pytest
 
 from nanobot_tui import paths
 from nanobot_tui.engine.serving.manager import (
-    ServerStartError,
     ServerEvent,
     ServerManager,
+    ServerStartError,
     ServerState,
     parse_metrics,
     reap_orphans,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from dataclasses import fields
 
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
