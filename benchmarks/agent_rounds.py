@@ -44,6 +44,7 @@ from nanobot_tui.engine.agent.loop import (
     TurnDone,
 )
 from nanobot_tui.engine.context.ingest import ingest
+from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.serving.workbench import Workbench
 
 FACTS = {
@@ -83,7 +84,7 @@ async def hello_tokens(workbench: Workbench, cfg: Config) -> dict[str, int]:
             if isinstance(event, TurnDone):
                 done = event
         bare = await workbench.client("main").chat(
-            [{"role": "user", "content": "hello"}], max_tokens=1
+            ChatRequest([{"role": "user", "content": "hello"}], max_tokens=1)
         )
         assert done is not None
         return {

@@ -33,7 +33,16 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from benchmarks.first_frame import REPO, nanobot_argv, read_some, reap, spawn, visible
+from benchmarks.first_frame import (
+    COLUMNS,
+    LINES,
+    REPO,
+    nanobot_argv,
+    read_some,
+    reap,
+    spawn,
+    visible,
+)
 from nanobot_tui.engine.runs.store import RunStore, status_from_meta
 
 PALETTE = "Search for commands"
@@ -61,32 +70,54 @@ class Phase:
 
 
 class Terminal:
-    """The app on a pty: what it has drawn so far, read without ever blocking it."""
+    """The app on a pty of `size` (columns, lines): what it has drawn so far, read without
+    ever blocking it. Only the latest frames of a long output are kept (`KEEP` bytes)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.pid, self.fd = spawn(argv, env)
+    KEEP = 1 << 18
+
+    def __init__(
+        self, argv: list[str], env: dict[str, str], size: tuple[int, int] = (COLUMNS, LINES)
+    ) -> None:
+        self.pid, self.fd = spawn(argv, env, size)
         self.screen = bytearray()
+        self.dropped = 0  # bytes cut from the front of `screen`
         self.app = psutil.Process(self.pid)
 
-    def pump(self, seconds: float) -> None:
+    @property
+    def written(self) -> int:
+        """Bytes the app has written so far."""
+        return self.dropped + len(self.screen)
+
+    def pump(self, seconds: float) -> int:
+        """Read for `seconds`; returns the bytes read."""
         end = time.perf_counter() + seconds
+        got = 0
         while (left := end - time.perf_counter()) > 0:
             data = read_some(self.fd, left)
             if data is None:
                 raise RuntimeError("the app exited: " + visible(bytes(self.screen))[-500:])
+            got += len(data)
             self.screen += data
+            if len(self.screen) > 4 * self.KEEP:
+                cut = len(self.screen) - self.KEEP
+                del self.screen[:cut]
+                self.dropped += cut
+        return got
 
-    def wait_for(self, *texts: str, timeout: float, since: int = 0) -> float:
-        """Seconds until every text is on screen in what was written after `since`."""
+    def wait_for(self, *texts: str, timeout: float, since: int = 0, poll: float = 0.005) -> float:
+        """Seconds until every text is on screen in what was written after byte `since`
+        (of all written), looking every `poll` seconds."""
         start = time.perf_counter()
-        while not all(t in visible(bytes(self.screen[since:])) for t in texts):
+        while not all(
+            t in visible(bytes(self.screen[max(since - self.dropped, 0) :])) for t in texts
+        ):
             if time.perf_counter() - start > timeout:
                 raise TimeoutError(f"{texts} not drawn within {timeout} s")
-            self.pump(0.005)
+            self.pump(poll)
         return time.perf_counter() - start
 
     def press(self, key: bytes, waits_for: str, timeout: float = 10.0) -> float:
-        mark = len(self.screen)
+        mark = self.written
         t0 = time.perf_counter()
         os.write(self.fd, key)
         self.wait_for(waits_for, timeout=timeout, since=mark)

@@ -83,9 +83,11 @@ class Pair:
         model: str | None,
         transport: Callable[[], httpx.AsyncBaseTransport | None] = lambda: None,
     ) -> None:
-        from nanobot_tui.engine.llm.client import LLMClient
+        from nanobot_tui.engine.llm.openai import LLMClient
+        from nanobot_tui.engine.llm.request import ChatRequest
 
         self.client = LLMClient(base_url, model=model, transport=transport())
+        self.request = ChatRequest(MESSAGES, temperature=0.0, max_tokens=1)
         self.http = httpx.AsyncClient(transport=transport(), timeout=60.0)
         self.url = base_url + "/v1/chat/completions"
         # The exact bodies LLMClient sends (same keys, same order).
@@ -106,7 +108,7 @@ class Pair:
 
     async def client_chat(self) -> float:
         t0 = time.perf_counter()
-        result = await self.client.chat(MESSAGES, temperature=0.0, max_tokens=1)
+        result = await self.client.chat(self.request)
         elapsed = time.perf_counter() - t0
         assert result.usage.completion_tokens <= 1
         if result.timings:
@@ -122,11 +124,11 @@ class Pair:
         return elapsed
 
     async def client_stream(self) -> float:
-        from nanobot_tui.engine.llm.client import StreamDone
+        from nanobot_tui.engine.llm.results import StreamDone
 
         t0 = time.perf_counter()
         elapsed = 0.0
-        async for event in self.client.stream_chat(MESSAGES, temperature=0.0, max_tokens=1):
+        async for event in self.client.stream_chat(self.request):
             if isinstance(event, StreamDone):
                 elapsed = time.perf_counter() - t0
                 timings = event.result.timings

@@ -83,12 +83,16 @@ def visible(raw: bytes) -> str:
     return _ANSI.sub("", raw.decode("utf-8", "replace"))
 
 
-def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int]:
-    """Fork onto a new pty with the window size set before exec; returns (pid, master fd)."""
+def spawn(
+    argv: list[str], env: dict[str, str], size: tuple[int, int] = (COLUMNS, LINES)
+) -> tuple[int, int]:
+    """Fork onto a new pty of `size` (columns, lines), set in the child before exec;
+    returns (pid, master fd)."""
+    columns, lines = size
     pid, fd = pty.fork()
     if pid == 0:  # the child: it is a session leader with the pty as controlling terminal
         try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
             os.chdir(REPO)
             os.execve(argv[0], argv, env)
         finally:

@@ -21,27 +21,20 @@ and how many seconds were counted.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
-import pty
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
-import time
 from dataclasses import dataclass, field
 
-from benchmarks.attached_app import run_status, start_detached_hanoi
-from benchmarks.first_frame import REPO, nanobot_argv, read_some, reap, visible
+from benchmarks.attached_app import Terminal, run_status, start_detached_hanoi
+from benchmarks.first_frame import REPO, nanobot_argv
 
 SIZES = ((120, 36), (80, 24))
 AIM_IDLE_BPS = 2048
-CTRL_Q = b"\x11"
 
 
 @dataclass
@@ -65,58 +58,6 @@ class Window:
         }
 
 
-def spawn(argv: list[str], env: dict[str, str], size: tuple[int, int]) -> tuple[int, int]:
-    """Fork onto a new pty of `size` (columns, lines), set in the child before exec;
-    returns (pid, master fd). (first_frame.spawn does the same at 120x36 only.)"""
-    columns, lines = size
-    pid, fd = pty.fork()
-    if pid == 0:
-        try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
-            os.chdir(REPO)
-            os.execve(argv[0], argv, env)
-        finally:
-            os._exit(127)
-    return pid, fd
-
-
-class Terminal:
-    def __init__(self, argv: list[str], env: dict[str, str], size: tuple[int, int]) -> None:
-        self.pid, self.fd = spawn(argv, env, size)
-        self.screen = bytearray()
-
-    def pump(self, seconds: float) -> int:
-        """Read for `seconds`; returns the bytes read."""
-        end = time.perf_counter() + seconds
-        got = 0
-        while (left := end - time.perf_counter()) > 0:
-            data = read_some(self.fd, left)
-            if data is None:
-                raise RuntimeError("the app exited: " + visible(bytes(self.screen))[-500:])
-            got += len(data)
-            self.screen += data
-            # Keep what is scanned for markers short: only the latest frames matter.
-            if len(self.screen) > 1 << 20:
-                del self.screen[: len(self.screen) - (1 << 18)]
-        return got
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        start = time.perf_counter()
-        mark = len(self.screen)
-        while text not in visible(bytes(self.screen[max(mark - 65536, 0) :])):
-            if time.perf_counter() - start > timeout:
-                raise TimeoutError(f"{text!r} not drawn within {timeout} s")
-            self.pump(0.05)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.fd, CTRL_Q)
-        with contextlib.suppress(RuntimeError):
-            self.pump(3.0)
-        os.close(self.fd)
-        reap(self.pid, 10.0)
-
-
 def count(term: Terminal, seconds: int, window: Window, running: object = None) -> None:
     """Bytes per second for `seconds` seconds; with `running` (a callable), only while
     it says the run is still running."""
@@ -137,7 +78,7 @@ def idle(size: tuple[int, int], seconds: int, settle: float) -> Window:
     window = Window(f"{size[0]}x{size[1]}", "idle")
     term = Terminal(nanobot_argv(), env, size)
     try:
-        term.wait_for("ready", timeout=120)  # the chat status: the main server is up
+        term.wait_for("ready", timeout=120, poll=0.05)  # the chat status: the main server is up
         term.pump(settle)
         count(term, seconds, window)
     finally:
@@ -152,7 +93,7 @@ def busy(size: tuple[int, int], seconds: int, settle: float, disks: int, p: floa
     window = Window(f"{size[0]}x{size[1]}", "busy")
     term = Terminal([*nanobot_argv(), "attach", run_id], env, size)
     try:
-        term.wait_for("running", timeout=120)  # the Process pane shows the run
+        term.wait_for("running", timeout=120, poll=0.05)  # the Process pane shows the run
         term.pump(settle)
         first = run_status(run_id)[0]
         count(term, seconds, window, running=lambda: run_status(run_id)[1] == "running")

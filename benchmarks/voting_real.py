@@ -25,12 +25,17 @@ import time
 
 async def reference(client, domain, steps: int, k: int, cap: int) -> float:
     """k concurrent plain requests per step, as many steps: tokens per wall second."""
+    from nanobot_tui.engine.llm.request import ChatRequest
+
     tokens = 0
     started = time.perf_counter()
     for step in list(domain.steps())[:steps]:
         messages = domain.messages(step)
         results = await asyncio.gather(
-            *(client.chat(messages, temperature=0.1, max_tokens=cap + 1, seed=i) for i in range(k))
+            *(
+                client.chat(ChatRequest(messages, temperature=0.1, max_tokens=cap + 1, seed=i))
+                for i in range(k)
+            )
         )
         tokens += sum(r.usage.completion_tokens for r in results)
     return tokens / (time.perf_counter() - started)
@@ -40,15 +45,19 @@ async def reference_batched(client, domain, steps: int, k: int, cap: int) -> flo
     """One request with n=k choices per step (the prompt evaluated once): the server's best
     at this parallelism. llama.cpp reports usage for choice 0 only, so each choice's tokens
     are counted from its logprobs."""
+    from nanobot_tui.engine.llm.request import ChatRequest
+
     tokens = 0
     started = time.perf_counter()
     for step in list(domain.steps())[:steps]:
         result = await client.chat(
-            domain.messages(step),
-            temperature=0.1,
-            max_tokens=cap + 1,
-            n=k,
-            extra={"logprobs": True, "top_logprobs": 1},
+            ChatRequest(
+                domain.messages(step),
+                temperature=0.1,
+                max_tokens=cap + 1,
+                n=k,
+                extra={"logprobs": True, "top_logprobs": 1},
+            )
         )
         for choice in result.raw["choices"]:
             tokens += len((choice.get("logprobs") or {}).get("content") or [])

@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from nanobot_tui import paths
 from nanobot_tui.atomic import write_atomic
+from nanobot_tui.errors import UsageError
 from nanobot_tui.hardware import Tier
 from nanobot_tui.models import catalog
 
@@ -131,7 +132,7 @@ class Config(_Section):
         return json.dumps(data, indent=2) + "\n"
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A config file that cannot be used. str() is one line: file, field, problem."""
 
     def __init__(self, path: Path, problem: str, field: str | None = None) -> None:

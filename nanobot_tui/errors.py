@@ -11,13 +11,18 @@ Anything else that escapes is a bug and keeps its traceback.
     │                            path, a name, a config value, a run spec)
     │   ├── ConfigError            config.json does not validate
     │   ├── SpecError              a run's spec is impossible
-    │   ├── UnknownModelError      no such model in the catalog
+    │   ├── UnknownModelError      no such model in the catalog (a KeyError too)
+    │   ├── UnknownQuantError      no such quant of a catalog model (a KeyError too)
     │   ├── RunNotFound            no such run id
     │   ├── SessionNotFound        no such agent session
     │   └── ...                    (each module's bad-input errors)
     ├── LLMError                 a model server or cloud API failed a request
     ├── ServerStartError         a llama.cpp server would not start
-    ├── DownloadError            a model download failed (offline, disk, integrity)
+    ├── DownloadError            a model download failed
+    │   ├── OfflineError           the host could not be reached at all
+    │   ├── IntegrityError         the bytes are not the file asked for
+    │   └── DiskSpaceError         the file cannot fit on the disk
+    ├── GgufError                a file is not a readable GGUF model (a ValueError too)
     ├── StoreError               a run store is missing, locked or unreadable
     └── ...                      (each module's own, listed by `grep NanobotError`)
 

@@ -205,7 +205,7 @@ def _cpu_info() -> CpuInfo:
 def _load_pynvml() -> NvmlLike:
     import pynvml  # nvidia-ml-py; imported late so a broken install cannot break startup
 
-    return pynvml  # type: ignore[return-value]
+    return pynvml
 
 
 def _nvml_gpus(nvml: NvmlLike) -> tuple[tuple[GpuInfo, ...], str]:

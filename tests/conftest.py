@@ -1,7 +1,15 @@
-"""Shared fixtures: a private NANOBOT_HOME and a real embedded llama.cpp server."""
+"""Shared fixtures: a private NANOBOT_HOME and a real embedded llama.cpp server.
+
+Every test that starts the embedded model server carries the `model` marker, so
+`pytest -m "not model"` runs the fast part alone. Tests that use a server fixture
+(`MODEL_SERVER_FIXTURES`) get it here; a test that starts a server itself (a
+ServerManager, a Workbench, a `nanobot` command that loads a model) says so with
+`@pytest.mark.model`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -9,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +26,26 @@ import pytest
 
 from nanobot_tui.models import catalog
 from nanobot_tui.models.catalog import embedded_model_path
+
+# Fixtures that start the embedded model server; a test that uses one, directly or through
+# another fixture, is a `model` test. A test module may define its own fixture of one of
+# these names (a server with other flags): it counts the same.
+MODEL_SERVER_FIXTURES = frozenset({"llama_server", "embedding_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
+async def until(predicate: Callable[[], object], timeout: float = 60.0) -> None:
+    """Wait until `predicate()` is true. The timeout only stops a hang: a test asserts that
+    something happens, never how soon."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"condition not met within {timeout:.0f} s"
+        await asyncio.sleep(0.05)
 
 
 def free_port() -> int:
@@ -81,6 +109,19 @@ def llama_server(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory)
     args = ["--model", str(embedded_model), "--port", str(free_port())]
     args += ["--ctx-size", "8192", "--parallel", "4", "--metrics", "--slots", "--jinja"]
     with running_host(args, tmp_path_factory.mktemp("llama") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def embedding_server(
+    embedded_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The embedded host serving /v1/embeddings. A causal LM such as SmolLM2 carries no
+    pooling type, and llama.cpp refuses OpenAI-style embeddings without one: ask for mean
+    pooling."""
+    args = ["--model", str(embedded_model), "--port", str(free_port())]
+    args += ["--ctx-size", "2048", "--parallel", "2", "--embeddings", "--pooling", "mean"]
+    with running_host(args, tmp_path_factory.mktemp("llama-embed") / "server.log") as url:
         yield url
 
 

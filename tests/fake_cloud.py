@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from nanobot_tui.engine.llm.client import ToolCall
+from nanobot_tui.engine.llm.results import ToolCall
 
 TOOL_INPUT: dict[str, Any] = {"city": "Paris"}
 PLAIN_ANSWER = "Hello from the fake."

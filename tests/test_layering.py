@@ -89,7 +89,8 @@ def test_the_contracts_hold_and_catch_an_engine_that_imports_textual_or_the_cli(
     add_import(tree_module, "import textual")
     broken = lint_imports(tree)
     assert broken.returncode == 1
-    assert "nanobot_tui.engine.runs.tree is not allowed to import textual" in broken.stdout
+    assert "nanobot_tui.engine is not allowed to import textual" in broken.stdout
+    assert "nanobot_tui.engine.runs.tree -> textual" in broken.stdout
 
     tree_module.write_text(original)
     add_import(tree_module, "import nanobot_tui.cli.common")

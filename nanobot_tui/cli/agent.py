@@ -12,9 +12,12 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, positive_int
+from nanobot_tui.cli.common import EXIT_OK, EXIT_USAGE, fail, positive_int
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.agent.loop import AgentEvent, TurnDone
 
 
 def _note(text: str) -> None:
@@ -22,96 +25,105 @@ def _note(text: str) -> None:
 
 
 async def _run_agent(args: argparse.Namespace, message: str) -> int:
-    from nanobot_tui.config import ConfigError, load_config
+    from nanobot_tui.config import load_config
     from nanobot_tui.engine.agent.build import build_agent, open_session
-    from nanobot_tui.engine.agent.loop import (
-        AnswerDelta,
-        CallProblem,
-        Compacted,
-        ToolCalls,
-        ToolDone,
-        TurnDone,
-    )
     from nanobot_tui.engine.agent.sessions import SessionError, valid_name
-    from nanobot_tui.engine.llm.client import LLMError
     from nanobot_tui.engine.serving.manager import ServerStartError
     from nanobot_tui.engine.serving.workbench import Workbench
 
-    try:
-        config = load_config()[0]
-        if args.max_rounds is not None:
-            config.agent.max_rounds = args.max_rounds
-        if args.session is not None:
-            valid_name(args.session)
-        workbench = Workbench(config)
-    except (ConfigError, SessionError) as exc:
-        return fail(str(exc), EXIT_USAGE)
-    except ServerStartError as exc:
-        return fail(str(exc))
+    config = load_config()[0]
+    if args.max_rounds is not None:
+        config.agent.max_rounds = args.max_rounds
+    if args.session is not None:
+        valid_name(args.session)
+    workbench = Workbench(config)
     try:
         await workbench.start()
     except ServerStartError as exc:
         detail = f"\n{exc.log_tail}" if exc.log_tail else ""
         return fail(f"{exc}{detail}")
     kit = None
-    tools: list[dict[str, Any]] = []
     try:
         # Opened once the servers run: a failed start leaves no empty session behind.
         session = open_session(args.session)
         kit = await build_agent(workbench, config, session=session, max_tokens=args.max_tokens)
-        done: TurnDone | None = None
+        turn = _Turn(quiet=args.json)
         async for event in kit.agent.turn(message):
-            if isinstance(event, AnswerDelta) and not args.json:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-            elif isinstance(event, ToolCalls):
-                for call in event.calls:
-                    if not args.json:
-                        _note(f"→ {call.name}({call.arguments})")
-            elif isinstance(event, ToolDone):
-                r = event.result
-                tools.append({"name": r.name, "ok": r.ok, "elapsedSeconds": round(r.elapsed_s, 4)})
-                if not args.json:
-                    first = r.content.splitlines()[0] if r.content else ""
-                    _note(f"  {'ok' if r.ok else 'error'}: {first[:100]}")
-            elif isinstance(event, CallProblem) and not args.json:
-                _note(f"  unreadable tool call: {event.problem}")
-            elif isinstance(event, Compacted) and not args.json:
-                _note(f"  compacted messages {event.first}-{event.last}")
-            elif isinstance(event, TurnDone):
-                done = event
-        if done is None:
+            turn.show(event)
+        if turn.done is None:
             return fail("agent: the turn ended without an answer")
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "answer": done.answer,
-                        "session": session.name,
-                        "model": workbench.slots["main"].display_name,
-                        "rounds": done.rounds,
-                        "stopped": done.stopped,
-                        "tools": tools,
-                        "usage": {
-                            "promptTokens": done.usage.prompt_tokens,
-                            "completionTokens": done.usage.completion_tokens,
-                            "lastPromptTokens": done.last_prompt_tokens,
-                        },
-                    }
-                )
-            )
+            model = workbench.slots["main"].display_name
+            print(json.dumps(turn.to_json(session.name, model)))
         else:
             print()
-            _note(f"session {session.name} · {done.rounds} round(s)")
-    except LLMError as exc:
-        return fail(str(exc))
+            _note(f"session {session.name} · {turn.done.rounds} round(s)")
     except SessionError as exc:
+        # Every session failure exits 2, a file that cannot be written too.
         return fail(str(exc), EXIT_USAGE)
     finally:
         if kit is not None:
             kit.close()
         await workbench.stop()
     return EXIT_OK
+
+
+class _Turn:
+    """One turn's events as they come: the answer to stdout, the rest as notes on stderr
+    (nothing but the answer's JSON at the end when `quiet`)."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tools: list[dict[str, Any]] = []
+        self.done: TurnDone | None = None
+
+    def show(self, event: AgentEvent) -> None:
+        # Imported here: `nanobot --help` must not load the engine.
+        from nanobot_tui.engine.agent.loop import (
+            AnswerDelta,
+            CallProblem,
+            Compacted,
+            ToolCalls,
+            ToolDone,
+            TurnDone,
+        )
+
+        if isinstance(event, AnswerDelta) and not self.quiet:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, ToolCalls):
+            for call in event.calls:
+                if not self.quiet:
+                    _note(f"→ {call.name}({call.arguments})")
+        elif isinstance(event, ToolDone):
+            r = event.result
+            self.tools.append({"name": r.name, "ok": r.ok, "elapsedSeconds": round(r.elapsed_s, 4)})
+            if not self.quiet:
+                first = r.content.splitlines()[0] if r.content else ""
+                _note(f"  {'ok' if r.ok else 'error'}: {first[:100]}")
+        elif isinstance(event, CallProblem) and not self.quiet:
+            _note(f"  unreadable tool call: {event.problem}")
+        elif isinstance(event, Compacted) and not self.quiet:
+            _note(f"  compacted messages {event.first}-{event.last}")
+        elif isinstance(event, TurnDone):
+            self.done = event
+
+    def to_json(self, session: str, model: str) -> dict[str, Any]:
+        done = self.done
+        assert done is not None
+        return {
+            "answer": done.answer,
+            "session": session,
+            "model": model,
+            "rounds": done.rounds,
+            "stopped": done.stopped,
+            "tools": self.tools,
+            "usage": {
+                "promptTokens": done.usage.prompt_tokens,
+                "completionTokens": done.usage.completion_tokens,
+                "lastPromptTokens": done.last_prompt_tokens,
+            },
+        }
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -125,12 +137,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from nanobot_tui.engine.agent.sessions import SessionError, SessionStore
+    from nanobot_tui.engine.agent.sessions import SessionStore
 
-    try:
-        infos = SessionStore().list()
-    except SessionError as exc:
-        return fail(str(exc), EXIT_FAIL)
+    infos = SessionStore().list()
     if args.json:
         print(json.dumps([info.to_dict() for info in infos], indent=2))
         return EXIT_OK
@@ -142,7 +151,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent = sub.add_parser(
         "agent", help="answer one message through the agent (tools, memory) on stdout"
     )

@@ -1,8 +1,9 @@
 """The context commands: ingest, volumes, grep, slice, search, ask.
 
 Each prints plain text for people and, with --json, one JSON document for scripts.
-Errors a user can cause (a missing path, an unknown volume, a bad pattern) are one line
-on stderr with exit 2.
+Every volume or search error (a missing path, an unknown volume, a bad pattern, and a
+volume or index that cannot be read too) is one line on stderr with exit 2, as grep does:
+exit 1 is grep's "nothing matched". Other errors reach the CLI's one handler.
 """
 
 from __future__ import annotations
@@ -13,24 +14,26 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from nanobot_tui.cli.common import fail as _fail
 from nanobot_tui.units import human_bytes
 
 if TYPE_CHECKING:
-    from nanobot_tui.engine.llm.client import LLMClient
+    from nanobot_tui.engine.context.ask import AskResult
+    from nanobot_tui.engine.context.search import SearchResult
+    from nanobot_tui.engine.llm.openai import LLMClient
 
 
-def _print_json(data: Any) -> None:
+def _print_json(data: object) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from nanobot_tui.cli.progress import TerminalProgress
     from nanobot_tui.engine.context.ingest import IngestProgress, ingest
-    from nanobot_tui.engine.context.volume import VolumeError
+    from nanobot_tui.engine.context.storage import VolumeError
 
     bar = TerminalProgress(enabled=None if not args.json else False)
 
@@ -79,7 +82,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_volumes(args: argparse.Namespace) -> int:
-    from nanobot_tui.engine.context.volume import list_volumes
+    from nanobot_tui.engine.context.storage import list_volumes
 
     volumes = list_volumes()
     if args.json:
@@ -98,7 +101,8 @@ def cmd_volumes(args: argparse.Namespace) -> int:
 
 
 def cmd_grep(args: argparse.Namespace) -> int:
-    from nanobot_tui.engine.context.volume import Volume, VolumeError
+    from nanobot_tui.engine.context.storage import VolumeError
+    from nanobot_tui.engine.context.volume import Volume
 
     try:
         with Volume.open(args.name) as volume:
@@ -131,7 +135,8 @@ def cmd_grep(args: argparse.Namespace) -> int:
 
 
 def cmd_slice(args: argparse.Namespace) -> int:
-    from nanobot_tui.engine.context.volume import Volume, VolumeError
+    from nanobot_tui.engine.context.storage import VolumeError
+    from nanobot_tui.engine.context.volume import Volume
 
     if args.end < args.start:
         return _fail(f"slice: END ({args.end}) is before START ({args.start})", EXIT_USAGE)
@@ -152,9 +157,10 @@ def cmd_slice(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nanobot_tui.engine.context.search import SearchError
-    from nanobot_tui.engine.context.volume import Volume, VolumeError
+    from nanobot_tui.engine.context.storage import VolumeError
+    from nanobot_tui.engine.context.volume import Volume
 
-    async def run() -> Any:
+    async def run() -> SearchResult:
         from nanobot_tui.engine.context.search import search, search_with_vectors
 
         with Volume.open(args.name) as volume:
@@ -195,15 +201,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from nanobot_tui.config import ConfigError, load_config
+    from nanobot_tui.config import load_config
     from nanobot_tui.engine.context.ask import ask
     from nanobot_tui.engine.context.search import SearchError
-    from nanobot_tui.engine.context.volume import Volume, VolumeError
-    from nanobot_tui.engine.llm.client import LLMError
-    from nanobot_tui.engine.serving.manager import ServerStartError
+    from nanobot_tui.engine.context.storage import VolumeError
+    from nanobot_tui.engine.context.volume import Volume
     from nanobot_tui.engine.serving.workbench import Workbench
 
-    async def run() -> Any:
+    async def run() -> AskResult:
         with Volume.open(args.name) as volume:
             workbench = Workbench(load_config()[0], only_slots=(args.slot,))
             async with workbench, _embedder() as embedder:
@@ -217,10 +222,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(run())
-    except (VolumeError, SearchError, ConfigError) as exc:
+    except (VolumeError, SearchError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except (ServerStartError, LLMError) as exc:
-        return _fail(str(exc), EXIT_FAIL)
     if args.json:
         _print_json(result.to_dict())
         return EXIT_OK
@@ -236,7 +239,7 @@ async def _embedder() -> AsyncIterator[LLMClient | None]:
     """An embeddings client when the config names an embedding model or endpoint, else None
     (and search says it used lexical + simhash)."""
     from nanobot_tui.config import load_config
-    from nanobot_tui.engine.llm.client import LLMClient
+    from nanobot_tui.engine.llm.openai import LLMClient
     from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
     from nanobot_tui.engine.serving.slots import ServerSpec
 
@@ -265,7 +268,7 @@ async def _embedder() -> AsyncIterator[LLMClient | None]:
         yield manager.client("embeddings")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ingest", help="ingest a file or folder into a volume for search")
     p.add_argument("path", help="a file or a folder (.gitignore is honoured)")
     p.add_argument("--name", help="volume name (default: the folder's name)")

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from nanobot_tui import __version__
-from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK
 from nanobot_tui.cli.common import fail as _fail
+from nanobot_tui.errors import NanobotError
 
 if TYPE_CHECKING:
     from nanobot_tui.config import Config
@@ -29,12 +30,7 @@ def _load_config() -> Config:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from nanobot_tui.config import ConfigError
-
-    try:
-        config = _load_config()
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    config = _load_config()
     from nanobot_tui.ui.app import NanobotApp
 
     NanobotApp(config).run()
@@ -82,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except NanobotError as exc:
+        # The one place a user's error becomes a line on stderr and an exit code.
+        return _fail(str(exc), exc.exit_code)
     except BrokenPipeError:
         # `nanobot status ID | head`: the reader left; say nothing more, no traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -20,27 +20,33 @@ from typing import TYPE_CHECKING, Any
 from nanobot_tui.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
-    EXIT_USAGE,
     positive_float,
     positive_int,
     probability,
 )
 from nanobot_tui.cli.common import fail as _fail
+from nanobot_tui.errors import NanobotError, UsageError
 
 if TYPE_CHECKING:
+    from nanobot_tui.engine.runs.spec import RunSpec
     from nanobot_tui.engine.voting.domains import Domain
 
-DOMAINS = ("hanoi", "wordcase")
+
+def domain_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen domain's params, from the options named by its registry entry."""
+    from nanobot_tui.engine.voting.domains.registry import DOMAINS as KINDS
+
+    return {name: getattr(args, name) for name in KINDS[args.domain].options}
 
 
 def make_domain(args: argparse.Namespace) -> Domain:
-    if args.domain == "hanoi":
-        from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+    """The chosen domain; UsageError for options it cannot use (--disks 0)."""
+    from nanobot_tui.engine.voting.domains.registry import build_domain
 
-        return Hanoi(args.disks)
-    from nanobot_tui.engine.voting.domains.wordcase import WordCase
-
-    return WordCase(count=args.words, seed=args.seed)
+    try:
+        return build_domain(args.domain, domain_params(args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def parse_sampler(text: str) -> tuple[str, float | None]:
@@ -150,10 +156,6 @@ async def _calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from nanobot_tui.config import ConfigError
-    from nanobot_tui.engine.llm.client import LLMError
-    from nanobot_tui.engine.serving.manager import ServerStartError
-
     if args.p is not None:
         steps = args.steps or make_domain(args).total_steps()
         plan = projection(args.p, steps, args.target)
@@ -164,26 +166,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return EXIT_OK if plan["feasible"] else EXIT_FAIL
     try:
         return asyncio.run(_calibrate(args))
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except (ServerStartError, LLMError) as exc:
-        return _fail(str(exc), EXIT_FAIL)
     except KeyboardInterrupt:
         return _fail("calibration interrupted", 130)
 
 
-def run_spec(args: argparse.Namespace, domain: Domain, k: int) -> Any:
+def run_spec(args: argparse.Namespace, k: int) -> RunSpec:
     """The durable run's spec from `nanobot run`'s flags."""
     from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy, RunSpec
     from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+    from nanobot_tui.engine.voting.domains.registry import DOMAINS as KINDS
 
     kind, p = args.sampler
-    if args.domain == "hanoi":
-        params: dict[str, Any] = {"disks": args.disks}
-        label = f"hanoi{args.disks}"
-    else:
-        params = {"words": args.words, "seed": args.seed}
-        label = f"wordcase{args.words}"
+    params = domain_params(args)
+    label = KINDS[args.domain].label(params)
     sampler = f"simulated:{p}" if kind == "simulated" else f"local:{args.slot}"
     return RunSpec(
         domain=args.domain,
@@ -201,9 +196,9 @@ def run_spec(args: argparse.Namespace, domain: Domain, k: int) -> Any:
     )
 
 
-async def _pick_k(args: argparse.Namespace, domain: Domain) -> int | str:
+async def _pick_k(args: argparse.Namespace, domain: Domain) -> int:
     """k from --k, or MAKER's k_min for p (the simulated p, or the model's latest
-    calibration); a string is the one-line reason there is none."""
+    calibration); UsageError without a calibration, NanobotError for p <= 0.5."""
     from nanobot_tui.config import load_config
     from nanobot_tui.engine.voting import maths as maker
 
@@ -219,7 +214,7 @@ async def _pick_k(args: argparse.Namespace, domain: Domain) -> int | str:
         model = workbench.slots[args.slot].display_name
         latest = await stats.latest_calibration(model, domain.name)
         if latest is None:
-            return (
+            raise UsageError(
                 f"no calibration of {model} on {domain.name} yet: run "
                 f"`nanobot calibrate --domain {domain.name}` first, or pass --k"
             )
@@ -228,7 +223,7 @@ async def _pick_k(args: argparse.Namespace, domain: Domain) -> int | str:
     try:
         return maker.k_min(p, steps, args.target)
     except maker.Infeasible as exc:
-        return f"infeasible: {exc}"
+        raise NanobotError(f"infeasible: {exc}") from None
 
 
 async def _run(args: argparse.Namespace, domain: Domain) -> int | str:
@@ -237,9 +232,7 @@ async def _run(args: argparse.Namespace, domain: Domain) -> int | str:
     from nanobot_tui.engine.runs.durable import start_run
 
     k = await _pick_k(args, domain)
-    if isinstance(k, str):
-        return _fail(k, EXIT_USAGE if k.startswith("no calibration") else EXIT_FAIL)
-    run_id = await start_run(run_spec(args, domain, k))
+    run_id = await start_run(run_spec(args, k))
     if args.detach:
         return run_id  # its runner is started by cmd_run, outside this event loop
     started = time.perf_counter()
@@ -250,29 +243,16 @@ async def _run(args: argparse.Namespace, domain: Domain) -> int | str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Every run is durable: it gets a run id and a store, and can be resumed. With
     --detach it runs in a session of its own and the run id is the last line."""
-    from nanobot_tui.cli.runs import detach
-    from nanobot_tui.config import ConfigError
-    from nanobot_tui.engine.llm.client import LLMError
-    from nanobot_tui.engine.runs.control import RunLocked
-    from nanobot_tui.engine.runs.durable import RunError
-    from nanobot_tui.engine.runs.spec import SpecError
-    from nanobot_tui.engine.runs.store import StoreError
-    from nanobot_tui.engine.serving.manager import ServerStartError
+    from nanobot_tui.cli.runs import print_detached
+    from nanobot_tui.engine.runs.control import detach
 
-    try:
-        domain = make_domain(args)
-    except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    domain = make_domain(args)
     try:
         result = asyncio.run(_run(args, domain))
-    except (ConfigError, SpecError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except (ServerStartError, LLMError, RunLocked, RunError, StoreError) as exc:
-        return _fail(str(exc), EXIT_FAIL)
     except KeyboardInterrupt:
         return _fail("run interrupted", 130)
     if isinstance(result, str):  # a run id: start its detached runner
-        return detach(result)
+        return print_detached(result, detach(result))
     return result
 
 
@@ -285,7 +265,9 @@ def _domain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from nanobot_tui.engine.voting.domains.registry import NAMES as DOMAINS
+
     p = sub.add_parser("run", help="run a domain step by step with MAKER voting")
     p.add_argument("domain", choices=DOMAINS)
     p.add_argument("--k", type=int, help="votes ahead to win a step (default: from p)")

@@ -14,10 +14,16 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, positive_float, positive_int
 from nanobot_tui.cli.common import fail as _fail
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.runs.spec import Budgets
+    from nanobot_tui.engine.runs.store import RunStatus
+    from nanobot_tui.engine.voting.runner import VoteMonitor
 
 
 def _resolve(run_id: str) -> str:
@@ -35,14 +41,16 @@ def _duration(seconds: float | None) -> str:
 # --- shared with `nanobot run` -----------------------------------------------------------
 
 
-def live_line(status: Any, monitor: Any) -> str:
+def live_line(monitor: VoteMonitor) -> str:
     snap = monitor.snapshot()
     eta = f" ETA {_duration(snap.eta_s)}" if snap.eta_s is not None else ""
     p = f" p≈{snap.p_estimate:.3f}" if snap.p_estimate is not None else ""
     return f"{snap.errors} errors {snap.rate:,.0f} steps/s{eta}{p}"
 
 
-async def run_foreground(run_id: str, budgets: Any = None, *, quiet: bool = False) -> Any:
+async def run_foreground(
+    run_id: str, budgets: Budgets | None = None, *, quiet: bool = False
+) -> tuple[RunStatus, VoteMonitor]:
     """Run `run_id` in this process with a live line on stderr; Ctrl-C (or SIGTERM) stops
     it cleanly after the current step, resumable. Returns (status, monitor)."""
     from nanobot_tui.cli.progress import TerminalProgress
@@ -56,7 +64,7 @@ async def run_foreground(run_id: str, budgets: Any = None, *, quiet: bool = Fals
         while True:
             snap = monitor.snapshot()
             if snap.steps_total:
-                bar.update("run", snap.steps_done, snap.steps_total, live_line(None, monitor))
+                bar.update("run", snap.steps_done, snap.steps_total, live_line(monitor))
             await asyncio.sleep(0.2)
 
     watcher = asyncio.create_task(watch())
@@ -68,7 +76,7 @@ async def run_foreground(run_id: str, budgets: Any = None, *, quiet: bool = Fals
     return status, monitor
 
 
-def print_outcome(status: Any, monitor: Any, as_json: bool, started: float) -> int:
+def print_outcome(status: RunStatus, monitor: VoteMonitor, as_json: bool, started: float) -> int:
     from nanobot_tui.engine.runs.durable import summary
 
     result = summary(status, monitor)
@@ -87,15 +95,10 @@ def print_outcome(status: Any, monitor: Any, as_json: bool, started: float) -> i
     return EXIT_OK if result["solved"] and result["errors"] == 0 else EXIT_FAIL
 
 
-def detach(run_id: str, budgets: Any = None) -> int:
-    """Start a detached runner for `run_id` and print its id as the last line."""
-    from nanobot_tui.engine.runs.control import log_path, spawn_worker, wait_started
-
-    proc = spawn_worker(run_id, budgets)
-    problem = wait_started(run_id, proc)
-    if problem is not None:
-        return _fail(f"run {run_id}: the detached runner did not start: {problem}")
-    print(f"detached runner pid {proc.pid}; log: {log_path(run_id)}")
+def print_detached(run_id: str, line: str) -> int:
+    """What a detached start prints: the runner's line, where to watch it, and the run id
+    as the last line."""
+    print(line)
     print(f"watch it: nanobot status {run_id} · nanobot attach {run_id}")
     print(run_id)
     return EXIT_OK
@@ -128,7 +131,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 # --- status ----------------------------------------------------------------------------
 
 
-def status_text(st: Any) -> str:
+def status_text(st: RunStatus) -> str:
     lines = [f"run {st.run_id}: {st.status}" + (f" ({st.reason})" if st.reason else "")]
     lines.append(f"  {st.domain} with {st.sampler}, k = {st.k}")
     share = 100 * st.steps_done / st.steps_total if st.steps_total else 0.0
@@ -173,7 +176,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- resume ----------------------------------------------------------------------------
 
 
-def _budgets(args: argparse.Namespace) -> Any:
+def _budgets(args: argparse.Namespace) -> Budgets | None:
     from nanobot_tui.engine.runs.spec import Budgets
 
     if args.max_steps is None and args.max_tokens is None and args.max_seconds is None:
@@ -182,106 +185,58 @@ def _budgets(args: argparse.Namespace) -> Any:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from nanobot_tui.config import ConfigError
-    from nanobot_tui.engine.llm.client import LLMError
-    from nanobot_tui.engine.runs.control import RunLocked
-    from nanobot_tui.engine.runs.durable import RunError
-    from nanobot_tui.engine.runs.spec import SpecError
-    from nanobot_tui.engine.runs.store import RunStore, StoreError
-    from nanobot_tui.engine.serving.manager import ServerStartError
+    from nanobot_tui.engine.runs.control import completed_line, resumable, resume_detached
+    from nanobot_tui.engine.runs.store import StoreError
 
+    budgets = _budgets(args)
     try:
-        rid = _resolve(args.run)
-        with RunStore.open(rid) as store:
-            st = store.status()
-        budgets = _budgets(args)
-    except (StoreError, SpecError) as exc:
+        st = resumable(args.run)
+    except StoreError as exc:  # an unreadable store is the id's fault here
         return _fail(str(exc), EXIT_USAGE)
-    if st.pid is not None:
-        return _fail(f"run {rid} is already running (pid {st.pid})")
+    rid = st.run_id
     if st.status == "completed":
-        print(f"run {rid} is completed already ({st.reason})")
+        print(completed_line(st))
         print(rid)
         return EXIT_OK
-    if st.status == "cancelled":
-        return _fail(f"run {rid} was cancelled; it cannot be resumed")
     if args.detach:
-        return detach(rid, budgets)
+        return print_detached(rid, resume_detached(rid, budgets))
     started = time.perf_counter()
-    try:
-        status, monitor = asyncio.run(run_foreground(rid, budgets, quiet=args.json))
-    except (RunLocked, RunError, StoreError) as exc:
-        return _fail(str(exc))
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except (ServerStartError, LLMError) as exc:
-        return _fail(str(exc))
+    status, monitor = asyncio.run(run_foreground(rid, budgets, quiet=args.json))
     return print_outcome(status, monitor, args.json, started)
 
 
 # --- pause / cancel --------------------------------------------------------------------
 
 
-def _signal(args: argparse.Namespace, request: str) -> int:
-    from nanobot_tui.engine.runs.control import (
-        CANCEL,
-        RunLocked,
-        record_status,
-        signal_runner,
-    )
-    from nanobot_tui.engine.runs.store import RunStore, StoreError
+def _ask(args: argparse.Namespace, request: Callable[..., str]) -> int:
+    from nanobot_tui.engine.runs.store import StoreError
 
     try:
-        rid = _resolve(args.run)
-        with RunStore.open(rid) as store:
-            st = store.status()
-    except StoreError as exc:
+        print(request(args.run, wait=args.wait))
+    except StoreError as exc:  # an unreadable store is the id's fault here
         return _fail(str(exc), EXIT_USAGE)
-    want = "cancelled" if request == CANCEL else "paused"
-    if st.status in ("completed", "cancelled") or (st.status == "failed" and request != CANCEL):
-        return _fail(f"run {rid} is {st.status}; nothing to {request}")
-    if st.pid is None:
-        try:
-            record_status(rid, want, f"{want} by `nanobot {request}` (no runner was running)")
-        except RunLocked:
-            return _fail(f"run {rid} just started; try again")
-        print(f"run {rid}: {want} (no runner was running)")
-        return EXIT_OK
-    try:
-        signal_runner(rid, st.pid, request)
-    except ProcessLookupError:
-        return _fail(f"run {rid}: its runner (pid {st.pid}) is gone; try again")
-    deadline = time.monotonic() + args.wait
-    while time.monotonic() < deadline:
-        with RunStore.open(rid) as store:
-            now = store.status()
-        if now.pid is None or now.status != "running":
-            print(f"run {rid}: {now.status}" + (f" ({now.reason})" if now.reason else ""))
-            return EXIT_OK
-        time.sleep(0.1)
-    print(f"run {rid}: asked its runner (pid {st.pid}) to {request}; it is finishing a step")
     return EXIT_OK
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    return _signal(args, "pause")
+    from nanobot_tui.engine.runs.control import pause_run
+
+    return _ask(args, pause_run)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    return _signal(args, "cancel")
+    from nanobot_tui.engine.runs.control import cancel_run
+
+    return _ask(args, cancel_run)
 
 
 # --- traces ----------------------------------------------------------------------------
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
-    from nanobot_tui.engine.runs.store import StoreError
     from nanobot_tui.engine.runs.traces import latest_trace_run, tail, trace_path
 
-    try:
-        rid = _resolve(args.run) if args.run else latest_trace_run()
-    except StoreError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    rid = _resolve(args.run) if args.run else latest_trace_run()
     if rid is None:
         return _fail("no traces yet", EXIT_USAGE)
     path = trace_path(rid)
@@ -296,17 +251,10 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from nanobot_tui.config import ConfigError, load_config
-    from nanobot_tui.engine.runs.store import StoreError
+    from nanobot_tui.config import load_config
 
-    try:
-        rid = _resolve(args.run)
-    except StoreError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    try:
-        config = load_config()[0]
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    rid = _resolve(args.run)
+    config = load_config()[0]
     from nanobot_tui.ui.app import NanobotApp
 
     NanobotApp(config, attach_run=rid).run()
@@ -335,26 +283,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- the parser ------------------------------------------------------------------------
 
 
-def positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        return value
-
-    return parse
-
-
 def budget_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-steps", type=positive(int), help="stop after this many steps")
-    p.add_argument("--max-tokens", type=positive(int), help="stop after this many tokens")
-    p.add_argument("--max-seconds", type=positive(float), help="stop after this wall time")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
+    p.add_argument("--max-tokens", type=positive_int, help="stop after this many tokens")
+    p.add_argument("--max-seconds", type=positive_float, help="stop after this wall time")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("runs", help="list durable runs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
@@ -382,7 +317,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
     p = sub.add_parser("traces", help="print a run's last trace lines (JSONL)")
     p.add_argument("--run", help="run id (default: the run traced last)")
-    p.add_argument("--last", type=positive(int), default=20, help="how many lines")
+    p.add_argument("--last", type=positive_int, default=20, help="how many lines")
     p.set_defaults(func=cmd_traces)
 
     p = sub.add_parser("attach", help="open the app on a run (the process tree follows it)")

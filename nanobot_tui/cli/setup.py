@@ -159,17 +159,10 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     from nanobot_tui import paths
     from nanobot_tui.cli.progress import TerminalProgress
     from nanobot_tui.models import catalog
-    from nanobot_tui.models.catalog import UnknownModelError
-    from nanobot_tui.models.download import DownloadError
     from nanobot_tui.units import human_bytes
 
-    try:
-        model = catalog.get(args.id)
-        quant = model.quant(args.quant or _plan().quant_for(model.id))
-    except UnknownModelError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except KeyError as exc:
-        return _fail(str(exc.args[0]), EXIT_USAGE)
+    model = catalog.get(args.id)
+    quant = model.quant(args.quant or _plan().quant_for(model.id))
     dest = catalog.model_file(model, quant, paths.models_dir())
     what = f"{model.id} {quant.name}"
     if dest.is_file():
@@ -180,8 +173,6 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         return refused
     try:
         path = asyncio.run(_fetch(model, quant, TerminalProgress()))
-    except DownloadError as exc:
-        return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("download interrupted; run the same command again to resume", 130)
     print(f"downloaded {what}: {path} ({human_bytes(path.stat().st_size)})")
@@ -318,7 +309,7 @@ async def _setup_without_questions(tier: Tier | None, as_json: bool) -> int:
     return EXIT_OK
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("setup", help="detect hardware, pick and fetch models, write the config")
     p.add_argument("--yes", action="store_true", help="no questions: take every recommendation")
     p.add_argument("--tier", type=_tier, help=f"{TIERS} (default: detected)")

@@ -14,6 +14,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanobot_tui.errors import UsageError
 from nanobot_tui.hardware import Tier
 
 SLOTS: tuple[str, ...] = ("main", "rlm", "memory")
@@ -65,25 +66,36 @@ class CatalogModel:
         return f"{endpoint.rstrip('/')}/{self.repo}/resolve/{self.revision}/{quant.file}"
 
     def quant(self, name: str) -> Quant:
-        """The quant called `name` (case-insensitive), or KeyError listing the known ones."""
+        """The quant called `name` (case-insensitive), or UnknownQuantError listing the
+        known ones."""
         for quant in self.quants:
             if quant.name.lower() == name.lower():
                 return quant
         known = ", ".join(q.name for q in self.quants)
-        raise KeyError(f"{self.id} has no quant {name!r}; known: {known}")
+        raise UnknownQuantError(f"{self.id} has no quant {name!r}; known: {known}")
 
 
-class UnknownModelError(KeyError):
-    """A model id that is not in the catalog."""
+class _NotInCatalog(UsageError, KeyError):
+    """A name the catalog does not hold; a KeyError too, as a failed lookup is."""
 
     def __str__(self) -> str:
         # KeyError's own __str__ wraps the message in quotes; show it as written.
-        return str(self.args[0]) if self.args else "unknown model"
+        return str(self.args[0]) if self.args else "not in the catalog"
 
 
-_QWEN3_30B_FILE = "Qwen3-30B-A3B-Instruct-2507-{}.gguf"
-_NANBEIGE_FILE = "Nanbeige4.1-3B.{}.gguf"
-_QWEN3_06B_FILE = "Qwen3-0.6B-{}.gguf"
+class UnknownModelError(_NotInCatalog):
+    """A model id that is not in the catalog."""
+
+
+class UnknownQuantError(_NotInCatalog):
+    """A quant name that a catalog model does not offer."""
+
+
+def _quants(file_pattern: str, **sizes: int) -> tuple[Quant, ...]:
+    """One Quant per `NAME=size`, in the order given (best quality first), each file named
+    by putting the quant's name into `file_pattern`."""
+    return tuple(Quant(name, file_pattern.format(name), size) for name, size in sizes.items())
+
 
 _MODELS: tuple[CatalogModel, ...] = (
     CatalogModel(
@@ -99,12 +111,13 @@ _MODELS: tuple[CatalogModel, ...] = (
         # Q8_0, Q6_K and Q5_K_M are bartowski's listed sizes for Qwen3-30B-A3B (same tensor
         # shapes as 2507, so the same bytes to within a few MB). Q4_K_M is ~18.6 GB on the
         # listings seen (17.28 GiB); Q3_K_M is an estimate.
-        quants=(
-            Quant("Q8_0", _QWEN3_30B_FILE.format("Q8_0"), 32_480_000_000),
-            Quant("Q6_K", _QWEN3_30B_FILE.format("Q6_K"), 25_100_000_000),
-            Quant("Q5_K_M", _QWEN3_30B_FILE.format("Q5_K_M"), 21_740_000_000),
-            Quant("Q4_K_M", _QWEN3_30B_FILE.format("Q4_K_M"), 18_630_000_000),
-            Quant("Q3_K_M", _QWEN3_30B_FILE.format("Q3_K_M"), 14_710_000_000),
+        quants=_quants(
+            "Qwen3-30B-A3B-Instruct-2507-{}.gguf",
+            Q8_0=32_480_000_000,
+            Q6_K=25_100_000_000,
+            Q5_K_M=21_740_000_000,
+            Q4_K_M=18_630_000_000,
+            Q3_K_M=14_710_000_000,
         ),
         license="apache-2.0",
         description=(
@@ -127,12 +140,13 @@ _MODELS: tuple[CatalogModel, ...] = (
         arch=Architecture(n_layer=32, n_head_kv=4, head_dim=128, context_length=262_144),
         # Q6_K: 3.23 GB confirmed (Edge-Quant's single-file repo). The others are estimates,
         # scaled from bartowski's confirmed Qwen3-4B sizes (4.02B params) by 3.93/4.02.
-        quants=(
-            Quant("Q8_0", _NANBEIGE_FILE.format("Q8_0"), 4_180_000_000),
-            Quant("Q6_K", _NANBEIGE_FILE.format("Q6_K"), 3_230_000_000),
-            Quant("Q5_K_M", _NANBEIGE_FILE.format("Q5_K_M"), 2_830_000_000),
-            Quant("Q4_K_M", _NANBEIGE_FILE.format("Q4_K_M"), 2_440_000_000),
-            Quant("Q3_K_M", _NANBEIGE_FILE.format("Q3_K_M"), 2_030_000_000),
+        quants=_quants(
+            "Nanbeige4.1-3B.{}.gguf",
+            Q8_0=4_180_000_000,
+            Q6_K=3_230_000_000,
+            Q5_K_M=2_830_000_000,
+            Q4_K_M=2_440_000_000,
+            Q3_K_M=2_030_000_000,
         ),
         license="apache-2.0",
         description=(
@@ -152,12 +166,13 @@ _MODELS: tuple[CatalogModel, ...] = (
         arch=Architecture(n_layer=28, n_head_kv=8, head_dim=128, context_length=32_768),
         # The GGUFs hold ~752M parameters (the tied embedding is stored twice). Q8_0 ~805 MB
         # matches LM Studio's listing; the rest are estimates from bits per weight.
-        quants=(
-            Quant("Q8_0", _QWEN3_06B_FILE.format("Q8_0"), 805_000_000),
-            Quant("Q6_K", _QWEN3_06B_FILE.format("Q6_K"), 623_000_000),
-            Quant("Q5_K_M", _QWEN3_06B_FILE.format("Q5_K_M"), 551_000_000),
-            Quant("Q4_K_M", _QWEN3_06B_FILE.format("Q4_K_M"), 484_000_000),
-            Quant("Q3_K_M", _QWEN3_06B_FILE.format("Q3_K_M"), 414_000_000),
+        quants=_quants(
+            "Qwen3-0.6B-{}.gguf",
+            Q8_0=805_000_000,
+            Q6_K=623_000_000,
+            Q5_K_M=551_000_000,
+            Q4_K_M=484_000_000,
+            Q3_K_M=414_000_000,
         ),
         license="apache-2.0",
         description=(
@@ -196,8 +211,8 @@ _MODELS: tuple[CatalogModel, ...] = (
 
 CATALOG: dict[str, CatalogModel] = {model.id: model for model in _MODELS}
 
-# Which model to hand delegated, tool-calling work to, best first (seed Phase 0.1:
-# Nanbeige4.1 at the top). Ids from CATALOG.
+# Which model to hand delegated, tool-calling work to, best first: Nanbeige4.1, the
+# strongest tool caller of the four, at the top. Ids from CATALOG.
 DELEGATION_PREFERENCES: tuple[str, ...] = (
     "nanbeige4.1-3b",
     "qwen3-30b-a3b-2507",

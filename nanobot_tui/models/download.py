@@ -27,11 +27,12 @@ import httpx
 
 from nanobot_tui import paths
 from nanobot_tui.atomic import fsync_dir
+from nanobot_tui.errors import NanobotError
 from nanobot_tui.models import catalog
 from nanobot_tui.models.catalog import CatalogModel, Quant
 from nanobot_tui.units import human_bytes
 
-# Above this, the CLI and the wizard ask before downloading (the seed warns at the 30B's 17 GB).
+# Above this, the CLI and the wizard ask before downloading (the 30B at Q4 is about 17 GB).
 LARGE_DOWNLOAD_BYTES = 10 * 10**9
 
 MAX_REDIRECTS = 10
@@ -40,7 +41,7 @@ SPEED_WINDOW_S = 3.0
 _HASH_BLOCK = 8 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(NanobotError):
     """A download that did not finish; str() is one line, without the token."""
 
 

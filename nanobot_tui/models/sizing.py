@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from nanobot_tui.models.catalog import CatalogModel, Quant, embedded_model_path, model_file
+from nanobot_tui.errors import NanobotError
+from nanobot_tui.models.catalog import (
+    Architecture,
+    CatalogModel,
+    Quant,
+    embedded_model_path,
+    model_file,
+)
 from nanobot_tui.units import human_bytes
 
 __all__ = [
@@ -51,7 +58,7 @@ _MAX_COUNT = 1 << 24
 _MAX_DIMS = 8
 
 
-class GgufError(ValueError):
+class GgufError(NanobotError, ValueError):
     """A file that is not a readable GGUF model; the message is one line naming the file."""
 
 
@@ -358,22 +365,18 @@ def kv_cache_bytes(
 def estimate(model: CatalogModel, quant: Quant, n_ctx: int, path: Path | None = None) -> Estimate:
     """The parts of the memory estimate. With `path` pointing at an existing file, its real
     size and GGUF shape are used; otherwise the catalog's figures."""
+    shape: GgufFacts | Architecture
     if path is not None and path.is_file():
-        facts = read_gguf_facts(path)
-        return Estimate(
-            weights_bytes=facts.file_size,
-            kv_bytes=kv_cache_bytes(facts.n_layer, facts.n_head_kv, facts.head_dim, n_ctx),
-            compute_bytes=COMPUTE_BUFFER_BYTES,
-            n_ctx=n_ctx,
-            from_file=True,
-        )
-    arch = model.arch
+        shape = read_gguf_facts(path)
+        weights, from_file = shape.file_size, True
+    else:
+        shape, weights, from_file = model.arch, quant.size_bytes, False
     return Estimate(
-        weights_bytes=quant.size_bytes,
-        kv_bytes=kv_cache_bytes(arch.n_layer, arch.n_head_kv, arch.head_dim, n_ctx),
+        weights_bytes=weights,
+        kv_bytes=kv_cache_bytes(shape.n_layer, shape.n_head_kv, shape.head_dim, n_ctx),
         compute_bytes=COMPUTE_BUFFER_BYTES,
         n_ctx=n_ctx,
-        from_file=False,
+        from_file=from_file,
     )
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nanobot_tui import paths
 from nanobot_tui.config import (
@@ -36,6 +36,9 @@ from nanobot_tui.models import catalog, sizing
 from nanobot_tui.models.catalog import CatalogModel
 from nanobot_tui.setup.doctor import memory_budget
 from nanobot_tui.units import human_bytes
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.serving.manager import Runtime
 
 TEST_PROMPT = "Reply with one word: hello."
 TEST_MAX_TOKENS = 8
@@ -450,9 +453,10 @@ class ServerCheck:
         return f"{label}:{model} failed: {self.detail}"
 
 
-async def _check_one(config: Config, slots: tuple[SlotName, ...], runtime: Any) -> ServerCheck:
-    from nanobot_tui.engine.llm.client import LLMError
-    from nanobot_tui.engine.serving.manager import ServerError
+async def _check_one(config: Config, slots: tuple[SlotName, ...], runtime: Runtime) -> ServerCheck:
+    from nanobot_tui.engine.llm.errors import LLMError
+    from nanobot_tui.engine.llm.request import ChatRequest
+    from nanobot_tui.engine.serving.manager import ServerStartError
     from nanobot_tui.engine.serving.workbench import Workbench
 
     started = time.monotonic()
@@ -464,15 +468,17 @@ async def _check_one(config: Config, slots: tuple[SlotName, ...], runtime: Any) 
         await workbench.start()
         reply = await asyncio.wait_for(
             workbench.client(slots[0]).chat(
-                [{"role": "user", "content": TEST_PROMPT}],
-                max_tokens=TEST_MAX_TOKENS,
-                temperature=0.0,
+                ChatRequest(
+                    [{"role": "user", "content": TEST_PROMPT}],
+                    max_tokens=TEST_MAX_TOKENS,
+                    temperature=0.0,
+                )
             ),
             TEST_TIMEOUT_S,
         )
         answer = " ".join(reply.content.split())[:60]
         return ServerCheck(slots, model, True, answer, time.monotonic() - started)
-    except (ServerError, LLMError) as exc:
+    except (ServerStartError, LLMError) as exc:
         return ServerCheck(slots, model, False, str(exc), time.monotonic() - started)
     except TimeoutError:
         detail = f"no answer within {TEST_TIMEOUT_S:.0f} s"
@@ -487,12 +493,12 @@ async def check_servers(
 ) -> list[ServerCheck]:
     """Start each server `config` plans, one at a time (only one in memory at once), ask it
     one tiny question, stop it. One ServerCheck per server."""
-    from nanobot_tui.engine.serving.manager import ServerError
+    from nanobot_tui.engine.serving.manager import ServerStartError
     from nanobot_tui.engine.serving.workbench import Workbench
 
     try:
         planned = Workbench(config)
-    except ServerError as exc:
+    except ServerStartError as exc:
         check = ServerCheck(SLOT_NAMES, "", False, str(exc), 0.0)
         if on_check:
             on_check(check)

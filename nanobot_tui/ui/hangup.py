@@ -95,7 +95,7 @@ def hangup_driver_class(base: type[Driver], on_gone: Callable[[], None]) -> type
 
         def _run_input_thread(self) -> None:
             try:
-                self.run_input_thread()  # type: ignore[attr-defined]
+                self.run_input_thread()
             except OSError:
                 self._terminal_gone()  # EIO: the terminal is gone; not a crash
             except BaseException:

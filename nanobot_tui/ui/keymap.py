@@ -28,7 +28,8 @@ KEY = re.compile(r"^([a-z]+\+)*([a-z0-9_]+|[^\s,+])$")
 
 
 def _subclasses(cls: type) -> Iterator[type]:
-    for sub in cls.__subclasses__():
+    subclasses: list[type] = cls.__subclasses__()
+    for sub in subclasses:
         yield sub
         yield from _subclasses(sub)
 

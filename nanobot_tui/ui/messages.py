@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from nanobot_tui.engine.agent.delegate import Delegation
 from nanobot_tui.engine.serving.manager import ServerEvent
 
 
@@ -19,15 +20,20 @@ class EngineState:
     detail: str = ""
 
 
+@dataclass
 class ServerChanged(Message):
     """A model server changed state (starting, loading, ready, restarting, failed...)."""
 
-    def __init__(self, event: ServerEvent) -> None:
-        super().__init__()
-        self.event = event
+    event: ServerEvent
 
 
+@dataclass
 class EngineChanged(Message):
-    def __init__(self, state: EngineState) -> None:
-        super().__init__()
-        self.state = state
+    state: EngineState
+
+
+@dataclass
+class DelegationChanged(Message):
+    """A delegation started, advanced or ended; None: the chat's session changed."""
+
+    record: Delegation | None

@@ -2,40 +2,49 @@
 the watched one, inspect a node, ingest a folder, setup, help. (Textual's own commands
 come with them: Theme, whose choice the app remembers, Keys, Screenshot, Quit.)
 
-Actions that run a `nanobot` command (start, ingest) do it in a subprocess from a thread
-worker, like the Process pane's resume and pause: the UI never waits on them.
+Start and ingest call the engine (`engine.runs.control.start_detached`,
+`engine.context.ingest.ingest`) in a thread worker, and resume and pause go through the
+Process pane, which does the same: the UI never waits on a runner starting or a folder
+being read. The engine is imported on use: none of it is in the first frame's way.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from textual import on
-from textual.app import ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
+from textual.app import SystemCommand
+from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Input, Static
 
-from nanobot_tui.ui.panes.process_tree import Entry, ProcessTree, run_nanobot
+from nanobot_tui.errors import NanobotError
+from nanobot_tui.ui.engine_app import EngineApp
+from nanobot_tui.ui.format import error_line
+from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.panes.volumes import VolumeBrowser
 from nanobot_tui.ui.screens.inspect_node import InspectScreen
+from nanobot_tui.ui.screens.path_prompt import PathPrompt
+from nanobot_tui.ui.widgets.run_tree import Entry
+from nanobot_tui.units import human_bytes
 
 if TYPE_CHECKING:
-    from textual.app import App
+    from nanobot_tui.engine.context.ingest import IngestReport
+    from nanobot_tui.engine.runs.spec import RunSpec
 
 W = TypeVar("W", bound=Widget)
+T = TypeVar("T")
 
-# The durable run "Start" launches: the simulated sampler needs no model server.
-START_ARGS = ("run", "hanoi", "--disks", "20", "--sampler", "simulated:0.99", "--detach")
-START_TIMEOUT_S = 60.0
-INGEST_TIMEOUT_S = 3600.0
+# The durable run "Start" launches: the simulated sampler needs no model server. It is
+# what this command line starts, k MAKER's k_min for p over all steps at 95 %.
+START_DISKS, START_P, START_TARGET = 20, 0.99, 0.95
+START_COMMAND = f"nanobot run hanoi --disks {START_DISKS} --sampler simulated:{START_P} --detach"
+
+log = logging.getLogger(__name__)
 
 
-def main_pane(app: App[Any], kind: type[W]) -> W | None:
+def main_pane(app: EngineApp, kind: type[W]) -> W | None:
     """The main screen's pane of this type, whatever screen is on top."""
     for screen in app.screen_stack:
         found = screen.query(kind)
@@ -44,10 +53,10 @@ def main_pane(app: App[Any], kind: type[W]) -> W | None:
     return None
 
 
-def commands(app: App[Any], screen: Screen[Any]) -> Iterator[SystemCommand]:
+def commands(app: EngineApp, screen: Screen[Any]) -> Iterator[SystemCommand]:
     yield SystemCommand(
         "Start a durable run (Hanoi, simulated)",
-        "nanobot " + " ".join(START_ARGS) + "; the Process pane follows it",
+        f"{START_COMMAND}; the Process pane follows it",
         lambda: start_run(app),
     )
     yield SystemCommand(
@@ -68,7 +77,7 @@ def commands(app: App[Any], screen: Screen[Any]) -> Iterator[SystemCommand]:
     yield SystemCommand(
         "Ingest a folder…",
         "nanobot ingest PATH: a volume the Volumes pane browses and search reads",
-        lambda: app.push_screen(PathPrompt(), lambda path: ingest(app, path)),
+        lambda: app.push_screen(PathPrompt(), lambda path: ingest_folder(app, path)),
     )
     yield SystemCommand(
         "Setup…",
@@ -82,7 +91,7 @@ def commands(app: App[Any], screen: Screen[Any]) -> Iterator[SystemCommand]:
     )
 
 
-def _with_process(app: App[Any], action: str) -> None:
+def _with_process(app: EngineApp, action: str) -> None:
     pane = main_pane(app, ProcessTree)
     if pane is None or pane.run_id is None:
         app.notify("no run: start one first", severity="warning")
@@ -94,7 +103,7 @@ def _with_process(app: App[Any], action: str) -> None:
     getattr(pane, f"action_{action}")()
 
 
-def inspect_selected(app: App[Any]) -> None:
+def inspect_selected(app: EngineApp) -> None:
     """The node under the Process pane's cursor, else the run's root."""
     pane = main_pane(app, ProcessTree)
     if pane is None or pane.run_id is None:
@@ -109,46 +118,88 @@ def inspect_selected(app: App[Any]) -> None:
 
 
 def in_background(
-    app: App[Any], args: list[str], done: Callable[[str], None], failed: str, timeout: float
+    app: EngineApp, call: Callable[[], T], done: Callable[[T], None], failed: str, what: str
 ) -> None:
-    """`nanobot ARGS` in a thread worker; then, on the UI thread, `done(last line)`, or
-    a notification titled `failed` with the last line when it did not succeed."""
+    """`call()` in a thread worker; then, on the UI thread, `done(its result)`, or a
+    notification titled `failed` with the one line saying why it did not succeed."""
 
     def work() -> None:
-        result = run_nanobot(args, timeout=timeout)
-        lines = [line.strip() for line in result.output.splitlines() if line.strip()]
-        last = lines[-1] if lines else f"exit {result.returncode}"
-        if result.returncode == 0:
-            app.call_from_thread(done, last)
+        try:
+            result = call()
+        except NanobotError as exc:
+            app.call_from_thread(app.notify, str(exc), title=failed, severity="error")
+        except Exception as exc:  # a bug must still say something, in one line
+            log.exception("%s failed", what)
+            problem = f"{type(exc).__name__}: {error_line(exc)}"
+            app.call_from_thread(app.notify, problem, title=failed, severity="error")
         else:
-            app.call_from_thread(app.notify, last, title=failed, severity="error")
+            app.call_from_thread(done, result)
 
-    app.run_worker(work, thread=True, group="palette", exit_on_error=False,
-                   description=f"nanobot {args[0]}")  # fmt: skip
+    app.run_worker(work, thread=True, group="palette", exit_on_error=False, description=what)
 
 
-def start_run(app: App[Any]) -> None:
-    def started(run_id: str) -> None:  # a detached run prints its id last
-        app.attached_run = run_id  # type: ignore[attr-defined]
+def start_spec() -> RunSpec:
+    """The run "Start" creates: as `START_COMMAND` would."""
+    from nanobot_tui.engine.runs.spec import RunSpec
+    from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+    from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+    from nanobot_tui.engine.voting.maths import k_min
+
+    steps = Hanoi(START_DISKS).total_steps()
+    return RunSpec(
+        domain="hanoi",
+        params={"disks": START_DISKS},
+        sampler=f"simulated:{START_P}",
+        vote=VoteConfig(k=k_min(START_P, steps, START_TARGET)),
+        label=f"hanoi{START_DISKS}",
+    )
+
+
+def start_run(app: EngineApp) -> None:
+    def start() -> str:
+        from nanobot_tui.engine.runs.control import start_detached
+
+        return start_detached(start_spec())
+
+    def started(run_id: str) -> None:
+        app.attached_run = run_id
         app.notify(f"{run_id}: detached; the Process pane follows it", title="run started")
 
     app.notify("starting a durable Hanoi run…")
-    in_background(app, list(START_ARGS), started, "the run did not start", START_TIMEOUT_S)
+    in_background(app, start, started, "the run did not start", "start a durable run")
 
 
-def ingest(app: App[Any], path: str | None) -> None:
+def ingest_summary(report: IngestReport) -> str:
+    """What an ingest made, in one line (the first line `nanobot ingest` prints)."""
+    return (
+        f"volume {report.name}: {report.files} files, {report.lines:,} lines, "
+        f"{human_bytes(report.bytes)}, ~{report.est_tokens:,} tokens"
+    )
+
+
+def ingest_folder(app: EngineApp, path: str | None) -> None:
+    """Ingest `path` (None: the prompt was cancelled) as a volume; the Volumes pane lists
+    it when done."""
+    if not path:
+        return
+    folder = path
+
+    def run() -> str:
+        from nanobot_tui.engine.context.ingest import ingest
+
+        return ingest_summary(ingest(folder))
+
     def ingested(summary: str) -> None:
         app.notify(summary, title="ingested")
         pane = main_pane(app, VolumeBrowser)
         if pane is not None and not pane.is_open:
             pane.action_refresh()
 
-    if path:
-        app.notify(f"ingesting {path}…")
-        in_background(app, ["ingest", path], ingested, "ingest failed", INGEST_TIMEOUT_S)
+    app.notify(f"ingesting {folder}…")
+    in_background(app, run, ingested, "ingest failed", "ingest a folder")
 
 
-def open_setup(app: App[Any]) -> None:
+def open_setup(app: EngineApp) -> None:
     # Imported on use: the wizard's planning and download code stay out of the first frame.
     from nanobot_tui.ui.screens.setup import SetupScreen
 
@@ -160,44 +211,3 @@ def open_setup(app: App[Any]) -> None:
             )
 
     app.push_screen(SetupScreen(), done)
-
-
-class PathPrompt(ModalScreen[str | None]):
-    """Asks for a file or folder; Enter gives it (once it exists), Esc gives None."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
-
-    DEFAULT_CSS = """
-    PathPrompt { align: center middle; }
-    PathPrompt > #prompt-box {
-        width: 90%; max-width: 80; height: auto;
-        border: round $primary; background: $surface; padding: 0 1;
-    }
-    PathPrompt #prompt-error { height: auto; color: $text-error; }
-    """
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="prompt-box"):
-            yield Input(placeholder="a folder or file to ingest, e.g. ~/src/project", id="path")
-            yield Static("", id="prompt-error", markup=False)
-
-    def on_mount(self) -> None:
-        box = self.query_one("#prompt-box")
-        box.border_title = "Ingest"
-        box.border_subtitle = "enter ingests · esc cancels"
-        self.query_one("#path", Input).focus()
-
-    @on(Input.Submitted, "#path")
-    def _submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        text = event.value.strip()
-        if not text:
-            return
-        path = Path(text).expanduser()
-        if not path.exists():
-            self.query_one("#prompt-error", Static).update(f"no such file or folder: {path}")
-            return
-        self.dismiss(str(path.resolve()))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

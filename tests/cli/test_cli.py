@@ -17,6 +17,7 @@ import pytest
 from nanobot_tui import __version__, paths
 from nanobot_tui.cli import agent as cli_agent
 from nanobot_tui.cli import main as cli
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_USAGE
 
 BROKEN_CONFIGS = {
     "bad-json": '{"local": {"main": {"contextSize": 8192,}}}',
@@ -99,7 +100,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("message", ["", "   ", "\n\t"])
 def test_empty_message_is_bad_input(message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["agent", "-m", message]) == cli.EXIT_USAGE == 2
+    assert cli.main(["agent", "-m", message]) == EXIT_USAGE == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert_one_error_line(captured.err, "agent: the message is empty")
@@ -130,7 +131,7 @@ def test_doctor_flags_a_configured_model_that_is_not_downloaded(
     nanobot_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_config(nanobot_home, '{"local": {"memory": {"model": "qwen3-0.6b"}}}')
-    assert cli.main(["doctor"]) == cli.EXIT_FAIL
+    assert cli.main(["doctor"]) == EXIT_FAIL
     out = capsys.readouterr().out
     assert "  - slot memory: qwen3-0.6b is not downloaded" in out
     assert out.rstrip().endswith("1 problem(s).")
@@ -150,7 +151,7 @@ def test_agent_with_missing_runtime_exits_1_in_one_line(
     nanobot_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_config(nanobot_home, '{"runtime": "/nonexistent/llama-server"}')
-    assert cli.main(["agent", "-m", "hi"]) == cli.EXIT_FAIL
+    assert cli.main(["agent", "-m", "hi"]) == EXIT_FAIL
     captured = capsys.readouterr()
     assert captured.out == ""
     assert_one_error_line(captured.err, "/nonexistent/llama-server", "no executable")
@@ -219,6 +220,7 @@ def test_agent_empty_message_in_a_child_process(nanobot_home: Path) -> None:
     assert result.stderr == "nanobot: agent: the message is empty\n"
 
 
+@pytest.mark.model
 def test_agent_answers_with_the_embedded_model_and_cleans_up(nanobot_home: Path) -> None:
     # Small contexts keep the KV cache, and so the server's start, short.
     write_config(

@@ -92,6 +92,7 @@ def test_bad_regex_is_one_line(repo: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 2 and err.count("\n") == 1 and "pattern" in err
 
 
+@pytest.mark.model
 def test_ask_answers_with_sources(repo: Path, nanobot_home: Path) -> None:
     """The whole path through a subprocess: config-less start of the embedded model."""
     env = {**os.environ, "NANOBOT_HOME": str(nanobot_home)}

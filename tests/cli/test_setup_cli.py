@@ -127,6 +127,7 @@ def test_pull_offline_is_one_clear_line(
     )
 
 
+@pytest.mark.model
 def test_setup_offline_leaves_a_working_config_on_the_embedded_model(
     nanobot_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,6 +148,7 @@ def test_setup_offline_leaves_a_working_config_on_the_embedded_model(
     assert {config.local.slot(n).model for n in ("main", "rlm", "memory")} == {EMBEDDED}
 
 
+@pytest.mark.model
 @pytest.mark.usefixtures("copy_on_hub")
 def test_setup_yes_json_downloads_tests_and_writes(
     fake_machine: None,
@@ -183,6 +185,7 @@ def test_setup_yes_json_downloads_tests_and_writes(
     assert config.local.memory.model == EMBEDDED
 
 
+@pytest.mark.model
 def test_setup_falls_back_when_a_server_fails_its_test(
     fake_machine: None,
     monkeypatch: pytest.MonkeyPatch,

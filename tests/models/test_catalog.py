@@ -61,7 +61,7 @@ def test_quants_best_first(model_id: str) -> None:
 
 
 @pytest.mark.parametrize("model_id", ["qwen3-30b-a3b-2507", "nanbeige4.1-3b", "qwen3-0.6b"])
-def test_seed_models_offer_several_quants(model_id: str) -> None:
+def test_downloadable_models_offer_several_quants(model_id: str) -> None:
     names = [q.name for q in CATALOG[model_id].quants]
     assert len(names) >= 4
     assert names[0] == "Q8_0"

@@ -8,6 +8,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from nanobot_tui.config import Config, LocalConfig, SlotConfig
 from nanobot_tui.hardware import Tier
 from nanobot_tui.models import catalog
@@ -166,6 +168,7 @@ def test_plan_json_is_plain_data(nanobot_home: Path) -> None:
     assert EMBEDDED in data["slots"]["memory"]["alternatives"]
 
 
+@pytest.mark.model
 async def test_server_check_on_the_embedded_model(nanobot_home: Path) -> None:
     slot = SlotConfig(model=EMBEDDED, context_size=1024)
     config = Config(local=LocalConfig(main=slot, rlm=slot, memory=slot))

@@ -7,6 +7,7 @@ import io
 import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from rich.text import Text
 from textual.content import Content
@@ -25,7 +26,7 @@ def small_config(**main: object) -> Config:
     return Config(local=LocalConfig(main=slot.model_copy(update=main)))
 
 
-async def until(predicate, timeout: float = 60.0) -> None:
+async def until(predicate, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -53,6 +54,7 @@ def turn_lines(chat: ChatPane) -> list[str]:
     return [text_of(note) for note in chat.query(Note) if note.has_class("turn")]
 
 
+@pytest.mark.model
 async def test_chat_streams_an_answer_and_shows_servers() -> None:
     config = small_config()
     config.agent.max_rounds = 1  # a small model may loop on tools: keep the turn short
@@ -103,6 +105,7 @@ async def test_chat_streams_an_answer_and_shows_servers() -> None:
     assert pids and all(pid is not None for pid in pids)
 
 
+@pytest.mark.model
 async def test_a_server_that_cannot_start_is_reported(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)

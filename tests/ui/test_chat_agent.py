@@ -7,7 +7,6 @@ pane's `show_event`, as the worker does."""
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import time
 from dataclasses import replace
@@ -15,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console, Group
+import pytest
+from rich.console import Group
 from rich.syntax import Syntax
 from rich.text import Text
-from textual.content import Content
 from textual.widgets import Collapsible, DataTable, Input, Static
 from textual.worker import WorkerState
 
@@ -36,7 +35,8 @@ from nanobot_tui.engine.agent.loop import (
 )
 from nanobot_tui.engine.agent.sessions import Session, SessionStore
 from nanobot_tui.engine.agent.tools.registry import ToolResult
-from nanobot_tui.engine.llm.client import ToolCall, Usage
+from nanobot_tui.engine.llm.results import ToolCall, Usage
+from nanobot_tui.engine.serving.manager import parse_metrics
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.panes.chat import (
@@ -50,6 +50,7 @@ from nanobot_tui.ui.panes.chat import (
 from nanobot_tui.ui.screens.sessions import SessionPicker
 from nanobot_tui.ui.widgets.agent_tree import AgentTree
 from nanobot_tui.ui.widgets.tool_block import ToolBlock
+from tests.ui.test_app import text_of, until
 
 TURN_LINE = r"\d+ rounds? · [\d,]+ prompt tokens · "
 
@@ -65,22 +66,6 @@ def quiet_app() -> NanobotApp:
     """The app with no model servers, for what needs no model: it starts at once."""
     config = Config(local=LocalConfig(main=SlotConfig(model="smollm2-135m-instruct")))
     return NanobotApp(config, workbench=Workbench(config, only_slots=()))
-
-
-async def until(predicate: Any, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-def text_of(widget: Static) -> str:
-    content = widget.content
-    if isinstance(content, str | Text | Content):
-        return str(Text.from_markup(content) if isinstance(content, str) else content)
-    console = Console(width=100, no_color=True, record=True, file=io.StringIO())
-    console.print(content)
-    return console.export_text()
 
 
 def pane_of(app: NanobotApp) -> ChatPane:
@@ -315,6 +300,7 @@ def test_a_long_session_shows_its_last_whole_turns() -> None:
     assert earlier == 7 and [r["message"]["content"] for r in tail] == ["thinking", "answer 2"]
 
 
+@pytest.mark.model
 async def test_a_session_resumed_from_the_picker_shows_its_past_and_goes_on(
     tmp_path: Path,
 ) -> None:
@@ -370,6 +356,7 @@ async def test_a_session_resumed_from_the_picker_shows_its_past_and_goes_on(
 # --- turns on the model -----------------------------------------------------------------
 
 
+@pytest.mark.model
 async def test_constrained_tool_calls_show_as_blocks(tmp_path: Path) -> None:
     """Held to the JSON schema with one tool round, the model's first reply is a call and
     its second an answer without tools."""
@@ -397,13 +384,25 @@ async def test_constrained_tool_calls_show_as_blocks(tmp_path: Path) -> None:
         assert turn_notes(pane)[0].startswith("2 rounds · ")
 
 
+LONG_ANSWER = 3000  # tokens: room for a long answer, far more than Esc lets through
+
+
+async def tokens_predicted(url: str) -> float:
+    """Tokens the model server has generated so far, cancelled requests' included."""
+    async with httpx.AsyncClient() as http:
+        metrics = parse_metrics((await http.get(f"{url}/metrics")).text)
+    return metrics.get("llamacpp:tokens_predicted_total", 0.0)
+
+
+@pytest.mark.model
 async def test_escape_cancels_a_running_turn(tmp_path: Path) -> None:
     app = NanobotApp(model_config(tmp_path, max_rounds=1))
     async with app.run_test(size=(120, 36)) as pilot:
         pane = pane_of(app)
         kit = await app.agent_kit()
-        kit.agent.max_tokens = 3000  # room for a long answer
+        kit.agent.max_tokens = LONG_ANSWER
         url = app.workbench.manager.url("main")  # type: ignore[union-attr]
+        before = await tokens_predicted(url)
         await ask(pilot, "Count from 1 to 1000, one number per line.")
         await until(lambda: bool(pane.query(Answer)) and bool(pane.query(Answer).last().source))
         workers = [w for w in app.workers if w.group == "agent"]
@@ -415,12 +414,12 @@ async def test_escape_cancels_a_running_turn(tmp_path: Path) -> None:
         assert worker.state == WorkerState.CANCELLED
         assert "stopped" in text_of(pane.query_one("#chat-status", Static))
         assert [text_of(n) for n in pane.query(Note)][-1] == "⊘ stopped"
-        # The stream was closed: the server stops generating.
+        # The stream was closed: the server stopped generating before the answer's end (a
+        # server that went on would go idle only after all LONG_ANSWER tokens).
         async with httpx.AsyncClient() as http:
-            deadline = time.monotonic() + 5
             while any(s["is_processing"] for s in (await http.get(f"{url}/slots")).json()):
-                assert time.monotonic() < deadline, "server still generating after Esc"
                 await asyncio.sleep(0.1)
+        assert await tokens_predicted(url) - before < LONG_ANSWER
         # The question is kept with what had been shown, marked cancelled: the turns still
         # alternate and the next one can go on.
         said = kit.session.all_messages()

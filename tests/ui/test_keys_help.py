@@ -13,20 +13,27 @@ from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.widgets import Input, Static
 
+from nanobot_tui.engine.runs.control import cancel_run
 from nanobot_tui.engine.runs.store import RunStore, list_runs
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.keymap import check_keymap, declaring_classes, nanobot_bindings
-from nanobot_tui.ui.palette import PathPrompt
-from nanobot_tui.ui.panes import process_tree
 from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.panes.volumes import VolumeBrowser
 from nanobot_tui.ui.screens.help import HelpScreen, key_sections, palette_commands
 from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.main import MainScreen
+from nanobot_tui.ui.screens.path_prompt import PathPrompt
 from nanobot_tui.ui.screens.setup import SetupScreen
 from tests.ui.test_app import small_config, until
-from tests.ui.test_process_pane import FakeLauncher, hanoi, make_run, quiet_app, watching
+from tests.ui.test_process_pane import (
+    hanoi,
+    make_run,
+    quiet_app,
+    shows,
+    stored_status,
+    watching,
+)
 
 SIZE = (120, 36)
 
@@ -163,26 +170,25 @@ async def test_palette_starts_a_durable_run_the_process_pane_follows() -> None:
             assert [run["id"] for run in list_runs()] == [app.attached_run]
     finally:
         if app.attached_run:
-            process_tree.run_nanobot(["cancel", app.attached_run])
+            cancel_run(app.attached_run)
 
 
-async def test_palette_resume_and_inspect_act_on_the_process_pane(monkeypatch) -> None:
+async def test_palette_resume_and_inspect_act_on_the_process_pane() -> None:
     stopped = await make_run(hanoi(6), steps=20)
-    fake = FakeLauncher()
-    monkeypatch.setattr(process_tree, "run_nanobot", fake)
     app = quiet_app(attach_run=stopped)
     async with app.run_test(size=SIZE) as pilot:
         await started(app)
         pane = app.screen.query_one(ProcessTree)
         await watching(pane, stopped)
+        # Resume: a detached runner takes the run up and finishes it.
         await run_command(pilot, "Resume the watched run")
-        await until(lambda: bool(fake.calls))
-        assert fake.calls == [("resume", stopped, "--detach")]
+        await shows(pane, "completed")
+        assert stored_status(stopped) == "completed"
         # Pause: the run is not running, so nothing is asked of the runner.
         await run_command(pilot, "Pause the watched run")
         await pilot.pause(0.3)
-        assert fake.calls == [("resume", stopped, "--detach")]
         assert any("nothing to pause" in n.message for n in app._notifications)
+        assert stored_status(stopped) == "completed"
         # Inspect: the node under the cursor (the first block).
         await run_command(pilot, "Inspect the selected node")
         await until(lambda: isinstance(app.screen, InspectScreen) and app.screen.loaded)

@@ -8,25 +8,30 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 from textual.widgets.tree import TreeNode
 
+from nanobot_tui.engine.runs import control
+from nanobot_tui.engine.runs.control import RunError
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import Budgets, RunSpec
-from nanobot_tui.engine.runs.store import RunStore, db_path
+from nanobot_tui.engine.runs.store import RunStatus, RunStore, db_path
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.samplers.seeded import SeededSimulatedSampler
 from nanobot_tui.ui.app import NanobotApp
-from nanobot_tui.ui.panes import process_tree
-from nanobot_tui.ui.panes.process_tree import PAGE, CommandResult, More, ProcessTree, run_nanobot
+from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.main import MainScreen
 from nanobot_tui.ui.screens.runs import RunsScreen
+from nanobot_tui.ui.widgets.run_tree import PAGE, More
 from tests.ui.test_app import small_config, until
 
 SIZE = (140, 44)
@@ -61,6 +66,17 @@ def pane_of(app: NanobotApp) -> ProcessTree:
     return app.screen.query_one(ProcessTree)
 
 
+@asynccontextmanager
+async def attached_to(run_id: str) -> AsyncIterator[tuple[NanobotApp, Pilot[None], ProcessTree]]:
+    """The app attached to run `run_id`: its Process pane shows the run and has the focus."""
+    app = quiet_app(attach_run=run_id)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await watching(pane, run_id)
+        pane.run_tree.focus()
+        yield app, pilot, pane
+
+
 def plain(node: TreeNode[Any]) -> str:
     return str(node.label)
 
@@ -86,17 +102,15 @@ async def watching(pane: ProcessTree, run_id: str) -> None:
     )
 
 
-class FakeLauncher:
-    """Stands in for `run_nanobot`: records the commands, answers like the real one."""
+def stored_status(run_id: str) -> str:
+    """The run's status as its store has it now."""
+    with RunStore.open(run_id) as store:
+        return store.status().status
 
-    def __init__(self, returncode: int = 0, output: str = "") -> None:
-        self.calls: list[tuple[str, ...]] = []
-        self.returncode = returncode
-        self.output = output
 
-    def __call__(self, args: list[str], timeout: float = 60.0) -> CommandResult:
-        self.calls.append(tuple(args))
-        return CommandResult(tuple(args), self.returncode, self.output)
+async def shows(pane: ProcessTree, status: str, timeout: float = 60.0) -> None:
+    """Until the pane's header says the run is `status`."""
+    await until(lambda: pane.status is not None and pane.status.status == status, timeout)
 
 
 class SlowSampler(SeededSimulatedSampler):
@@ -183,18 +197,21 @@ async def test_header_root_children_and_lazy_loading() -> None:
         assert not any(isinstance(node.data, More) for node in first.children)
 
 
-async def test_labels_update_in_place_while_a_run_goes(monkeypatch) -> None:
-    spec = hanoi(11, seed=3)  # 2,047 steps; the slow sampler makes it last ~3 s
-    rid = await start_run(spec)
-    fake = FakeLauncher()
-    monkeypatch.setattr(process_tree, "run_nanobot", fake)
-    app = quiet_app(attach_run=rid)
-    async with app.run_test(size=SIZE) as pilot:
-        pane = pane_of(app)
-        await watching(pane, rid)
+SLOW = hanoi(11, seed=3)  # 2,047 steps
+
+
+def run_slowly(spec: RunSpec, run_id: str, **options: Any) -> asyncio.Task[RunStatus]:
+    """Execute the run in this process, the slow sampler making a round last about a
+    millisecond: 2,047 steps (`SLOW`) take ~3 s, a few of the pane's polls."""
+    sampler = SlowSampler(spec.build_domain(), spec.p, spec.wrong_choices, spec.seed)
+    return asyncio.create_task(execute(run_id, sampler=sampler, **options))
+
+
+async def test_labels_update_in_place_while_a_run_goes() -> None:
+    rid = await start_run(SLOW)
+    async with attached_to(rid) as (_app, pilot, pane):
         assert pane.shown_header().splitlines()[0] == f"stopped · {rid}"  # not started yet
         tree = pane.run_tree
-        tree.focus()
         await pilot.press("space")
         top = list(tree.root.children)
         await until(lambda: len(top[0].children) == 10)
@@ -202,9 +219,7 @@ async def test_labels_update_in_place_while_a_run_goes(monkeypatch) -> None:
         labels = [plain(node) for node in nodes]
         assert all(label.startswith("○ ") for label in labels[1:])
 
-        domain = spec.build_domain()
-        sampler = SlowSampler(domain, spec.p, spec.wrong_choices, spec.seed)
-        task = asyncio.create_task(execute(rid, sampler=sampler))
+        task = run_slowly(SLOW, rid)
         relabels = pane.relabels
         seen: list[int] = []
         polls = pane.polls
@@ -213,8 +228,6 @@ async def test_labels_update_in_place_while_a_run_goes(monkeypatch) -> None:
             polls = pane.polls
             assert pane.status is not None
             seen.append(pane.status.steps_done)
-            if pane.status.status == "running" and not fake.calls:
-                await pilot.press("p")  # pause: the pane asks `nanobot pause ID`
         final = await task
         assert final.status == "completed" and final.steps_done == 2047
         await until(lambda: pane.status is not None and pane.status.status == "completed")
@@ -233,9 +246,25 @@ async def test_labels_update_in_place_while_a_run_goes(monkeypatch) -> None:
         assert pane.relabels > relabels
         header = pane.shown_header().splitlines()
         assert header[0] == f"completed · {rid}" and header[2] == "2,047/2,047 · 100.0%"
-        # `p` went to the launcher once, while the run was going.
-        await until(lambda: bool(fake.calls))
-        assert fake.calls == [("pause", rid)]
+
+
+async def test_p_pauses_a_going_run_and_r_resumes_it_detached() -> None:
+    rid = await start_run(SLOW)
+    async with attached_to(rid) as (_app, pilot, pane):
+        # The runner is this process, as a detached one would be its own: `p` signals it.
+        task = run_slowly(SLOW, rid, install_signals=True)
+        await shows(pane, "running", timeout=10)
+        await pilot.press("p")
+        paused = await asyncio.wait_for(task, timeout=60)
+        assert paused.status == "paused" and 0 < paused.steps_done < 2047
+        assert paused.reason == "paused by `nanobot pause`"
+        await shows(pane, "paused")
+        assert pane.shown_header().splitlines()[0] == f"paused · {rid}"
+        # `r`: a detached runner takes the run up where it paused and finishes it.
+        await pilot.press("r")
+        await shows(pane, "completed")
+        assert pane.shown_header().splitlines()[2] == "2,047/2,047 · 100.0%"
+        assert stored_status(rid) == "completed"
 
 
 async def test_enter_on_a_step_opens_the_inspect_screen() -> None:
@@ -249,12 +278,8 @@ async def test_enter_on_a_step_opens_the_inspect_screen() -> None:
         wrong = store.step(wrong_index)
     assert len(contested.votes) == 3 and contested.red_flags == {"parse": 2}
 
-    app = quiet_app(attach_run=rid)
-    async with app.run_test(size=SIZE) as pilot:
-        pane = pane_of(app)
-        await watching(pane, rid)
+    async with attached_to(rid) as (app, pilot, pane):
         tree = pane.run_tree
-        tree.focus()
         await pilot.press("space")
         block = tree.root.children[0]
         await until(lambda: len(block.children) == 10)
@@ -325,11 +350,7 @@ async def test_enter_on_a_step_opens_the_inspect_screen() -> None:
 async def test_the_runs_list_picks_another_run() -> None:
     first = await make_run(hanoi(6))
     second = await make_run(hanoi(7), steps=50)
-    app = quiet_app(attach_run=first)
-    async with app.run_test(size=SIZE) as pilot:
-        pane = pane_of(app)
-        await watching(pane, first)
-        pane.run_tree.focus()
+    async with attached_to(first) as (app, pilot, pane):
         await pilot.press("ctrl+r")
         await until(lambda: isinstance(app.screen, RunsScreen) and len(app.screen.runs) == 2)
         table = app.screen.query_one(DataTable)
@@ -356,36 +377,33 @@ async def test_the_runs_list_picks_another_run() -> None:
         assert app.attached_run == second
 
 
-async def test_resume_and_pause_go_to_the_nanobot_command(monkeypatch) -> None:
+async def test_resume_and_pause_go_to_the_run_control(monkeypatch) -> None:
     rid = await make_run(hanoi(8), steps=100)
-    fake = FakeLauncher(output=f"resumed\n{rid}\n")
-    monkeypatch.setattr(process_tree, "run_nanobot", fake)
-    app = quiet_app(attach_run=rid)
-    async with app.run_test(size=SIZE) as pilot:
-        pane = pane_of(app)
-        await watching(pane, rid)
-        pane.run_tree.focus()
+    async with attached_to(rid) as (app, pilot, pane):
+        status = pane.query_one("#process-status", Static)
         # Stopped: `p` does nothing (it shows disabled), `r` resumes it detached.
         assert pane.check_action("pause", ()) is None and pane.check_action("resume", ())
         await pilot.press("p")
         await pilot.pause(0.2)
-        assert fake.calls == []
+        assert stored_status(rid) == "stopped" and "pausing" not in shown(status)
         await pilot.press("r")
-        status = pane.query_one("#process-status", Static)
-        await until(lambda: "ok" in shown(status))
-        assert fake.calls == [("resume", rid, "--detach")]
-        assert shown(status) == f"nanobot resume {rid} --detach: ok · {rid}"
-        # A command that fails says why, in one line.
-        fake.returncode, fake.output = 1, "nanobot: run is already being run by pid 42\n"
+        await shows(pane, "completed")
+        assert pane.shown_header().splitlines()[2] == "255/255 · 100.0%"
+        assert stored_status(rid) == "completed"
+
+        # What the run control refuses, the pane says in one line, and notifies.
+        def refuse(run_id: str) -> str:
+            raise RunError(f"run {run_id} is already running (pid 42)")
+
+        other = await make_run(hanoi(6), steps=10)
+        monkeypatch.setattr(control, "resume_detached", refuse)
+        app.attached_run = other
+        await watching(pane, other)
         await pilot.press("r")
         await until(lambda: "failed" in shown(status))
-        assert shown(status).endswith("failed: nanobot: run is already being run by pid 42")
-
-
-def test_the_launcher_runs_the_nanobot_command() -> None:
-    result = run_nanobot(["--version"])
-    assert result.returncode == 0 and result.output.strip().startswith("nanobot ")
-    assert result.args == ("--version",)
+        assert shown(status) == f"resume {other} failed: run {other} is already running (pid 42)"
+        assert any(n.title == f"resume {other}" for n in app._notifications)
+        assert stored_status(other) == "stopped"
 
 
 SNAPSHOT_RUN = "snapshot-hanoi6"

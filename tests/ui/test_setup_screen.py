@@ -46,6 +46,7 @@ def shown(screen: SetupScreen, selector: str) -> str:
     return text_of(screen.query_one(selector, Static))
 
 
+@pytest.mark.model
 @pytest.mark.usefixtures("copy_on_hub")
 async def test_walk_with_back_a_failed_download_and_a_retry(
     hub: FakeHubServer, embedded_model: Path, nanobot_home: Path

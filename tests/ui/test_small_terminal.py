@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from textual.command import CommandPalette
 from textual.widgets import Input
 
@@ -244,9 +245,11 @@ def hang_up(tmp_path: Path, *, controlling: bool) -> None:
     assert list(paths.run_dir().glob("servers-*.json")) == []
 
 
+@pytest.mark.model
 def test_a_hung_up_terminal_ends_the_app_cleanly(tmp_path: Path) -> None:
     hang_up(tmp_path, controlling=True)  # SIGHUP
 
 
+@pytest.mark.model
 def test_a_terminal_at_end_of_file_ends_the_app_cleanly(tmp_path: Path) -> None:
     hang_up(tmp_path, controlling=False)  # no signal: the hang-up is seen by polling

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, Static, Tree
 
 from nanobot_tui.engine.context.ingest import ingest
@@ -85,6 +86,7 @@ async def open_volume(pilot, name: str) -> VolumeBrowser:
     return pane
 
 
+@pytest.mark.model
 async def test_empty_state_then_refresh(tmp_path: Path) -> None:
     app = NanobotApp(small_config())
     async with app.run_test(size=SIZE) as pilot:
@@ -111,6 +113,75 @@ async def test_empty_state_then_refresh(tmp_path: Path) -> None:
         await until(lambda: app.engine_state.ready or bool(app.engine_state.error))
 
 
+async def search_opens_the_viewer_at_the_hit(pilot: Pilot[None], rocket: list[str]) -> None:
+    """`/`, a query, Enter: ranked hits; the first opens the viewer at the line that
+    matched; G and g in the viewer; Esc back to the pane."""
+    app = pilot.app
+    pane = browser(app)
+    # `/` focuses the search box; a query lists ranked hits.
+    await pilot.press("slash")
+    query = pane.query_one("#volume-query", Input)
+    assert app.focused is query
+    await pilot.press(*"zephyr secret code")
+    await pilot.press("enter")
+    hits = pane.query_one("#volume-hits", OptionList)
+    await until(lambda: bool(pane.hits), timeout=10)
+    first = str(hits.get_option_at_index(0).prompt)
+    assert first.startswith("src/pkg/rocket.py:")
+    assert "7315" in first
+    status = str(pane.query_one("#volumes-status", Static).render())
+    assert "hits" in status
+    # Choosing the first hit opens the viewer at the line that matched.
+    target = rocket.index('    """The zephyr launch sequence: the secret code is 7315."""') + 1
+    assert pane.hits[0].line == target
+    hits.focus()
+    await pilot.press("enter")
+    await until(lambda: isinstance(app.screen, FileViewer))
+    view = app.screen.view
+    assert app.screen.title == "proj:src/pkg/rocket.py"
+    await until(lambda: on_screen(view, target))
+    assert view.target == target
+    assert viewer_row(view, target) == rocket[target - 1]
+    # The target sits mid-screen, and the view is highlighted as python.
+    middle = view.scroll_offset.y + view.scrollable_content_region.height // 2
+    assert abs(middle - target) <= 2
+    assert view._lexer is not None and "python" in view._lexer.aliases
+    # G and g go to the bottom and the top.
+    await pilot.press("G")
+    await until(lambda: on_screen(view, len(rocket)))
+    await pilot.press("g")
+    await until(lambda: view.scroll_offset.y == 0)
+    assert viewer_row(view, 1) == rocket[0]
+    await pilot.press("escape")
+    await until(lambda: not isinstance(app.screen, FileViewer))
+
+
+async def grep_hits_open_at_their_line(pilot: Pilot[None], rocket: list[str]) -> None:
+    """re:PATTERN greps; a hit reads file:line: text and opens the viewer at that line."""
+    app = pilot.app
+    pane = browser(app)
+    query = pane.query_one("#volume-query", Input)
+    query.focus()
+    query.value = r"re:def \w+\("
+    await pilot.press("enter")
+    await until(lambda: len(pane.hits) == 2, timeout=10)
+    hits = pane.query_one("#volume-hits", OptionList)
+    greet = rocket.index("def greet(name: str) -> str:") + 1
+    assert str(hits.get_option_at_index(0).prompt) == (
+        f"src/pkg/rocket.py:{greet}: def greet(name: str) -> str:"
+    )
+    assert "grep · 2 hits" in str(pane.query_one("#volumes-status", Static).render())
+    hits.focus()
+    await pilot.press("down", "enter")
+    await until(lambda: isinstance(app.screen, FileViewer))
+    launch = rocket.index("def launch_rocket(code: int) -> None:") + 1
+    await until(lambda: on_screen(app.screen.view, launch))
+    assert viewer_row(app.screen.view, launch) == rocket[launch - 1]
+    await pilot.press("escape")
+    await until(lambda: not isinstance(app.screen, FileViewer))
+
+
+@pytest.mark.model
 async def test_list_tree_search_grep_and_viewer(tmp_path: Path) -> None:
     project = make_project(tmp_path / "proj")
     report = ingest(project, name="proj")
@@ -161,67 +232,12 @@ async def test_list_tree_search_grep_and_viewer(tmp_path: Path) -> None:
         await until(lambda: app.screen.query(VolumeBrowser))
         pane = browser(app)
 
-        # `/` focuses the search box; a query lists ranked hits.
-        await pilot.press("slash")
-        query = pane.query_one("#volume-query", Input)
-        assert app.focused is query
-        await pilot.press(*"zephyr secret code")
-        await pilot.press("enter")
-        hits = pane.query_one("#volume-hits", OptionList)
-        await until(lambda: bool(pane.hits), timeout=10)
-        first = str(hits.get_option_at_index(0).prompt)
-        assert first.startswith("src/pkg/rocket.py:")
-        assert "7315" in first
-        status = str(pane.query_one("#volumes-status", Static).render())
-        assert "hits" in status
-        # Choosing the first hit opens the viewer at the line that matched.
-        target = rocket.index('    """The zephyr launch sequence: the secret code is 7315."""') + 1
-        assert pane.hits[0].line == target
-        hits.focus()
-        await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, FileViewer))
-        view = app.screen.view
-        assert app.screen.title == "proj:src/pkg/rocket.py"
-        await until(lambda: on_screen(view, target))
-        assert view.target == target
-        assert viewer_row(view, target) == rocket[target - 1]
-        # The target sits mid-screen, and the view is highlighted as python.
-        middle = view.scroll_offset.y + view.scrollable_content_region.height // 2
-        assert abs(middle - target) <= 2
-        assert view._lexer is not None and "python" in view._lexer.aliases
-        # G and g go to the bottom and the top.
-        await pilot.press("G")
-        await until(lambda: on_screen(view, len(rocket)))
-        await pilot.press("g")
-        await until(lambda: view.scroll_offset.y == 0)
-        assert viewer_row(view, 1) == rocket[0]
-        await pilot.press("escape")
-        await until(lambda: not isinstance(app.screen, FileViewer))
-
-        # re: greps; hits read file:line: text and open at that line.
-        pane = browser(app)
-        query = pane.query_one("#volume-query", Input)
-        query.focus()
-        query.value = r"re:def \w+\("
-        await pilot.press("enter")
-        await until(lambda: len(pane.hits) == 2, timeout=10)
-        hits = pane.query_one("#volume-hits", OptionList)
-        greet = rocket.index("def greet(name: str) -> str:") + 1
-        assert str(hits.get_option_at_index(0).prompt) == (
-            f"src/pkg/rocket.py:{greet}: def greet(name: str) -> str:"
-        )
-        assert "grep · 2 hits" in str(pane.query_one("#volumes-status", Static).render())
-        hits.focus()
-        await pilot.press("down", "enter")
-        await until(lambda: isinstance(app.screen, FileViewer))
-        launch = rocket.index("def launch_rocket(code: int) -> None:") + 1
-        await until(lambda: on_screen(app.screen.view, launch))
-        assert viewer_row(app.screen.view, launch) == rocket[launch - 1]
-        await pilot.press("escape")
-        await until(lambda: not isinstance(app.screen, FileViewer))
+        await search_opens_the_viewer_at_the_hit(pilot, rocket)
+        await grep_hits_open_at_their_line(pilot, rocket)
 
         # A bad pattern says so in one line.
         pane = browser(app)
+        query = pane.query_one("#volume-query", Input)
         query.focus()
         query.value = "re:("
         await pilot.press("enter")
@@ -242,6 +258,7 @@ async def test_list_tree_search_grep_and_viewer(tmp_path: Path) -> None:
         await until(lambda: not pane.is_open)
 
 
+@pytest.mark.model
 async def test_viewer_jumps_through_a_million_lines(tmp_path: Path) -> None:
     big = tmp_path / "big.log"
     with big.open("w") as out:
@@ -253,12 +270,10 @@ async def test_viewer_jumps_through_a_million_lines(tmp_path: Path) -> None:
         pane = await open_volume(pilot, "big")
         volume = pane.volume
         assert volume is not None
-        started = time.perf_counter()
         viewer = FileViewer(volume, "big.log", 900_000)
         await app.push_screen(viewer)
         view = viewer.view
         await until(lambda: on_screen(view, 900_000), timeout=10)
-        assert time.perf_counter() - started < 3
         assert viewer_row(view, 900_000) == "0900000 entry"
         assert viewer.sub_title.startswith("1,000,000 lines")
         assert view.virtual_size.height == 1_000_000

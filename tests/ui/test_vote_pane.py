@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
+import pytest
 from rich.text import Text
 from textual.screen import Screen
 from textual.widgets import Static
@@ -17,17 +19,14 @@ from nanobot_tui.engine.voting.maths import k_min
 from nanobot_tui.engine.voting.runner import RunSummary, VoteMonitor, run_domain
 from nanobot_tui.engine.voting.samplers.simulated import SimulatedSampler
 from nanobot_tui.ui.app import NanobotApp
+from nanobot_tui.ui.format import duration, fit, hbar, probability
 from nanobot_tui.ui.panes.votes import (
     CANDIDATE_WIDTH,
     HINT,
     NO_RUN,
     SECTIONS,
     VoteCounter,
-    duration,
-    fit,
-    hbar,
     histogram_rows,
-    probability,
     spark,
 )
 from tests.ui.test_app import small_config, until
@@ -39,6 +38,22 @@ def quiet_app() -> NanobotApp:
     """The app with no model servers: the pane needs none, and it starts at once."""
     config = small_config()
     return NanobotApp(config, workbench=Workbench(config, only_slots=()))
+
+
+def spy_updates(pane: VoteCounter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the pane's Statics handed new content from now on, in order."""
+    updates: list[str] = []
+    for static in pane.query(Static):
+        original = static.update
+
+        def spy(
+            content: Any, *, _id: str | None = static.id, _original: Any = original, **kw: Any
+        ) -> None:
+            updates.append(str(_id))
+            _original(content, **kw)
+
+        monkeypatch.setattr(static, "update", spy)
+    return updates
 
 
 def pane_of(app: NanobotApp) -> VoteCounter:
@@ -129,15 +144,7 @@ async def test_no_run_then_a_finished_run(monkeypatch) -> None:
         assert "finished · NOT solved ✗" in stats  # a simulated run with an error
 
         # A finished run is drawn once: later polls read nothing and redraw nothing.
-        updates: list[str] = []
-        for static in pane.query(Static):
-            original = static.update
-
-            def spy(content, *, _id=static.id, _original=original, **kw):
-                updates.append(_id)
-                return _original(content, **kw)
-
-            monkeypatch.setattr(static, "update", spy)
+        updates = spy_updates(pane, monkeypatch)
         polls = pane.polls
         await pilot.pause(4 * pane.INTERVAL)
         assert pane.polls == polls and updates == []
@@ -161,15 +168,7 @@ async def test_polls_only_when_visible_and_redraws_only_changes(monkeypatch) -> 
         assert steps_shown(pane) == (0, 7)
         assert "no votes yet" in pane.shown("step")
         assert pane.shown("flags") == "red flags none"
-        updates: list[str] = []
-        for static in pane.query(Static):
-            original = static.update
-
-            def spy(content, *, _id=static.id, _original=original, **kw):
-                updates.append(_id)
-                return _original(content, **kw)
-
-            monkeypatch.setattr(static, "update", spy)
+        updates = spy_updates(pane, monkeypatch)
         polls = pane.polls
         await until(lambda: pane.polls >= polls + 3, timeout=5)
         assert updates == []  # polled, nothing changed, nothing redrawn

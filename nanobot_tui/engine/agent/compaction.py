@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nanobot_tui.engine.agent.sessions import clip_content, now_ts, summary_message, summary_range
-from nanobot_tui.engine.llm.client import ChatResult, LLMError
+from nanobot_tui.engine.llm.errors import LLMError
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import ChatResult
+from nanobot_tui.errors import NanobotError
 
 DEFAULT_CHARS_PER_TOKEN = 3.0
 # Measured on SmolLM2's ChatML template: "<|im_start|>user\n...<|im_end|>\n" costs 5-6
@@ -68,17 +71,10 @@ Message = Mapping[str, Any]
 
 
 class Summarizer(Protocol):
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> ChatResult: ...
+    async def chat(self, request: ChatRequest) -> ChatResult: ...
 
 
-class CompactionError(Exception):
+class CompactionError(NanobotError):
     """The conversation cannot be made to fit; the message is one line."""
 
 
@@ -302,10 +298,9 @@ async def _summarise(
             {"role": "system", "content": SUMMARY_SYSTEM},
             {"role": "user", "content": prompt},
         ]
-        if extra:
-            result = await client.chat(request, temperature=0.2, max_tokens=max_tokens, extra=extra)
-        else:
-            result = await client.chat(request, temperature=0.2, max_tokens=max_tokens)
+        result = await client.chat(
+            ChatRequest(request, temperature=0.2, max_tokens=max_tokens, extra=extra)
+        )
         calls += 1
         text = result.content.strip()
         if not text:
@@ -386,79 +381,31 @@ async def compact(
     p = _prompt_length(msgs)
     prompt, body = msgs[:p], msgs[p:]
     ranges = _record_ranges(body)
-    summary_tokens = max_summary_tokens + PER_MESSAGE_TOKENS + 30  # the note's head
-
-    # The kept part starts at `cut`; body[:cut] is summarised. The last unit (the last
-    # message, or an assistant tool-call message with its results) is always kept.
-    last_unit = _back_to_unit(body, len(body) - 1) if body else 0
-    cut = min(last_unit, _back_to_unit(body, max(0, len(body) - max(0, keep_recent))))
-    if budget_tokens is not None:
-
-        def kept_tokens(c: int) -> int:
-            return est.estimate([*prompt, *body[c:]], tools) + (summary_tokens if c else 0)
-
-        while cut < last_unit and kept_tokens(cut) > budget_tokens:
-            cut = min(last_unit, _forward_to_unit(body, cut + 1))
-
-    summary, first, last = "", None, None
-    mechanical, error, calls = False, None, 0
+    fit = _Fit(prompt, est, tools, budget_tokens)
+    cut = _cut(body, keep_recent, fit, summary_tokens=max_summary_tokens + PER_MESSAGE_TOKENS + 30)
+    first: int | None = None
+    last: int | None = None
+    summary = _Summary()
     new_body: list[dict[str, Any]] = list(body)
     if cut > 0:
         first, last = ranges[0][0], ranges[cut - 1][1]
-        summary_chars = int(max_summary_tokens * est.chars_per_token / SAFETY)
-        piece_chars = max(
-            1000,
-            int(
-                (summarizer_context - 2 * max_summary_tokens - SUMMARIZER_PROMPT_TOKENS)
-                * SUMMARIZER_CHARS_PER_TOKEN
-            ),
+        summary = await _summarize_part(
+            body[:cut],
+            summarizer_client,
+            est,
+            max_summary_tokens,
+            summarizer_context,
+            summarizer_extra,
         )
-        limit = max(200, int(piece_chars * MESSAGE_SHARE))
-        lines = [_transcript_line(m, limit) for m in body[:cut]]
-        try:
-            summary, calls = await _summarise(
-                summarizer_client, lines, piece_chars, max_summary_tokens, summarizer_extra
-            )
-            if len(summary) > summary_chars:
-                summary = summary[: summary_chars - 1] + "…"
-        except LLMError as exc:
-            mechanical, error = True, str(exc).splitlines()[0][:200] if str(exc) else "error"
-            summary = mechanical_summary(body[:cut], summary_chars, error)
-        new_body = [summary_message(first, last, summary), *body[cut:]]
-
-    # Still too big: clip the largest kept messages (never a summary note), each from
-    # its original text so the session can redo the same clip.
-    clips: dict[int, int] = {}
+        new_body = [summary_message(first, last, summary.text), *body[cut:]]
     offset = 1 if cut > 0 else 0
-    originals = {k: new_body[k] for k in range(offset, len(new_body))}
-    shown = {
-        k: len(m["content"])
-        for k, m in originals.items()
-        if isinstance(m.get("content"), str) and summary_range(m) is None
-    }
-    while budget_tokens is not None:
-        total = est.estimate([*prompt, *new_body], tools)
-        if total <= budget_tokens:
-            break
-        candidates = [(n, k) for k, n in shown.items() if n > MIN_CLIP_CHARS]
-        if not candidates:
-            raise CompactionError(
-                f"the conversation cannot fit in {budget_tokens} tokens: after summarising "
-                f"and clipping it still needs about {total} (the system prompt about "
-                f"{est.estimate(prompt, tools)})"
-            )
-        size, k = max(candidates)
-        over = total - budget_tokens + 40  # the clip note's own tokens
-        keep_chars = max(MIN_CLIP_CHARS, size - int(over * est.chars_per_token) - 1)
-        new_body[k] = clip_content(originals[k], keep_chars)
-        shown[k] = keep_chars
-        clips[ranges[cut + k - offset][0]] = keep_chars
-
+    clipped = _clip_to_fit(new_body, offset, fit)
+    clips = {ranges[cut + k - offset][0]: n for k, n in clipped.items()}
     new_messages = [*prompt, *new_body]
     record: dict[str, Any] | None = None
     if cut > 0 or clips:
-        record = {"type": "compaction", "summary": summary, "first": first, "last": last}
-        if mechanical:
+        record = {"type": "compaction", "summary": summary.text, "first": first, "last": last}
+        if summary.mechanical:
             record["mechanical"] = True
         if clips:
             record["clipped"] = sorted(clips.items())
@@ -466,17 +413,112 @@ async def compact(
     return Compaction(
         messages=new_messages,
         record=record,
-        summary=summary,
+        summary=summary.text,
         first=first,
         last=last,
         summarized=cut,
         clipped=len(clips),
-        mechanical=mechanical,
-        error=error,
-        calls=calls,
+        mechanical=summary.mechanical,
+        error=summary.error,
+        calls=summary.calls,
         tokens_before=tokens_before,
         tokens_after=est.estimate(new_messages, tools),
     )
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What a compacted conversation must fit: its prompt, and the budget (None: no
+    budget, only `keep_recent` counts) as the estimator counts."""
+
+    prompt: list[dict[str, Any]]
+    est: TokenEstimator
+    tools: Sequence[Mapping[str, Any]] | None
+    budget: int | None
+
+    def tokens(self, body: Sequence[Message]) -> int:
+        return self.est.estimate([*self.prompt, *body], self.tools)
+
+
+def _cut(body: list[dict[str, Any]], keep_recent: int, fit: _Fit, summary_tokens: int) -> int:
+    """Where the kept part of `body` starts: body[:cut] is summarised. The last unit (the
+    last message, or an assistant tool-call message with its results) is always kept."""
+    last_unit = _back_to_unit(body, len(body) - 1) if body else 0
+    cut = min(last_unit, _back_to_unit(body, max(0, len(body) - max(0, keep_recent))))
+    if fit.budget is not None:
+        while (
+            cut < last_unit and fit.tokens(body[cut:]) + (summary_tokens if cut else 0) > fit.budget
+        ):
+            cut = min(last_unit, _forward_to_unit(body, cut + 1))
+    return cut
+
+
+@dataclass(frozen=True)
+class _Summary:
+    text: str = ""
+    mechanical: bool = False  # the summariser failed: the first line of each message
+    error: str | None = None  # why it failed
+    calls: int = 0  # summariser requests made
+
+
+async def _summarize_part(
+    part: list[dict[str, Any]],
+    client: Summarizer,
+    est: TokenEstimator,
+    max_summary_tokens: int,
+    summarizer_context: int,
+    extra: Mapping[str, Any] | None,
+) -> _Summary:
+    """The summary of `part` by the memory model, or a mechanical one when it fails."""
+    summary_chars = int(max_summary_tokens * est.chars_per_token / SAFETY)
+    piece_chars = max(
+        1000,
+        int(
+            (summarizer_context - 2 * max_summary_tokens - SUMMARIZER_PROMPT_TOKENS)
+            * SUMMARIZER_CHARS_PER_TOKEN
+        ),
+    )
+    limit = max(200, int(piece_chars * MESSAGE_SHARE))
+    lines = [_transcript_line(m, limit) for m in part]
+    try:
+        text, calls = await _summarise(client, lines, piece_chars, max_summary_tokens, extra)
+    except LLMError as exc:
+        error = str(exc).splitlines()[0][:200] if str(exc) else "error"
+        return _Summary(mechanical_summary(part, summary_chars, error), True, error)
+    if len(text) > summary_chars:
+        text = text[: summary_chars - 1] + "…"
+    return _Summary(text, calls=calls)
+
+
+def _clip_to_fit(new_body: list[dict[str, Any]], offset: int, fit: _Fit) -> dict[int, int]:
+    """Still too big: clip the largest kept messages of `new_body` from `offset` on (never
+    a summary note), each from its original text so the session can redo the same clip.
+    Returns {index in new_body: characters kept}."""
+    clips: dict[int, int] = {}
+    originals = {k: new_body[k] for k in range(offset, len(new_body))}
+    shown = {
+        k: len(m["content"])
+        for k, m in originals.items()
+        if isinstance(m.get("content"), str) and summary_range(m) is None
+    }
+    while fit.budget is not None:
+        total = fit.tokens(new_body)
+        if total <= fit.budget:
+            break
+        candidates = [(n, k) for k, n in shown.items() if n > MIN_CLIP_CHARS]
+        if not candidates:
+            raise CompactionError(
+                f"the conversation cannot fit in {fit.budget} tokens: after summarising "
+                f"and clipping it still needs about {total} (the system prompt about "
+                f"{fit.est.estimate(fit.prompt, fit.tools)})"
+            )
+        size, k = max(candidates)
+        over = total - fit.budget + 40  # the clip note's own tokens
+        keep_chars = max(MIN_CLIP_CHARS, size - int(over * fit.est.chars_per_token) - 1)
+        new_body[k] = clip_content(originals[k], keep_chars)
+        shown[k] = keep_chars
+        clips[k] = keep_chars
+    return clips
 
 
 __all__ = [

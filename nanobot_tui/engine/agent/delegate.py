@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
-from nanobot_tui.engine.llm.client import LLMError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError, object_schema
+from nanobot_tui.engine.llm.errors import LLMError
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.agent.loop import Agent
@@ -106,11 +106,7 @@ def delegate_tool(
         name="delegate",
         description="Hand a self-contained sub-task to a helper with the same tools; "
         "returns its short result.",
-        parameters={
-            "type": "object",
-            "properties": {"task": {"type": "string"}},
-            "required": ["task"],
-        },
+        parameters=object_schema({"task": "string"}, ["task"]),
         handler=run,
         read_only=False,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,20 +32,16 @@ from nanobot_tui.engine.agent.sessions import Session
 from nanobot_tui.engine.agent.tool_protocol import (
     ConstrainedTools,
     NativeTools,
+    Parsed,
     PromptedTools,
     ToolProtocol,
 )
 from nanobot_tui.engine.agent.tools.registry import ToolRegistry, ToolResult
-from nanobot_tui.engine.llm.client import (
-    ChatResult,
-    LLMClient,
-    LLMError,
-    StreamDone,
-    TextDelta,
-    ToolCall,
-    Usage,
-)
-from nanobot_tui.engine.serving.providers import ChatClient
+from nanobot_tui.engine.llm.chat_client import ChatClient
+from nanobot_tui.engine.llm.errors import LLMError
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import ChatResult, StreamDone, TextDelta, ToolCall, Usage
 
 # Unreadable calls or identical repeats in a row before the model must answer without tools.
 MAX_STRIKES = 3
@@ -148,108 +144,82 @@ class Agent:
             parts.append(self.protocol.system_text(self.tools.specs()))
         return {"role": "system", "content": "\n\n".join(p for p in parts if p)}
 
-    async def turn(self, user_text: str) -> AsyncIterator[AgentEvent]:
+    async def turn(self, user_text: str) -> AsyncGenerator[AgentEvent, None]:
         """Answer one user message, calling tools as the model asks."""
         self.session.append_message({"role": "user", "content": user_text})
-        total = Usage()
-        last_prompt = 0
-        strikes = 0
-        previous: list[tuple[str, str]] = []
-        stopped: str | None = None
-        round_no = 0
+        state = _Turn(user_text)
         try:
-            while True:
-                round_no += 1
-                final = round_no > self.max_rounds or strikes >= MAX_STRIKES
-                if final:
-                    stopped = "rounds" if round_no > self.max_rounds else "strikes"
-                t0 = time.perf_counter()
-                kept: list[dict[str, Any]] = []
-                sent: list[dict[str, Any]] = []
-                max_tokens = self.max_tokens
-                try:
-                    async for event in self._fit(user_text, final):
-                        if isinstance(event, Compacted):
-                            yield event
-                        else:
-                            kept, sent, max_tokens = event
-                except CompactionError as exc:
-                    # Nothing to send: the system prompt and the newest message alone do
-                    # not fit the window. Said, and the session stays as it was.
-                    answer = f"(Cannot ask the model: {exc})"
-                    yield AnswerDelta(answer)
-                    yield TurnDone(answer, round_no, "context", total, last_prompt)
-                    return
-                shown: list[str] = []
-                result: ChatResult | None = None
-                try:
-                    async for item in self._ask(sent, max_tokens, final, shown):
-                        if isinstance(item, AnswerDelta):
-                            yield item
-                        else:
-                            result = item
-                except asyncio.CancelledError:
-                    # Keep what was shown, so the session alternates user/assistant.
-                    partial = "".join(shown).strip()
-                    note = f"{partial} [cancelled]" if partial else "[cancelled]"
-                    self.session.append_message({"role": "assistant", "content": note})
-                    raise
-                assert result is not None
-                model_s = result.latency_s
-                total = _add(total, result.usage)
-                last_prompt = result.usage.prompt_tokens
-                self.estimator.observe(kept, last_prompt, self._request_tools())
-                parsed = self.protocol.parse(result.content, result.tool_calls, round_no)
-                server_s = _server_seconds(result)
-
-                if final or (not parsed.calls and not parsed.problem):
-                    answer = parsed.text
-                    if final and parsed.problem:  # not a readable call: take it as prose
-                        answer = result.content.strip()
-                    if final and parsed.calls:
-                        answer = (
-                            f"{answer}\n(No answer: after {round_no - 1} rounds the model "
-                            f"still asked for {parsed.calls[0].name}.)"
-                        ).strip()
-                    if not shown and answer:
-                        yield AnswerDelta(answer)  # held back while it looked like a call
-                    self.session.append_message({"role": "assistant", "content": answer})
-                    self.session.sync()
-                    wall = time.perf_counter() - t0
-                    yield RoundDone(round_no, result.usage, wall, model_s, server_s, 0.0)
-                    yield TurnDone(answer, round_no, stopped, total, last_prompt)
-                    return
-
-                if parsed.problem:
-                    strikes += 1
-                    self.session.append_message({"role": "assistant", "content": result.content})
-                    note = f"Tool call error: {parsed.problem}"
-                    self.session.append_message({"role": "user", "content": note})
-                    yield CallProblem(round_no, parsed.problem)
-                    wall = time.perf_counter() - t0
-                    yield RoundDone(round_no, result.usage, wall, model_s, server_s, 0.0)
-                    continue
-
-                calls = parsed.calls
-                self.session.append_message(_assistant_with_calls(parsed.text, calls))
-                yield ToolCalls(round_no, calls, parsed.text)
-                signature = [(c.name, c.arguments) for c in calls]
-                repeated = signature == previous
-                previous = signature
-                strikes = strikes + 1 if repeated else 0
-                t_tools = time.perf_counter()
-                results = await self._run_tools(calls)
-                tools_s = time.perf_counter() - t_tools
-                for r in results:
-                    content = r.content
-                    if repeated:
-                        content += "\n(The same call as before, the same result: answer now.)"
-                    self._append_result(r, content)
-                    yield ToolDone(r)
-                wall = time.perf_counter() - t0
-                yield RoundDone(round_no, result.usage, wall, model_s, server_s, tools_s)
+            while not state.done:
+                async with aclosing(self._round(state)) as events:
+                    async for event in events:
+                        yield event
         finally:
             self.session.sync()
+
+    async def _round(self, state: _Turn) -> AsyncGenerator[AgentEvent, None]:
+        """One request and what its reply asks for: the answer (the turn is done), a call
+        the model could not write (said back to it), or tool calls, run."""
+        state.round_no += 1
+        round_no = state.round_no
+        final = round_no > self.max_rounds or state.strikes >= MAX_STRIKES
+        if final:
+            state.stopped = "rounds" if round_no > self.max_rounds else "strikes"
+        t0 = time.perf_counter()
+        kept: list[dict[str, Any]] = []
+        sent: list[dict[str, Any]] = []
+        max_tokens = self.max_tokens
+        try:
+            async for event in self._fit(state.user_text, final):
+                if isinstance(event, Compacted):
+                    yield event
+                else:
+                    kept, sent, max_tokens = event
+        except CompactionError as exc:
+            # Nothing to send: the system prompt and the newest message alone do not fit
+            # the window. Said, and the session stays as it was.
+            answer = f"(Cannot ask the model: {exc})"
+            yield AnswerDelta(answer)
+            yield TurnDone(answer, round_no, "context", state.total, state.last_prompt)
+            state.done = True
+            return
+        shown: list[str] = []
+        result: ChatResult | None = None
+        try:
+            async for item in self._ask(sent, max_tokens, final, shown):
+                if isinstance(item, AnswerDelta):
+                    yield item
+                else:
+                    result = item
+        except asyncio.CancelledError:
+            # Keep what was shown, so the session alternates user/assistant.
+            partial = "".join(shown).strip()
+            note = f"{partial} [cancelled]" if partial else "[cancelled]"
+            self.session.append_message({"role": "assistant", "content": note})
+            raise
+        assert result is not None
+        state.total = _add(state.total, result.usage)
+        state.last_prompt = result.usage.prompt_tokens
+        self.estimator.observe(kept, state.last_prompt, self._request_tools())
+        parsed = self.protocol.parse(result.content, result.tool_calls, round_no)
+        if final or (not parsed.calls and not parsed.problem):
+            answer = _final_answer(parsed, result, final, round_no)
+            if not shown and answer:
+                yield AnswerDelta(answer)  # held back while it looked like a call
+            self.session.append_message({"role": "assistant", "content": answer})
+            self.session.sync()
+            yield _round_done(round_no, result, t0)
+            yield TurnDone(answer, round_no, state.stopped, state.total, state.last_prompt)
+            state.done = True
+        elif parsed.problem:
+            state.strikes += 1
+            self.session.append_message({"role": "assistant", "content": result.content})
+            note = f"Tool call error: {parsed.problem}"
+            self.session.append_message({"role": "user", "content": note})
+            yield CallProblem(round_no, parsed.problem)
+            yield _round_done(round_no, result, t0)
+        else:
+            async for step in self._call_tools(state, parsed, result, t0):
+                yield step
 
     # --- one request ----------------------------------------------------------------------
 
@@ -303,20 +273,19 @@ class Agent:
     ) -> AsyncIterator[AnswerDelta | ChatResult]:
         """Stream the model's answer; prose is passed on as it comes, anything that starts
         like a tool call is held back (`shown` collects what was passed on)."""
-        kwargs: dict[str, Any] = {"temperature": self.temperature, "max_tokens": max_tokens}
         specs = self._request_tools()
-        if specs:
-            kwargs["tools"] = specs
-            if final:
-                kwargs["tool_choice"] = "none"
-        if not final:
-            kwargs.update(self.protocol.request_extra(self.tools.specs()))
-        stop = None if final else self.protocol.stop()
-        if stop:
-            kwargs["stop"] = stop
+        request = ChatRequest(
+            messages,
+            tools=specs or None,
+            tool_choice="none" if specs and final else None,
+            response_format=None if final else self.protocol.response_format(self.tools.specs()),
+            temperature=self.temperature,
+            max_tokens=max_tokens,
+            stop=None if final else self.protocol.stop() or None,
+        )
         text: list[str] = []
         decided: bool | None = None  # True: prose, shown; False: a call, held back
-        async with aclosing(self.client.stream_chat(messages, **kwargs)) as stream:
+        async with aclosing(self.client.stream_chat(request)) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta):
                     text.append(event.text)
@@ -335,6 +304,29 @@ class Agent:
                     yield event.result
 
     # --- tools ----------------------------------------------------------------------------
+
+    async def _call_tools(
+        self, state: _Turn, parsed: Parsed, result: ChatResult, t0: float
+    ) -> AsyncIterator[AgentEvent]:
+        """Run the calls the model asked for and record their results, then end the round;
+        the same calls as the round before count as a strike, and their results say so."""
+        calls = parsed.calls
+        self.session.append_message(_assistant_with_calls(parsed.text, calls))
+        yield ToolCalls(state.round_no, calls, parsed.text)
+        signature = [(c.name, c.arguments) for c in calls]
+        repeated = signature == state.previous
+        state.previous = signature
+        state.strikes = state.strikes + 1 if repeated else 0
+        t_tools = time.perf_counter()
+        results = await self._run_tools(calls)
+        tools_s = time.perf_counter() - t_tools
+        for r in results:
+            content = r.content
+            if repeated:
+                content += "\n(The same call as before, the same result: answer now.)"
+            self._append_result(r, content)
+            yield ToolDone(r)
+        yield _round_done(state.round_no, result, t0, tools_s)
 
     async def _run_tools(self, calls: list[ToolCall]) -> list[ToolResult]:
         task = asyncio.ensure_future(self.tools.execute_all(calls))
@@ -364,6 +356,41 @@ class Agent:
 # --- helpers ----------------------------------------------------------------------------
 
 
+@dataclass
+class _Turn:
+    """Where a turn is: its rounds so far, and what they cost."""
+
+    user_text: str
+    round_no: int = 0
+    total: Usage = field(default_factory=Usage)  # summed over the turn's requests
+    last_prompt: int = 0
+    strikes: int = 0  # unreadable calls or identical repeats in a row
+    previous: list[tuple[str, str]] = field(default_factory=list)  # the last round's calls
+    stopped: str | None = None
+    done: bool = False
+
+
+def _final_answer(parsed: Parsed, result: ChatResult, final: bool, round_no: int) -> str:
+    """The turn's answer: the reply's prose; on the final round, whatever the model
+    wrote, noting a tool call it still asked for."""
+    answer = parsed.text
+    if final and parsed.problem:  # not a readable call: take it as prose
+        answer = result.content.strip()
+    if final and parsed.calls:
+        answer = (
+            f"{answer}\n(No answer: after {round_no - 1} rounds the model "
+            f"still asked for {parsed.calls[0].name}.)"
+        ).strip()
+    return answer
+
+
+def _round_done(round_no: int, result: ChatResult, t0: float, tools_s: float = 0.0) -> RoundDone:
+    wall = time.perf_counter() - t0
+    return RoundDone(
+        round_no, result.usage, wall, result.latency_s, _server_seconds(result), tools_s
+    )
+
+
 def _assistant_with_calls(text: str, calls: list[ToolCall]) -> dict[str, Any]:
     return {
         "role": "assistant",
@@ -389,12 +416,16 @@ def _server_seconds(result: ChatResult) -> float | None:
     return (t.prompt_ms + t.predicted_ms) / 1000 if t is not None else None
 
 
-async def detect_protocol(client: object, mode: str = "auto") -> ToolProtocol:
+async def detect_protocol(client: ChatClient, mode: str = "auto") -> ToolProtocol:
     """The protocol `mode` names; for "auto", prompted tools on a llama.cpp server whose
     template cannot render them, native tools everywhere else (cloud APIs, other
     OpenAI-compatible servers)."""
     if mode != "auto":
-        return {"native": NativeTools, "prompted": PromptedTools}.get(mode, ConstrainedTools)()
+        named: dict[str, Callable[[], ToolProtocol]] = {
+            "native": NativeTools,
+            "prompted": PromptedTools,
+        }
+        return named.get(mode, ConstrainedTools)()
     if isinstance(client, LLMClient):
         try:
             props = await client.props()

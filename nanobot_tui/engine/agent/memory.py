@@ -20,7 +20,8 @@ from typing import Any
 
 from nanobot_tui import paths
 from nanobot_tui.atomic import write_atomic
-from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError, object_schema
+from nanobot_tui.errors import NanobotError
 
 try:
     import fcntl
@@ -34,7 +35,7 @@ SCRATCH_SUFFIX = ".scratch.md"
 _SECTION_NAME = re.compile(r"[^\n#]{1,80}")
 
 
-class MemoryFileError(Exception):
+class MemoryFileError(NanobotError):
     """A memory or scratchpad file that cannot be read or written; one line."""
 
 
@@ -222,40 +223,34 @@ def memory_tools(memory: MemoryFile, scratchpad: Scratchpad) -> list[Tool]:
         except MemoryFileError as exc:
             raise ToolError(str(exc)) from None
 
+    note = object_schema(
+        {"note": "string", "section": {"type": "string", "description": "section to replace"}},
+        ["note"],
+    )
+    text = object_schema(
+        {"text": "string", "append": {"type": "boolean", "description": "false replaces all"}},
+        ["text"],
+    )
     return [
         Tool(
-            name="memory_update",
-            description="Save a lasting note to MEMORY.md, or replace a ## section.",
-            parameters={
-                "type": "object",
-                "properties": {
-                    "note": {"type": "string"},
-                    "section": {"type": "string", "description": "section to replace"},
-                },
-                "required": ["note"],
-            },
-            handler=memory_update,
+            "memory_update",
+            "Save a lasting note to MEMORY.md, or replace a ## section.",
+            note,
+            memory_update,
             read_only=False,
         ),
         Tool(
-            name="scratchpad_write",
-            description="Write working notes for this session.",
-            parameters={
-                "type": "object",
-                "properties": {
-                    "text": {"type": "string"},
-                    "append": {"type": "boolean", "description": "false replaces all"},
-                },
-                "required": ["text"],
-            },
-            handler=scratchpad_write,
+            "scratchpad_write",
+            "Write working notes for this session.",
+            text,
+            scratchpad_write,
             read_only=False,
         ),
         Tool(
-            name="scratchpad_read",
-            description="Read this session's working notes.",
-            parameters={"type": "object", "properties": {}},
-            handler=scratchpad_read,
+            "scratchpad_read",
+            "Read this session's working notes.",
+            object_schema({}),
+            scratchpad_read,
         ),
     ]
 

@@ -25,8 +25,7 @@ from typing import Any
 from nanobot_tui import paths
 from nanobot_tui.engine.agent.memory import atomic_write
 from nanobot_tui.engine.agent.sessions import SUFFIX, Session, SessionError, SessionStore
-from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
-from nanobot_tui.engine.context.index import tokens
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError, object_schema
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.context.search import (
     Embedder,
@@ -36,7 +35,10 @@ from nanobot_tui.engine.context.search import (
     search,
     search_with_vectors,
 )
-from nanobot_tui.engine.context.volume import Volume, VolumeError, delete_volume, volume_dir
+from nanobot_tui.engine.context.storage import VolumeError, delete_volume, volume_dir
+from nanobot_tui.engine.context.tokens import tokens
+from nanobot_tui.engine.context.volume import Volume
+from nanobot_tui.errors import NanobotError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def export_text(session: Session) -> str:
     return "\n".join(out) + "\n"
 
 
-class RecallError(Exception):
+class RecallError(NanobotError):
     """Recall cannot work here; the message is one line."""
 
 
@@ -265,11 +267,7 @@ def recall_tool(recall: SessionRecall) -> Tool:
     return Tool(
         name="recall",
         description="Search past sessions for what was said.",
-        parameters={
-            "type": "object",
-            "properties": {"query": {"type": "string"}, "top": {"type": "integer"}},
-            "required": ["query"],
-        },
+        parameters=object_schema({"query": "string", "top": "integer"}, ["query"]),
         handler=handler,
     )
 

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 from nanobot_tui import paths
 from nanobot_tui.engine.agent.tools.registry import ToolResult
+from nanobot_tui.errors import NanobotError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,18 @@ _CLIP_NOTE = (
 )
 
 
-class SessionError(Exception):
+class SessionError(NanobotError):
     """A session that cannot be created, read or written; the message is one line."""
 
     def __init__(self, message: object) -> None:
         super().__init__(" ".join(str(message).split()))
 
 
-class SessionNotFound(SessionError):
+class SessionNameError(SessionError, UsageError):
+    """A session name that cannot be used: not a safe name, or taken already."""
+
+
+class SessionNotFound(SessionError, UsageError):
     """No session of that name; the message lists a few that exist."""
 
 
@@ -71,7 +76,7 @@ def valid_name(name: str) -> str:
     """`name` itself when it is a safe session name: 1-64 of A-Z a-z 0-9 . _ -, starting
     with a letter or digit (so no paths, no hidden files)."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise SessionError(
+        raise SessionNameError(
             f"bad session name {name!r}: use 1 to 64 of A-Z a-z 0-9 . _ -, "
             "starting with a letter or digit"
         )
@@ -125,7 +130,7 @@ def _dump(record: dict[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
-def _check_record(record: Any) -> None:
+def _check_record(record: object) -> None:
     if not isinstance(record, dict):
         raise SessionError(f"a session record is a dict, not {type(record).__name__}")
     kind = record.get("type")
@@ -256,7 +261,7 @@ class Session:
             self.warnings.append(warning)
             log.warning(warning)
             return items
-        if ranged:
+        if isinstance(first, int) and isinstance(last, int):  # ranged, and checked above
             kept = [item for item in items if not (first <= item[0] and item[1] <= last)]
             at = sum(1 for _, b, _ in kept if b < first)
             note = (first, last, summary_message(first, last, str(record.get("summary", ""))))
@@ -444,7 +449,7 @@ class SessionStore:
                     _dump({"type": "meta", "name": name, "created": ts, "version": 1, "ts": ts})
                 )
         except FileExistsError:
-            raise SessionError(f"session {name!r} exists already; open it instead") from None
+            raise SessionNameError(f"session {name!r} exists already; open it instead") from None
         except OSError as exc:
             raise SessionError(f"cannot create session {name!r}: {exc}") from None
         return Session(path)
@@ -456,9 +461,6 @@ class SessionStore:
             known = ", ".join(names) if names else "none yet"
             raise SessionNotFound(f"no session named {name!r} (recent: {known})")
         return Session(path)
-
-    def open_or_create(self, name: str) -> Session:
-        return self.open(name) if self.path_of(name).is_file() else self.create(name)
 
     def list(self) -> list[SessionInfo]:
         """Every session, the most recently updated first."""
@@ -484,6 +486,7 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionInfo",
+    "SessionNameError",
     "SessionNotFound",
     "SessionStore",
     "clip_content",

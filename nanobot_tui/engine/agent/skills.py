@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanobot_tui import paths
-from nanobot_tui.engine.context.index import STOP_WORDS, tokens
+from nanobot_tui.engine.context.tokens import STOP_WORDS, tokens
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nanobot_tui.engine.llm.client import ToolCall
+from nanobot_tui.engine.llm.results import ToolCall
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 
@@ -43,7 +43,7 @@ class ToolProtocol(Protocol):
 
     def stop(self) -> list[str] | None: ...
 
-    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]: ...
+    def response_format(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any] | None: ...
 
     def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
@@ -66,8 +66,8 @@ class NativeTools:
     def stop(self) -> list[str] | None:
         return None
 
-    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return {}
+    def response_format(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        return None
 
     def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         # The session keeps the tool's name on its result for display; the OpenAI schema
@@ -107,8 +107,8 @@ class PromptedTools:
     def stop(self) -> list[str] | None:
         return [CALL_CLOSE]  # one call per turn: the model waits for its result
 
-    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return {}
+    def response_format(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        return None
 
     def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Assistant tool calls back into their text form; tool results as one user turn
@@ -191,9 +191,9 @@ class ConstrainedTools(PromptedTools):
     def stop(self) -> list[str] | None:
         return None
 
-    def request_extra(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def response_format(self, specs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         if not specs:
-            return {}
+            return None
         choices: list[dict[str, Any]] = [_closed({"answer": {"type": "string"}})]
         for spec in specs:
             function = spec["function"]
@@ -202,7 +202,7 @@ class ConstrainedTools(PromptedTools):
             params["additionalProperties"] = False
             choices.append(_closed({"tool": {"const": function["name"]}, "arguments": params}))
         schema = {"anyOf": choices}
-        return {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+        return {"type": "json_schema", "json_schema": {"schema": schema}}
 
     def wire(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out = super().wire(messages)

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from nanobot_tui.engine.context.search import SearchHit, search, search_with_vectors
 from nanobot_tui.engine.context.volume import Line, Volume
-from nanobot_tui.engine.llm.client import LLMClient, Usage
+from nanobot_tui.engine.llm.chat_client import ChatClient
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import Usage
 
 ASK_PROMPT = (
     "Answer the question using only these excerpts. Quote names, numbers and codes "
@@ -93,7 +96,7 @@ def cite(lines: list[Line]) -> Citation:
 async def ask(
     volume: Volume,
     question: str,
-    client: LLMClient,
+    client: ChatClient,
     *,
     top: int = 3,
     window: int = WINDOW_LINES,
@@ -123,7 +126,9 @@ async def ask(
     result.excerpt_chars = len(text)
     result.prompt = ASK_PROMPT.format(excerpts=text, question=question)
     answer = await client.chat(
-        [{"role": "user", "content": result.prompt}], temperature=0.0, max_tokens=max_tokens
+        ChatRequest(
+            [{"role": "user", "content": result.prompt}], temperature=0.0, max_tokens=max_tokens
+        )
     )
     result.answer = answer.content.strip()
     result.usage = answer.usage

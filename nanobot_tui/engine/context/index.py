@@ -15,8 +15,7 @@ opening the index of a 1 GB volume reads almost nothing) and one small `meta.jso
     post_tf.npy      term frequencies
     vectors*.npy     (search.py) cached chunk embeddings, keyed by chunk hash
 
-The chunk table is an array, not JSON as first sketched: a 1 GB volume has ~250,000
-chunks, which is no longer "a small JSON".
+The chunk table is an array rather than JSON: a 1 GB volume has ~250,000 chunks.
 
 Chunks: lines are packed greedily while the chunk's bytes (newlines included) stay within
 CHUNK_CHARS. Bytes bound characters from above, so a chunk never has more than
@@ -24,14 +23,7 @@ CHUNK_CHARS characters; non-ASCII text simply gets somewhat shorter chunks. A ch
 crosses a file boundary, and a single line longer than CHUNK_CHARS is a chunk on its own.
 Cutting needs only the line-offset table: one `searchsorted` per chunk, no text is read.
 
-Tokens (shared by the index and by queries, see `tokens()`): the words `[A-Za-z0-9_]+`,
-lower-cased; an identifier written in snake_case or camelCase also yields its parts and
-their concatenation (`parseHttpRequest` -> parsehttprequest, parse, http, request;
-`parse_http_request` -> parse_http_request, parsehttprequest, parse, http, request), so the
-two spellings meet. Numbers are kept; one-character tokens are dropped; no stemming (code
-and logs are full of names that a stemmer would mangle, and exact names are what people
-search for). A term id is blake2b(token, digest_size=8) read as a little-endian uint64:
-stable across runs and machines, so no vocabulary strings are stored.
+Tokens, term ids and simhashes come from tokens.py.
 
 Re-indexing reuses work: a chunk whose content hash (blake2b-8 of its bytes) is found in
 the previous index gets its forward entry and simhash copied, without re-tokenising; the
@@ -48,17 +40,19 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
-import struct
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from nanobot_tui.engine.context.npy import NpyAppender
+from nanobot_tui.engine.context.storage import INDEX_DIR
+from nanobot_tui.engine.context.tokens import forward_entry, simhash
+from nanobot_tui.errors import NanobotError
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.volume import Volume
@@ -68,20 +62,13 @@ __all__ = [
     "CHUNK_DTYPE",
     "INDEX_VERSION",
     "K1",
-    "STOP_WORDS",
     "B",
     "Chunk",
     "ChunkIndex",
     "ChunkIndexError",
     "IndexReport",
     "build_index",
-    "forward_entry",
-    "hamming",
     "plan_chunks",
-    "simhash",
-    "term_hash",
-    "term_hashes",
-    "tokens",
 ]
 
 INDEX_VERSION = 1
@@ -89,7 +76,6 @@ TOKENIZER = "words+snake+camel,lower,min2,blake2b-8"
 CHUNK_CHARS = 4000
 K1 = 1.2
 B = 0.75
-INDEX_DIR = "index"
 # Postings are sorted in partitions of about this many entries (top bits of the term
 # hash), so a 1 GB volume's ~100M forward entries never need one giant argsort.
 PARTITION_ENTRIES = 1 << 22
@@ -107,127 +93,22 @@ CHUNK_DTYPE = np.dtype(
     ]
 )
 
-# A small English stop-word list. Chunks keep these words (the index is language-agnostic
-# and BM25's idf already makes them cheap); queries drop them, and simhashes ignore them
-# so that they describe what a chunk is about rather than its grammar.
-_STOP_TEXT = """
-    a an and are as at be been being but by can could did do does doing for from had has
-    have having he her here hers him his how i if in into is it its itself me my no nor not
-    of off on once only or other our ours out over own same she should so some such than
-    that the their theirs them then there these they this those through to too under until
-    up very was we were what when where which while who whom why will with would you your
-    yours about above after again against all am any because before below between both
-    down during each few further more most just now
-"""
-STOP_WORDS = frozenset(_STOP_TEXT.split())
-
 # Called as progress("index", done, total) with done and total in chunks.
-ProgressFn = Callable[..., Any]
+ProgressFn = Callable[[str, int, int], None]
 
 
-class ChunkIndexError(Exception):
+class ChunkIndexError(NanobotError):
     """The index is missing, stale or unreadable; the message is one line."""
 
 
-# --------------------------------------------------------------------------- tokens
+class LineSpan(Protocol):
+    """What chunking needs of a file: where its lines start in the volume, and how many."""
 
-_WORD = re.compile(r"[A-Za-z0-9_]+")
-_NEEDS_SPLIT = re.compile(r"_|[a-z][A-Z]|[A-Z][A-Z][a-z]")
-_CAMEL_EDGE = re.compile(r"[a-z][A-Z]|[A-Z][A-Z][a-z]")
-_CAMEL_PART = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z]+[0-9]*|[0-9]+")
+    @property
+    def first_line(self) -> int: ...
 
-
-def _expand(word: str) -> tuple[str, ...]:
-    """The tokens one word yields: itself lower-cased, plus its snake/camel parts."""
-    low = word.lower()
-    if not _NEEDS_SPLIT.search(word):
-        return (low,) if len(low) > 1 else ()
-    parts: list[str] = []
-    for segment in word.split("_"):
-        if not segment:
-            continue
-        if _CAMEL_EDGE.search(segment):
-            parts.extend(p.lower() for p in _CAMEL_PART.findall(segment))
-        else:
-            parts.append(segment.lower())
-    out = dict.fromkeys([low])
-    if len(parts) > 1:
-        out["".join(parts)] = None
-    out.update(dict.fromkeys(parts))
-    return tuple(t for t in out if len(t) > 1 and t.strip("_"))
-
-
-def tokens(text: str) -> list[str]:
-    """Every token of `text`, in order, with repeats (a word's parts follow the word)."""
-    return [t for word in _WORD.findall(text) for t in _expand(word)]
-
-
-def term_hash(token: str) -> int:
-    """The stable 64-bit id of a token."""
-    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
-
-
-# word (as written) -> its token hashes. Vocabularies are far smaller than token counts,
-# so each distinct word is split and hashed once; the cache is dropped when it grows past
-# _WORD_CACHE_MAX (logs full of unique ids would otherwise grow it without bound).
-_WORD_CACHE: dict[str, tuple[int, ...]] = {}
-_WORD_CACHE_MAX = 500_000
-
-
-def _word_hashes(word: str) -> tuple[int, ...]:
-    hashes = _WORD_CACHE.get(word)
-    if hashes is None:
-        if len(_WORD_CACHE) >= _WORD_CACHE_MAX:
-            _WORD_CACHE.clear()
-        hashes = _WORD_CACHE[word] = tuple(term_hash(t) for t in _expand(word))
-    return hashes
-
-
-def term_hashes(text: str) -> list[int]:
-    """The term ids of `text`, in order, with repeats."""
-    return [h for word in _WORD.findall(text) for h in _word_hashes(word)]
-
-
-STOP_HASHES = np.array(sorted(term_hash(w) for w in STOP_WORDS), dtype=np.uint64)
-
-
-def forward_entry(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """A text's forward-index entry: its distinct term ids (sorted uint64) and their
-    frequencies (uint32)."""
-    tf: dict[int, int] = {}
-    get = tf.get
-    for word, count in Counter(_WORD.findall(text)).items():
-        for h in _word_hashes(word):
-            tf[h] = get(h, 0) + count
-    terms = np.fromiter(tf.keys(), dtype=np.uint64, count=len(tf))
-    freqs = np.fromiter(tf.values(), dtype=np.uint32, count=len(tf))
-    order = np.argsort(terms)
-    return terms[order], freqs[order]
-
-
-# --------------------------------------------------------------------------- simhash
-
-_BITS = np.arange(64, dtype=np.uint64)
-
-
-def simhash(terms: np.ndarray, weights: np.ndarray | None = None) -> int:
-    """Charikar's 64-bit simhash of a bag of term ids: bit i is set when the (weighted)
-    terms with bit i set outweigh those without. Stop words are left out."""
-    terms = np.asarray(terms, dtype=np.uint64)
-    w = np.ones(len(terms)) if weights is None else np.asarray(weights, dtype=np.float64)
-    keep = ~np.isin(terms, STOP_HASHES)
-    terms, w = terms[keep], w[keep]
-    if terms.size == 0:
-        return 0
-    bits = ((terms[:, None] >> _BITS) & np.uint64(1)).astype(np.float64)  # (n, 64)
-    votes = 2.0 * (w @ bits) - w.sum()
-    return int(np.bitwise_or.reduce(np.where(votes > 0, np.uint64(1) << _BITS, np.uint64(0))))
-
-
-def hamming(a: int | np.ndarray, b: int | np.ndarray) -> np.ndarray:
-    """Bits that differ between simhashes (elementwise on arrays)."""
-    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
-    return np.bitwise_count(x)
+    @property
+    def n_lines(self) -> int: ...
 
 
 # --------------------------------------------------------------------------- chunks
@@ -268,16 +149,9 @@ class IndexReport:
         }
 
 
-def _line_starts(volume: Volume) -> np.ndarray:
-    """The volume's line-start table (uint64, n_lines + 1 with the final sentinel)."""
-    for name in ("line_starts", "starts", "_starts", "_lines"):
-        starts = getattr(volume, name, None)
-        if isinstance(starts, np.ndarray) and len(starts) == volume.n_lines + 1:
-            return starts
-    return np.load(volume.dir / "lines.npy", mmap_mode="r")
-
-
-def plan_chunks(starts: np.ndarray, files: list[Any], chunk_chars: int = CHUNK_CHARS) -> np.ndarray:
+def plan_chunks(
+    starts: np.ndarray, files: Sequence[LineSpan], chunk_chars: int = CHUNK_CHARS
+) -> np.ndarray:
     """Cut every file's lines into chunks; returns (n, 3) int64 rows of
     (file index, first line, end line) with 0-based line indices, end exclusive."""
     rows: list[tuple[int, int, int]] = []
@@ -304,40 +178,6 @@ def _fingerprint(volume: Volume) -> str:
     for f in volume.files:
         h.update(f"{f.path}\0{f.sha1}\0{f.first_line}\0{f.n_lines}\n".encode())
     return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- .npy files
-
-
-def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
-    """A version 1.0 .npy header padded to exactly 128 bytes (enough for any 1-D or 2-D
-    shape), so it can be written after the data once the length is known."""
-    shape_text = "(" + "".join(f"{n}," for n in shape) + ")"
-    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}"
-    body = text.encode("latin1")
-    pad = 128 - 10 - len(body) - 1
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + body + b" " * pad + b"\n"
-
-
-class _NpyAppender:
-    """Appends 1-D arrays of one dtype to a .npy file without holding them in memory."""
-
-    def __init__(self, path: Path, dtype: str) -> None:
-        self.path = path
-        self.dtype = np.dtype(dtype)
-        self.count = 0
-        self._file = path.open("wb")
-        self._file.write(b"\0" * 128)
-
-    def append(self, array: np.ndarray) -> None:
-        data = np.ascontiguousarray(array, dtype=self.dtype)
-        self._file.write(data.tobytes())
-        self.count += data.size
-
-    def close(self) -> None:
-        self._file.seek(0)
-        self._file.write(_npy_header(self.dtype.str, (self.count,)))
-        self._file.close()
 
 
 def _load(folder: Path, name: str) -> np.ndarray:
@@ -419,10 +259,6 @@ class ChunkIndex:
             simhash=int(row["simhash"]),
             length=int(row["length"]),
         )
-
-    def chunk_bytes(self, volume: Volume, i: int) -> bytes:
-        row = self.chunks[i]
-        return bytes(volume.raw()[int(row["start"]) : int(row["end"])])
 
     def chunk_text(self, volume: Volume, i: int) -> str:
         """The chunk's lines joined with "\\n", the CR of CRLF lines dropped: exactly
@@ -515,14 +351,61 @@ def build_index(volume: Volume, *, progress: ProgressFn | None = None) -> IndexR
     # A crash between the two renames of _swap_in leaves only index.old: reuse that.
     old = volume.dir / (INDEX_DIR + ".old")
     previous = _Previous(folder if (folder / "meta.json").exists() else old)
-    starts = _line_starts(volume)
+    forward = _write_forward(volume, tmp, previous, progress)
+    previous.index = None  # release its mmaps before the folder goes away
+
+    table, n = forward.table, len(forward.table)
+    np.save(tmp / "chunks.npy", table)
+    np.save(tmp / "fwd_offsets.npy", forward.offsets)
+    n_terms, n_postings = _write_postings(tmp, forward.offsets)
+    lengths = table["length"].astype(np.float64)
+    source = folder if folder.is_dir() else old
+    for cached in source.glob("vectors*") if source.is_dir() else ():
+        shutil.copy2(cached, tmp / cached.name)
+    meta = {
+        "version": INDEX_VERSION,
+        "tokenizer": TOKENIZER,
+        "chunk_chars": CHUNK_CHARS,
+        "k1": K1,
+        "b": B,
+        "n_chunks": n,
+        "n_terms": n_terms,
+        "n_postings": n_postings,
+        "avgdl": float(lengths.mean()) if n else 0.0,
+        "fingerprint": _fingerprint(volume),
+        "n_lines": int(volume.n_lines),
+        "n_bytes": int(volume.n_bytes),
+        "reused": forward.reused,
+        "tokenized": forward.tokenized,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    _swap_in(tmp, folder)
+    seconds = time.perf_counter() - started
+    return IndexReport(n, forward.reused, forward.tokenized, n_terms, seconds)
+
+
+@dataclass(frozen=True)
+class _Forward:
+    table: np.ndarray  # CHUNK_DTYPE rows
+    offsets: np.ndarray  # fwd_offsets
+    reused: int
+    tokenized: int
+
+
+def _write_forward(
+    volume: Volume, folder: Path, previous: _Previous, progress: ProgressFn | None
+) -> _Forward:
+    """Cut the volume into chunks and write their forward entries (fwd_terms.npy and
+    fwd_tf.npy in `folder`), one chunk at a time: copied from the previous index when the
+    chunk's content hash is there, tokenised otherwise."""
+    starts = volume.starts
     plan = plan_chunks(starts, volume.files)
     n = len(plan)
-
     table = np.zeros(n, dtype=CHUNK_DTYPE)
     fwd_offsets = np.zeros(n + 1, dtype=np.uint64)
-    terms_out = _NpyAppender(tmp / "fwd_terms.npy", "<u8")
-    tf_out = _NpyAppender(tmp / "fwd_tf.npy", "<u4")
+    terms_out = NpyAppender(folder / "fwd_terms.npy", "<u8")
+    tf_out = NpyAppender(folder / "fwd_tf.npy", "<u4")
     raw = volume.raw()
     reused = tokenized = 0
     step = max(1, n // 100)
@@ -550,37 +433,7 @@ def build_index(volume: Volume, *, progress: ProgressFn | None = None) -> IndexR
     finally:
         terms_out.close()
         tf_out.close()
-    previous.index = None  # release its mmaps before the folder goes away
-
-    np.save(tmp / "chunks.npy", table)
-    np.save(tmp / "fwd_offsets.npy", fwd_offsets)
-    n_terms, n_postings = _write_postings(tmp, fwd_offsets)
-    lengths = table["length"].astype(np.float64)
-    avgdl = float(lengths.mean()) if n else 0.0
-    source = folder if folder.is_dir() else old
-    for cached in source.glob("vectors*") if source.is_dir() else ():
-        shutil.copy2(cached, tmp / cached.name)
-    seconds = time.perf_counter() - started
-    meta = {
-        "version": INDEX_VERSION,
-        "tokenizer": TOKENIZER,
-        "chunk_chars": CHUNK_CHARS,
-        "k1": K1,
-        "b": B,
-        "n_chunks": n,
-        "n_terms": n_terms,
-        "n_postings": n_postings,
-        "avgdl": avgdl,
-        "fingerprint": _fingerprint(volume),
-        "n_lines": int(volume.n_lines),
-        "n_bytes": int(volume.n_bytes),
-        "reused": reused,
-        "tokenized": tokenized,
-        "seconds": round(seconds, 3),
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    _swap_in(tmp, folder)
-    return IndexReport(n, reused, tokenized, n_terms, time.perf_counter() - started)
+    return _Forward(table, fwd_offsets, reused, tokenized)
 
 
 def _swap_in(tmp: Path, folder: Path) -> None:
@@ -607,11 +460,11 @@ def _write_postings(folder: Path, fwd_offsets: np.ndarray) -> tuple[int, int]:
     freqs = np.load(folder / "fwd_tf.npy", mmap_mode="r")
     total = len(terms)
     parts = _partitions(total)
-    vocab_out = _NpyAppender(folder / "vocab.npy", "<u8")
-    df_out = _NpyAppender(folder / "df.npy", "<u4")
-    offsets_out = _NpyAppender(folder / "post_offsets.npy", "<u8")
-    docs_out = _NpyAppender(folder / "post_docs.npy", "<u4")
-    tf_out = _NpyAppender(folder / "post_tf.npy", "<u4")
+    vocab_out = NpyAppender(folder / "vocab.npy", "<u8")
+    df_out = NpyAppender(folder / "df.npy", "<u4")
+    offsets_out = NpyAppender(folder / "post_offsets.npy", "<u8")
+    docs_out = NpyAppender(folder / "post_docs.npy", "<u4")
+    tf_out = NpyAppender(folder / "post_tf.npy", "<u4")
     offsets_out.append(np.zeros(1, dtype=np.uint64))
     written = 0
     try:

@@ -1,7 +1,8 @@
-"""The micro-tools with the seed's names, over volumes, plus named values in memory.
+"""The context micro-tools over volumes, plus named values in memory: ctx_length,
+ctx_slice, ctx_grep, ctx_search, ctx_summarize, mem_store, mem_recall.
 
-CLI, volume browser and agent all call these, so their signatures are stable:
-ctx_length, ctx_slice, ctx_grep, ctx_search, ctx_summarize, mem_store, mem_recall.
+The CLI, the volume browser and the agent all call these, so their names and signatures
+stay stable.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nanobot_tui.engine.context.grep import GrepResult
 from nanobot_tui.engine.context.search import SearchResult, search, search_with_vectors
-from nanobot_tui.engine.context.volume import GrepResult, Line, Volume, VolumeError
+from nanobot_tui.engine.context.storage import VolumeError, VolumeInputError
+from nanobot_tui.engine.context.volume import Line, Volume
+from nanobot_tui.engine.llm.request import ChatRequest
 
 if TYPE_CHECKING:
-    from nanobot_tui.engine.llm.client import LLMClient
+    from nanobot_tui.engine.llm.chat_client import ChatClient
+    from nanobot_tui.engine.llm.openai import LLMClient
 
 # A slice is read by a model with a small window: cap it rather than flood the context.
 MAX_SLICE_LINES = 2000
@@ -65,7 +70,7 @@ class ContextStore:
     def __init__(
         self,
         *,
-        summarizer: LLMClient | None = None,
+        summarizer: ChatClient | None = None,
         embedder: LLMClient | None = None,
         summary_tokens: int = SUMMARY_MAX_TOKENS,
     ) -> None:
@@ -100,9 +105,9 @@ class ContextStore:
     def ctx_slice(self, volume: str, start: int, end: int) -> list[Line]:
         """Volume lines start..end, 1-based and inclusive (as grep -n numbers them)."""
         if end < start:
-            raise VolumeError(f"ctx_slice: end {end} is before start {start}")
+            raise VolumeInputError(f"ctx_slice: end {end} is before start {start}")
         if end - start + 1 > MAX_SLICE_LINES:
-            raise VolumeError(
+            raise VolumeInputError(
                 f"ctx_slice: {end - start + 1} lines asked, at most {MAX_SLICE_LINES} at once"
             )
         return self.volume(volume).lines(start, end)
@@ -125,7 +130,7 @@ class ContextStore:
         v = self.volume(volume)
         lines = v.lines(start, end)
         if not lines:
-            raise VolumeError(f"ctx_summarize: no lines in {start}..{end} of {volume}")
+            raise VolumeInputError(f"ctx_summarize: no lines in {start}..{end} of {volume}")
         where = f"{volume} lines {lines[0].vline}-{lines[-1].vline}"
         pieces = _pieces([line.text for line in lines], SUMMARY_PIECE_CHARS)
         calls = 0
@@ -142,9 +147,11 @@ class ContextStore:
     async def _summarize(self, prompt: str, where: str, text: str) -> str:
         assert self.summarizer is not None
         result = await self.summarizer.chat(
-            [{"role": "user", "content": prompt.format(where=where, text=text)}],
-            temperature=0.2,
-            max_tokens=self.summary_tokens,
+            ChatRequest(
+                [{"role": "user", "content": prompt.format(where=where, text=text)}],
+                temperature=0.2,
+                max_tokens=self.summary_tokens,
+            )
         )
         return result.content.strip()
 

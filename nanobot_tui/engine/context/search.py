@@ -26,30 +26,28 @@ import os
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from nanobot_tui.engine.context.index import (
-    STOP_WORDS,
-    ChunkIndex,
-    ChunkIndexError,
-    hamming,
-    simhash,
-    term_hash,
-    tokens,
-)
+from nanobot_tui.engine.context.index import ChunkIndex, ChunkIndexError
+from nanobot_tui.engine.context.storage import INDEX_DIR
+from nanobot_tui.engine.context.tokens import STOP_WORDS, hamming, simhash, term_hash, tokens
+from nanobot_tui.errors import NanobotError, UsageError
 
 if TYPE_CHECKING:
-    from nanobot_tui.engine.context.volume import Volume
+    from nanobot_tui.engine.context.volume import Line, Volume
 
 __all__ = [
     "EMBED_CHARS",
     "RRF_K",
     "SIMHASH_NUDGE",
     "Embedder",
+    "Embeddings",
+    "QueryError",
     "SearchError",
     "SearchHit",
     "SearchResult",
@@ -84,12 +82,30 @@ VECTORS_FILE = "vectors.npy"
 VECTORS_META = "vectors.json"
 
 
-class SearchError(Exception):
-    """The query or the volume cannot be searched; the message is one line."""
+class SearchError(NanobotError):
+    """The volume cannot be searched (no index, the embedding model failed); one line."""
+
+
+class QueryError(SearchError, UsageError):
+    """The query itself cannot be searched: empty, or without a word."""
+
+
+class Embeddings(Protocol):
+    """An embedding server's answer: one vector per input, and the model's name."""
+
+    @property
+    def vectors(self) -> Sequence[Sequence[float]]: ...
+
+    @property
+    def model(self) -> str: ...
 
 
 class Embedder(Protocol):
-    async def embeddings(self, inputs: list[str]) -> Any: ...
+    async def embeddings(self, inputs: list[str]) -> Embeddings: ...
+
+
+# Called as progress("embed", done, total) while chunks are embedded.
+EmbedProgress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -153,13 +169,13 @@ class VectorReport:
 
 # One opened index per volume object, dropped with the volume; reopened when the index
 # folder was rebuilt (its meta.json changed).
-_INDEXES: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], ChunkIndex]] = (
+_INDEXES: weakref.WeakKeyDictionary[Volume, tuple[tuple[int, int], ChunkIndex]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def _index(volume: Volume) -> ChunkIndex:
-    meta = volume.dir / "index" / "meta.json"
+    meta = volume.dir / INDEX_DIR / "meta.json"
     try:
         st = meta.stat()
         stamp = (st.st_ino, st.st_mtime_ns)
@@ -189,7 +205,7 @@ def query_terms(query: str) -> list[str]:
 
 def _check_query(query: str) -> None:
     if not query or not query.strip():
-        raise SearchError("the search query is empty")
+        raise QueryError("the search query is empty")
 
 
 # --------------------------------------------------------------------------- lexical
@@ -218,7 +234,7 @@ def search(volume: Volume, query: str, top: int = 10) -> SearchResult:
     _check_query(query)
     words = query_terms(query)
     if not words:
-        raise SearchError(f"the query {query!r} has no searchable words (letters or digits)")
+        raise QueryError(f"the query {query!r} has no searchable words (letters or digits)")
     index = _index(volume)
     ids, scores = _lexical(index, words)
     top = max(0, int(top))
@@ -250,7 +266,7 @@ def _hit(volume: Volume, index: ChunkIndex, i: int, score: float, words: list[st
     )
 
 
-def _best_line(index: ChunkIndex, lines: list[Any], words: list[str]) -> int:
+def _best_line(index: ChunkIndex, lines: list[Line], words: list[str]) -> int:
     """Index into `lines` of the line covering the most query idf (then the most query
     tokens); the first non-blank line when none matches."""
     weights = {w: index.idf(term_hash(w)) or 1e-3 for w in words}
@@ -283,11 +299,11 @@ def _preview(text: str, words: list[str]) -> str:
 
 
 # (embedder key, query) -> (model, unit vector): a repeated query costs no request.
-_QUERY_VECTORS: OrderedDict[tuple[Any, str], tuple[str, np.ndarray]] = OrderedDict()
+_QUERY_VECTORS: OrderedDict[tuple[Hashable, str], tuple[str, np.ndarray]] = OrderedDict()
 _QUERY_CACHE_MAX = 256
 
 
-def _embedder_key(embedder: Any) -> Any:
+def _embedder_key(embedder: Embedder) -> Hashable:
     base = getattr(embedder, "base_url", None)
     return (
         (type(embedder).__qualname__, base, getattr(embedder, "model", None))
@@ -301,7 +317,7 @@ def _is_too_large(exc: Exception) -> bool:
     return "too large" in text or "batch size" in text or "context length" in text
 
 
-def _unit(rows: Any) -> np.ndarray:
+def _unit(rows: Sequence[Sequence[float]]) -> np.ndarray:
     array = np.asarray(rows, dtype=np.float32)
     if array.ndim == 1:
         array = array[None, :]
@@ -330,12 +346,12 @@ class _Embedding:
                 # One line for the user; the cause (an LLMError) stays on __cause__.
                 line = " ".join(str(exc).split()) or type(exc).__name__
                 raise SearchError(f"the embedding model failed: {line}") from exc
-            vectors = getattr(result, "vectors", result)
+            vectors = result.vectors
             if len(vectors) != len(texts):
                 raise SearchError(
                     f"the embedding model returned {len(vectors)} vectors for {len(texts)} texts"
                 )
-            self.model = self.model or str(getattr(result, "model", "") or "")
+            self.model = self.model or str(result.model or "")
             return _unit(vectors)
 
 
@@ -369,7 +385,7 @@ def _write_vector_cache(
     os.replace(tmp, folder / VECTORS_META)
 
 
-async def _query_vector(call: _Embedding, embedder: Any, query: str) -> tuple[str, np.ndarray]:
+async def _query_vector(call: _Embedding, embedder: Embedder, query: str) -> tuple[str, np.ndarray]:
     key = (_embedder_key(embedder), query)
     cached = _QUERY_VECTORS.get(key)
     if cached is not None:
@@ -388,7 +404,7 @@ async def ensure_vectors(
     embedder: Embedder,
     model: str,
     *,
-    progress: Any = None,
+    progress: EmbedProgress | None = None,
     batch: int = EMBED_BATCH,
 ) -> tuple[np.ndarray, VectorReport]:
     """Unit vectors of every chunk (rows in chunk order), embedding only the chunks whose

@@ -8,72 +8,56 @@ same ChatResult and stream events LLMClient gives, so a slot can change provider
 its callers knowing.
 
     async with AnthropicClient(api_key, "claude-sonnet-4-5") as claude:
-        result = await claude.chat(messages, tools=tools, max_tokens=512)
+        result = await claude.chat(ChatRequest(messages, tools=tools, max_tokens=512))
         print(result.content, result.tool_calls, result.usage.completion_tokens)
 
-Errors are llm.py's: `RequestError` (4xx, with Anthropic's own message), `ServerError`
-(5xx and 529 overloaded, after the retries), `ServerUnavailable` (cannot connect, or the
-connection dropped), `LLMTimeout`, `ResponseFormatError`. Connection failures, 429, 5xx
-and 529 are retried with a 0.25 s backoff that doubles (longer when the server's
-retry-after says so); a stream is never retried once its response has begun.
+Errors are `engine.llm.errors`: `RequestError` (4xx, with Anthropic's own message),
+`ServerError` (5xx and 529 overloaded, after the retries), `ServerUnavailable` (cannot
+connect, or the connection dropped), `LLMTimeout`, `ResponseFormatError`. Connection
+failures, 429, 5xx and 529 are retried by the shared `Transport`, longer when the
+server's retry-after says so.
 
 What the Messages API lacks is said, not faked: `n` > 1 is refused with a RequestError
-that names `n` (LLMSampler then draws one sample per request); `seed` is ignored (there is
-none); temperatures above 1 are cut to 1 (Anthropic's range is 0-1, OpenAI's 0-2).
+that names `n` (LLMSampler then draws one sample per request), and so is
+`response_format`; `seed` is ignored (there is none); temperatures above 1 are cut to 1
+(Anthropic's range is 0-1, OpenAI's 0-2).
 
 The API key travels only in the x-api-key header: it is masked in `repr(client)` and
-scrubbed from every error message this module builds.
+scrubbed from every error message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
 
-from nanobot_tui.engine.llm.client import (
+from nanobot_tui.engine.llm.errors import LLMError, RequestError, ServerError
+from nanobot_tui.engine.llm.request import ChatRequest, Message
+from nanobot_tui.engine.llm.results import (
     ChatResult,
     Choice,
-    LLMError,
-    LLMTimeout,
     ReasoningDelta,
-    RequestError,
-    ResponseFormatError,
-    ServerError,
-    ServerUnavailable,
-    StreamDone,
     StreamEvent,
     TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
-    _clip,
-    _describe,
-    _Secret,
-    _server_message,
 )
+from nanobot_tui.engine.llm.streaming import assemble
+from nanobot_tui.engine.llm.transport import ApiRules, Secret, Transport, TransportClient
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "AnthropicClient"]
-
-log = logging.getLogger(__name__)
-
-Message = Mapping[str, Any]
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # The Messages API requires max_tokens; OpenAI-style callers may leave it out.
 DEFAULT_MAX_TOKENS = 1024
 
-_BACKOFF_S = 0.25
-_MAX_RETRY_AFTER_S = 30.0
-# Rate limits, server faults and 529 "overloaded" pass; other 4xx are the request's fault.
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-_MAX_CONNECTIONS = 16
 
 _FINISH_REASONS = {
     "end_turn": "stop",
@@ -299,90 +283,128 @@ def _result(data: Mapping[str, Any], latency: float) -> ChatResult:
     )
 
 
-class _StreamState:
+class _EventAssembler:
     """Assembles one streamed message out of its content-block events."""
 
-    __slots__ = ("calls", "model", "reasoning", "stop_reason", "text", "usage")
+    unit = "event"
 
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.reasoning: list[str] = []
+    def __init__(self, url: str, transport: Transport) -> None:
+        self._url = url
+        self._transport = transport
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
         # content block index -> [call index, id, name, argument pieces]
-        self.calls: dict[int, list[Any]] = {}
-        self.usage: dict[str, Any] = {}
-        self.stop_reason: str | None = None
-        self.model = ""
+        self._calls: dict[int, list[Any]] = {}
+        self._usage: dict[str, Any] = {}
+        self._stop_reason: str | None = None
+        self._model = ""
+        self._last: dict[str, Any] = {}
+        self._done = False
 
-    def events(self, event: Mapping[str, Any]) -> list[StreamEvent]:
-        """Fold one SSE event in; the stream events it gives the caller."""
+    def fold(self, name: str, data: str) -> list[StreamEvent] | None:
+        if name != "data":
+            return []
+        event = self._transport.stream_object(self._url, data, "stream event")
+        self._last = event
         kind = event.get("type")
+        if kind == "error":
+            raise self._transport.stream_error(self._url, data, typed=True)
+        if kind == "message_stop":
+            self._done = True
+            return None
         if kind == "content_block_delta":
-            delta = event["delta"]
-            dkind = delta.get("type")
-            if dkind == "text_delta":
-                self.text.append(delta["text"])
-                return [TextDelta(delta["text"])]
-            if dkind == "input_json_delta":
-                call = self.calls[event["index"]]
-                piece = delta.get("partial_json") or ""
-                call[3].append(piece)
-                return [ToolCallDelta(call_index=call[0], id=None, name=None, arguments=piece)]
-            if dkind == "thinking_delta":
-                self.reasoning.append(delta["thinking"])
-                return [ReasoningDelta(delta["thinking"])]
-        elif kind == "content_block_start":
-            block = event["content_block"]
-            if block.get("type") == "tool_use":
-                # The API sends input {} here and the JSON in deltas; a proxy may send it whole.
-                first = _arguments(block["input"]) if block.get("input") else ""
-                call = [len(self.calls), block["id"], block["name"], [first] if first else []]
-                self.calls[event["index"]] = call
-                return [ToolCallDelta(call[0], id=call[1], name=call[2], arguments=first)]
-            if block.get("type") == "text" and block.get("text"):
-                self.text.append(block["text"])
-                return [TextDelta(block["text"])]
-        elif kind == "message_start":
+            return self._delta(event)
+        if kind == "content_block_start":
+            return self._block_start(event)
+        if kind == "message_start":
             message = event["message"]
-            self.model = message.get("model") or ""
-            self.usage.update(message.get("usage") or {})
+            self._model = message.get("model") or ""
+            self._usage.update(message.get("usage") or {})
         elif kind == "message_delta":
-            self.stop_reason = event.get("delta", {}).get("stop_reason") or self.stop_reason
+            self._stop_reason = event.get("delta", {}).get("stop_reason") or self._stop_reason
             # Counts here are cumulative; fields left null keep message_start's value.
             usage = event.get("usage") or {}
-            self.usage.update({k: v for k, v in usage.items() if v is not None})
+            self._usage.update({k: v for k, v in usage.items() if v is not None})
         # ping, content_block_stop, signature deltas and event types added later: nothing.
         return []
 
-    def result(self, latency: float, ttft: float | None, last: dict[str, Any]) -> ChatResult:
+    def _delta(self, event: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = event["delta"]
+        kind = delta.get("type")
+        if kind == "text_delta":
+            self._text.append(delta["text"])
+            return [TextDelta(delta["text"])]
+        if kind == "input_json_delta":
+            call = self._calls[event["index"]]
+            piece = delta.get("partial_json") or ""
+            call[3].append(piece)
+            return [ToolCallDelta(call_index=call[0], id=None, name=None, arguments=piece)]
+        if kind == "thinking_delta":
+            self._reasoning.append(delta["thinking"])
+            return [ReasoningDelta(delta["thinking"])]
+        return []
+
+    def _block_start(self, event: Mapping[str, Any]) -> list[StreamEvent]:
+        block = event["content_block"]
+        if block.get("type") == "tool_use":
+            # The API sends input {} here and the JSON in deltas; a proxy may send it whole.
+            first = _arguments(block["input"]) if block.get("input") else ""
+            call = [len(self._calls), block["id"], block["name"], [first] if first else []]
+            self._calls[event["index"]] = call
+            return [ToolCallDelta(call[0], id=call[1], name=call[2], arguments=first)]
+        if block.get("type") == "text" and block.get("text"):
+            self._text.append(block["text"])
+            return [TextDelta(block["text"])]
+        return []
+
+    @property
+    def complete(self) -> bool:
+        """Only message_stop ends a message: a stream cut before it is incomplete."""
+        return self._done
+
+    def result(self, latency_s: float, ttft_s: float | None) -> ChatResult:
         calls = [
             ToolCall(id=cid, name=name, arguments="".join(parts) or "{}")
-            for _, cid, name, parts in sorted(self.calls.values(), key=lambda c: c[0])
+            for _, cid, name, parts in sorted(self._calls.values(), key=lambda c: c[0])
         ]
         choice = Choice(
-            content="".join(self.text),
+            content="".join(self._text),
             tool_calls=calls,
-            finish_reason=_finish_reason(self.stop_reason),
-            reasoning="".join(self.reasoning),
+            finish_reason=_finish_reason(self._stop_reason),
+            reasoning="".join(self._reasoning),
         )
         return ChatResult(
             choices=[choice],
-            usage=_usage(self.usage),
+            usage=_usage(self._usage),
             timings=None,
-            latency_s=latency,
-            model=self.model,
-            raw=last,
-            ttft_s=ttft,
+            latency_s=latency_s,
+            model=self._model,
+            raw=self._last,
+            ttft_s=ttft_s,
         )
 
 
 # --------------------------------------------------------------------------- client
 
 
-class AnthropicClient:
+def _status_error(url: str, status: int, message: str, error_type: str, attempts: int) -> LLMError:
+    cls = ServerError if status >= 500 else RequestError
+    tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+    return cls.answered(url, status, message, error_type, tries)
+
+
+_RULES = ApiRules(
+    _status_error,
+    # Rate limits, server faults and 529 "overloaded" pass; other 4xx are the request's fault.
+    retry_statuses=frozenset({429, 500, 502, 503, 504, 529}),
+    honour_retry_after=True,
+)
+
+
+class AnthropicClient(TransportClient):
     """Async client for Anthropic's Messages API (`POST {base_url}/v1/messages`).
 
-    `base_url` is the API root ("https://api.anthropic.com", with or without "/v1"). Use
-    it as an async context manager or call `close()`.
+    `base_url` is the API root ("https://api.anthropic.com", with or without "/v1").
     """
 
     def __init__(
@@ -402,68 +424,35 @@ class AnthropicClient:
         base = base_url.rstrip("/").removesuffix("/v1")
         self.base_url = base
         self.model = model
-        self.retries = max(0, retries)
         self.default_max_tokens = default_max_tokens
-        self._timeout = timeout
-        self._key = _Secret(api_key)
         self._url = base + "/v1/messages"
-        self._http = httpx.AsyncClient(
-            headers={
-                "x-api-key": api_key,
-                "anthropic-version": API_VERSION,
-                "accept": "application/json",
-            },
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
-            ),
+        headers = {
+            "x-api-key": api_key,
+            "anthropic-version": API_VERSION,
+            "accept": "application/json",
+        }
+        self._transport = Transport(
+            _RULES,
+            base,
+            headers,
+            Secret(api_key),
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
             transport=transport,
-            verify=base.startswith("https://"),  # no SSL context for a plain-http proxy
         )
 
     def __repr__(self) -> str:
         return f"AnthropicClient(base_url={self.base_url!r}, model={self.model!r}, api_key='***')"
 
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> AnthropicClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     # ------------------------------------------------------------------ chat
 
-    def _payload(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[Mapping[str, Any]] | None,
-        tool_choice: str | Mapping[str, Any] | None,
-        temperature: float | None,
-        max_tokens: int | None,
-        n: int | None,
-        stop: str | Sequence[str] | None,
-        extra: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
+    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+        """The Messages API body; a RequestError, before anything is sent, for what the
+        API cannot express or would refuse (it would answer 400)."""
         try:
-            if n is not None and n > 1:
-                raise _Refused(f"n = {n}: the Messages API gives one answer per request")
-            system, turns = to_anthropic_messages(messages)
-            payload: dict[str, Any] = {
-                "model": self.model,
-                "max_tokens": max_tokens or self.default_max_tokens,
-                "messages": turns,
-            }
-            if system:
-                payload["system"] = system
-            if tools:
-                payload["tools"] = to_anthropic_tools(tools)
-                # Without tools there is nothing to choose (and the API refuses the field).
-                if tool_choice is not None:
-                    payload["tool_choice"] = to_anthropic_tool_choice(tool_choice)
+            payload = self._translated(request)
         except (_Refused, KeyError, TypeError, AttributeError) as exc:
-            # Refused here rather than sent: the API would answer 400 to it.
             message = (
                 str(exc)
                 if isinstance(exc, _Refused)
@@ -475,198 +464,57 @@ class AnthropicClient:
                 server_message=message,
                 error_type="invalid_request_error",
             ) from None
-        if temperature is not None:
-            payload["temperature"] = min(temperature, 1.0)
+        if request.temperature is not None:
+            payload["temperature"] = min(request.temperature, 1.0)
+        stop = request.stop
         if stop is not None:
             payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        if extra:
-            payload.update(extra)
+        if request.extra:
+            payload.update(request.extra)
         return payload
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        n: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> ChatResult:
-        """One non-streamed message. `extra` is merged into the request body last
-        (Messages API fields such as `top_k`, `thinking` or `metadata`)."""
-        payload = self._payload(
-            messages, tools, tool_choice, temperature, max_tokens, n, stop, extra
-        )
-        start = time.perf_counter()
-        response = await self._send(payload, stream=False)
-        latency = time.perf_counter() - start
-        try:
-            data = json.loads(response.content)
-            return _result(data, latency)
-        except ValueError as exc:
-            raise ResponseFormatError(
-                f"{self._url}: malformed JSON from the server ({exc}): "
-                f"{self._scrub(_clip(response.text))}"
-            ) from None
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ResponseFormatError(
-                f"{self._url}: unexpected answer shape ({type(exc).__name__}: {exc}): "
-                f"{self._scrub(_clip(response.text))}"
-            ) from None
+    def _translated(self, request: ChatRequest) -> dict[str, Any]:
+        if request.n is not None and request.n > 1:
+            raise _Refused(f"n = {request.n}: the Messages API gives one answer per request")
+        if request.response_format is not None:
+            raise _Refused("response_format: the Messages API has no constrained output")
+        system, turns = to_anthropic_messages(request.messages)
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens or self.default_max_tokens,
+            "messages": turns,
+        }
+        if system:
+            payload["system"] = system
+        if request.tools:
+            payload["tools"] = to_anthropic_tools(request.tools)
+            # Without tools there is nothing to choose (and the API refuses the field).
+            if request.tool_choice is not None:
+                payload["tool_choice"] = to_anthropic_tool_choice(request.tool_choice)
+        return payload
 
-    async def stream_chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        n: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        """One non-streamed message."""
+        payload = self._payload(request)
+        start = time.perf_counter()
+        response = await self._transport.send("POST", self._url, payload)
+        latency = time.perf_counter() - start
+        data = self._transport.decode(response, self._url)
+        try:
+            return _result(data, latency)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise self._transport.shape_error(self._url, exc, response) from None
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream a message: TextDelta / ReasoningDelta / ToolCallDelta as they arrive,
         then one StreamDone with the whole answer, the tool calls and the usage.
 
         Stop early with `contextlib.aclosing(...)` or by cancelling: the connection closes.
         """
-        payload = self._payload(
-            messages, tools, tool_choice, temperature, max_tokens, n, stop, extra
-        )
+        payload = self._payload(request)
         payload["stream"] = True
-        url = self._url
-        start = time.perf_counter()
-        response = await self._send(payload, stream=True)
-        state = _StreamState()
-        last: dict[str, Any] = {}
-        ttft: float | None = None
-        finished = False
-        try:
-            try:
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):  # event: names, blank lines, comments
-                        continue
-                    data = line[5:].strip()
-                    try:
-                        event = json.loads(data)
-                    except ValueError as exc:
-                        raise ResponseFormatError(
-                            f"{url}: malformed JSON in stream ({exc}): {self._scrub(_clip(data))}"
-                        ) from None
-                    if not isinstance(event, dict):
-                        raise ResponseFormatError(
-                            f"{url}: stream event is not a JSON object: {self._scrub(_clip(data))}"
-                        )
-                    last = event
-                    kind = event.get("type")
-                    if kind == "error":
-                        raise self._stream_error(data.encode())
-                    if kind == "message_stop":
-                        finished = True
-                        break
-                    for out in state.events(event):
-                        if ttft is None and not isinstance(out, ToolCallDelta):
-                            ttft = time.perf_counter() - start
-                        yield out
-            except (KeyError, AttributeError, TypeError) as exc:
-                raise ResponseFormatError(
-                    f"{url}: unexpected stream event shape ({type(exc).__name__}: {exc})"
-                ) from None
-            except httpx.TimeoutException as exc:
-                raise LLMTimeout(
-                    f"{url}: no data for {self._timeout:g} s mid-stream ({type(exc).__name__})"
-                ) from exc
-            except httpx.TransportError as exc:
-                raise ServerUnavailable(
-                    f"{url}: connection lost mid-stream: {_describe(exc)}"
-                ) from exc
-        finally:
-            await response.aclose()
-        if not finished:
-            raise ServerUnavailable(f"{url}: stream ended before the answer was complete")
-        yield StreamDone(state.result(time.perf_counter() - start, ttft, last))
-
-    # ------------------------------------------------------------------ transport
-
-    async def _send(self, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
-        """POST with bounded retries; raise an LLMError for any failure. The returned
-        response has status < 400."""
-        url = self._url
-        delay = _BACKOFF_S
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                request = self._http.build_request("POST", url, json=payload)
-                response = await self._http.send(request, stream=stream)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt <= self.retries:
-                    log.debug("POST %s: %s; retry in %.2f s", url, _describe(exc), delay)
-                    await asyncio.sleep(delay)
-                    delay *= 2
-                    continue
-                raise ServerUnavailable(
-                    f"{url}: cannot connect after {attempt} attempt(s): {_describe(exc)}"
-                ) from exc
-            except httpx.TimeoutException as exc:
-                raise LLMTimeout(
-                    f"{url}: no answer within {self._timeout:g} s ({type(exc).__name__})"
-                ) from exc
-            except httpx.TransportError as exc:
-                raise ServerUnavailable(f"{url}: connection failed: {_describe(exc)}") from exc
-
-            status = response.status_code
-            if status < 400:
-                return response
-            try:
-                body = await response.aread()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
-            if status in _RETRY_STATUSES and attempt <= self.retries:
-                wait = max(delay, _retry_after(response.headers.get("retry-after")))
-                log.debug("POST %s: HTTP %d; retry in %.2f s", url, status, wait)
-                await asyncio.sleep(wait)
-                delay *= 2
-                continue
-            raise self._status_error(status, body, attempt)
-
-    def _status_error(self, status: int, body: bytes, attempts: int) -> LLMError:
-        message, error_type = _server_message(body)
-        message = self._scrub(message)
-        cls = ServerError if status >= 500 else RequestError
-        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
-        return cls(
-            f"{self._url}: HTTP {status}: {message}{tries}",
-            status=status,
-            server_message=message,
-            error_type=error_type,
-        )
-
-    def _stream_error(self, body: bytes) -> LLMError:
-        message, error_type = _server_message(body)
-        message = self._scrub(message)
-        return ServerError(
-            f"{self._url}: error mid-stream ({error_type or 'error'}): {message}",
-            status=200,
-            server_message=message,
-            error_type=error_type,
-        )
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key.value, "***")
-
-
-def _retry_after(value: str | None) -> float:
-    """Seconds the server asked to wait (capped), 0 when it did not say."""
-    try:
-        return min(max(float(value or 0), 0.0), _MAX_RETRY_AFTER_S)
-    except ValueError:
-        return 0.0
+        fields = self._transport.sse(self._url, payload)
+        assembler = _EventAssembler(self._url, self._transport)
+        async with aclosing(assemble(fields, assembler, self._url)) as events:
+            async for event in events:
+                yield event

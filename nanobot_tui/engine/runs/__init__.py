@@ -1,44 +1,15 @@
-"""Durable processes: a run's tree of steps persisted as it goes (store), executed by a
-runner that resumes after any crash (durable), controlled and detached (control), traced
-(traces). The engine never imports textual.
+"""Durable runs: a voted run's tree of steps persisted as it goes, resumable from any crash.
 
-Names are imported lazily, so `from nanobot_tui.engine.runs.store import RunStore`
-(the process tree pane, the inspect screen) does not load the runner and numpy."""
+    spec.py        what a run is: domain, sampler, votes, budgets, retry policy (RunSpec)
+    tree.py        the shape of its process tree: steps in blocks, level by level
+    store/         its SQLite store: the writer thread, the read API, trace lines
+    durable.py     the runner: resumes from the last durable step, votes the rest
+    session.py     one runner session: its state, and how it settles a step
+    scheduling.py  going through the steps: in order, or concurrently
+    control.py     the lock, pause/cancel requests, detached runners, and run control
+                   (pause_run, cancel_run, resume_detached, start_detached)
+    worker.py      the detached runner's program
+    traces.py      trace files: reading them back
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_WHERE = {
-    "Control": "control",
-    "RunLock": "control",
-    "RunLocked": "control",
-    "RunError": "durable",
-    "execute": "durable",
-    "start_run": "durable",
-    "summary": "durable",
-    "Budgets": "spec",
-    "RetryPolicy": "spec",
-    "RunSpec": "spec",
-    "SpecError": "spec",
-    "NodeRow": "store",
-    "RunNotFound": "store",
-    "RunStatus": "store",
-    "RunStore": "store",
-    "SampleRow": "store",
-    "StepRow": "store",
-    "StoreError": "store",
-    "export_json": "store",
-    "list_runs": "store",
-    "resolve_run_id": "store",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+The engine never imports textual; import what you need from the submodules.
+"""

@@ -16,6 +16,11 @@ Detaching. `spawn_worker` starts `python -m nanobot_tui.engine.runs.worker RUN_I
 in a new session (setsid: no controlling terminal, so a closed terminal or SSH session
 sends it no SIGHUP) with stdin from /dev/null and stdout/stderr appended to
 runs/<id>/runner.log.
+
+Run control. `pause_run`, `cancel_run`, `resume_detached` and `start_detached` are what
+`nanobot pause | cancel | resume --detach | run --detach` do, for the CLI and the app
+alike: each returns the one line saying what happened, or raises RunError (exit 1) or
+RunNotFound (exit 2) with the line the CLI prints.
 """
 
 from __future__ import annotations
@@ -30,15 +35,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from nanobot_tui.engine.runs import store as store_mod
+from nanobot_tui.engine.runs.spec import Budgets, RunSpec
+from nanobot_tui.engine.runs.store import RunStatus, RunStore
+from nanobot_tui.errors import NanobotError
 
 WORKER_MODULE = "nanobot_tui.engine.runs.worker"
 PAUSE, CANCEL, STOP = "pause", "cancel", "stop"
 
 
-class RunLocked(Exception):
+class RunError(NanobotError):
+    """A run that cannot be run, paused, cancelled or resumed as asked (cancelled, already
+    running, finished, a runner that did not start); str() is one line."""
+
+
+class RunLocked(RunError):
     """Another runner holds the run; str() is one line naming it."""
 
     def __init__(self, run_id: str, pid: int | None) -> None:
@@ -209,7 +221,7 @@ def log_path(run_id: str) -> Path:
 
 
 def spawn_worker(
-    run_id: str, budgets: Any = None, env: dict[str, str] | None = None
+    run_id: str, budgets: Budgets | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a detached runner for `run_id` in its own session (with `budgets` for its
     session, if given); return its Popen (the caller may exit at once: the worker does
@@ -281,3 +293,98 @@ def record_status(run_id: str, status: str, reason: str) -> None:
             conn.close()
     finally:
         lock.release()
+
+
+# --- run control ---------------------------------------------------------------------
+
+WAIT_S = 30.0  # how long pause_run and cancel_run wait for the runner to stop
+
+
+def pause_run(run_id: str, *, wait: float = WAIT_S) -> str:
+    """Pause run `run_id` (or a unique prefix) after its current step, waiting up to
+    `wait` seconds for its runner to stop; return the line saying what became of it.
+    RunNotFound or StoreError when it cannot be read, RunError when it is finished or
+    its runner came or went just then."""
+    return _ask(run_id, PAUSE, wait)
+
+
+def cancel_run(run_id: str, *, wait: float = WAIT_S) -> str:
+    """Cancel run `run_id` (or a unique prefix) for good after its current step; as
+    `pause_run`, and a failed run may be cancelled too."""
+    return _ask(run_id, CANCEL, wait)
+
+
+def _ask(run_id: str, request: str, wait: float) -> str:
+    st = run_status(run_id)
+    rid = st.run_id
+    if st.status in ("completed", "cancelled") or (st.status == "failed" and request != CANCEL):
+        raise RunError(f"run {rid} is {st.status}; nothing to {request}")
+    want = "cancelled" if request == CANCEL else "paused"
+    if st.pid is None:
+        try:
+            record_status(rid, want, f"{want} by `nanobot {request}` (no runner was running)")
+        except RunLocked:
+            raise RunError(f"run {rid} just started; try again") from None
+        return f"run {rid}: {want} (no runner was running)"
+    try:
+        signal_runner(rid, st.pid, request)
+    except ProcessLookupError:
+        raise RunError(f"run {rid}: its runner (pid {st.pid}) is gone; try again") from None
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        now = run_status(rid)
+        if now.pid is None or now.status != "running":
+            return f"run {rid}: {now.status}" + (f" ({now.reason})" if now.reason else "")
+        time.sleep(0.1)
+    return f"run {rid}: asked its runner (pid {st.pid}) to {request}; it is finishing a step"
+
+
+def run_status(run_id: str) -> RunStatus:
+    """Run `run_id`'s (or a unique prefix's) status, read fresh from its store."""
+    with RunStore.open(run_id) as store:
+        return store.status()
+
+
+def resumable(run_id: str) -> RunStatus:
+    """The status of run `run_id` (or a unique prefix) when a runner may take it up; a
+    completed run comes back too (resuming it does nothing: `completed_line`). RunError
+    when a runner has it or it was cancelled."""
+    st = run_status(run_id)
+    if st.pid is not None:
+        raise RunError(f"run {st.run_id} is already running (pid {st.pid})")
+    if st.status == "cancelled":
+        raise RunError(f"run {st.run_id} was cancelled; it cannot be resumed")
+    return st
+
+
+def completed_line(st: RunStatus) -> str:
+    return f"run {st.run_id} is completed already ({st.reason})"
+
+
+def resume_detached(run_id: str, budgets: Budgets | None = None) -> str:
+    """Resume run `run_id` (or a unique prefix) in a detached runner with `budgets` for
+    its session; return "detached runner pid P; log: PATH", or `completed_line` for a
+    completed run. RunError as `resumable` and `detach` say."""
+    st = resumable(run_id)
+    if st.status == "completed":
+        return completed_line(st)
+    return detach(st.run_id, budgets)
+
+
+def start_detached(spec: RunSpec) -> str:
+    """Create a run of `spec` and start its detached runner; return the run's id.
+    RunError when the runner did not start (the run stays, resumable)."""
+    rid = store_mod.create_run(spec)
+    detach(rid)
+    return rid
+
+
+def detach(run_id: str, budgets: Budgets | None = None) -> str:
+    """Start a detached runner for `run_id` (a whole id) and wait until it holds the
+    run; return "detached runner pid P; log: PATH". RunError with its last log line
+    when it did not start."""
+    proc = spawn_worker(run_id, budgets)
+    problem = wait_started(run_id, proc)
+    if problem is not None:
+        raise RunError(f"run {run_id}: the detached runner did not start: {problem}")
+    return f"detached runner pid {proc.pid}; log: {log_path(run_id)}"

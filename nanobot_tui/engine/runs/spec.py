@@ -8,19 +8,24 @@ another process, after a reboot.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, cast
 
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+from nanobot_tui.engine.voting.domains import Domain
+from nanobot_tui.engine.voting.domains.registry import NAMES, build_domain
+from nanobot_tui.errors import UsageError
+
+if TYPE_CHECKING:
+    from nanobot_tui.config import SlotName
 
 SIMULATED = "simulated"
 LOCAL = "local"
 ON_FAIL = ("escalate", "skip")
-DOMAINS = ("hanoi", "wordcase")
 
 
-class SpecError(ValueError):
-    """A spec that cannot run; str() is one line."""
+class SpecError(UsageError, ValueError):
+    """A spec that cannot run: bad input, exit 2; str() is one line."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,8 @@ class RunSpec:
     label: str = ""  # the readable part of the run id, e.g. "hanoi20"
 
     def __post_init__(self) -> None:
-        if self.domain not in DOMAINS:
-            raise SpecError(f"unknown domain {self.domain!r} (known: {', '.join(DOMAINS)})")
+        if self.domain not in NAMES:
+            raise SpecError(f"unknown domain {self.domain!r} (known: {', '.join(NAMES)})")
         kind, _, _ = self.sampler.partition(":")
         if kind not in (SIMULATED, LOCAL):
             raise SpecError(f"sampler must be 'simulated:P' or 'local:SLOT', got {self.sampler!r}")
@@ -105,8 +110,9 @@ class RunSpec:
             raise SpecError(f"simulated sampler needs a probability: {self.sampler!r}") from None
 
     @property
-    def slot(self) -> str:
-        return self.sampler.partition(":")[2] or "rlm"
+    def slot(self) -> SlotName:
+        """The model slot a local sampler asks (the CLI offers only the config's slots)."""
+        return cast("SlotName", self.sampler.partition(":")[2] or "rlm")
 
     @property
     def keeps_samples(self) -> bool:
@@ -118,29 +124,10 @@ class RunSpec:
 
     # --- the domain --------------------------------------------------------------------
 
-    def build_domain(self) -> Any:
+    def build_domain(self) -> Domain:
         """A fresh domain instance for this spec (each thread that calls into a domain gets
         its own: Hanoi keeps a one-entry cache)."""
-        if self.domain == "hanoi":
-            from nanobot_tui.engine.voting.domains.hanoi import Hanoi
-
-            return Hanoi(int(self.params.get("disks", 10)))
-        from nanobot_tui.engine.voting.domains.wordcase import WordCase
-
-        words = self.params.get("word_list")
-        if words:
-            domain = WordCase(words=list(words))
-        else:
-            domain = WordCase(
-                count=int(self.params.get("words", 300)), seed=int(self.params.get("seed", 0))
-            )
-        if not hasattr(domain, "independent_steps"):
-            # Its next step never depends on an answer: run it concurrently.
-            domain.independent_steps = True  # type: ignore[attr-defined]
-        return domain
-
-    def with_budgets(self, budgets: Budgets) -> RunSpec:
-        return replace(self, budgets=budgets)
+        return build_domain(self.domain, self.params)
 
     # --- JSON --------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Written by the store's writer thread right after each group commit, from the committed
 rows themselves (one SQL statement renders a batch's lines), so the file never holds a
 step the store does not, and after a crash the last batch's lines are cut back and
-written again (store.StoreWriter._repair_trace): every execution the store records
+written again (store/trace_lines.py, TraceFile.repair): every execution the store records
 appears once. An earlier, undecided attempt of a retried step has its own line before
 the step's final one.
 

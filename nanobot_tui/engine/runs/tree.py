@@ -20,6 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from nanobot_tui.engine.voting.domains import Domain
+from nanobot_tui.engine.voting.domains.hanoi import Hanoi, HanoiAnswer, state_text
+
 ROOT_ID = 1
 
 
@@ -90,14 +93,6 @@ class Layout:
             return ROOT_ID
         return self.bases[level - 1] + index
 
-    def parent_of(self, level: int, index: int) -> int | None:
-        """Parent id of the node at (level, index); None for the root."""
-        if level > self.depth:
-            return None
-        if level == self.depth:
-            return ROOT_ID
-        return self.bases[level] + index // self.fanout
-
     def steps_of(self, level: int, index: int) -> tuple[int, int]:
         """(first, last) step covered by the node at (level, index)."""
         if level > self.depth:
@@ -161,27 +156,23 @@ class Layout:
             "step_base": self.step_base,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Layout:
+        """The layout `to_dict` wrote (a run's meta row "layout")."""
+        return cls(d["steps"], d["fanout"], tuple(d["counts"]), tuple(d["bases"]), d["step_base"])
+
 
 # --- summaries -------------------------------------------------------------------------
 
 
-def _state_text(state: Any) -> str:
-    return "[" + ", ".join("[" + ", ".join(map(str, peg)) + "]" for peg in state) + "]"
-
-
-def summarize(domain: Any, first: int, last: int, answer: Any, done: int, errors: int) -> str:
-    """A parent's short summary of its children: the domain's own words where it has them
-    (`domain.summarize(first, last, answer)`), for Hanoi the state after the block's last
-    move, otherwise counts. Never raw data beyond one state."""
-    own = getattr(domain, "summarize", None)
-    if callable(own):
-        return str(own(first, last, answer))
+def summarize(domain: Domain, first: int, last: int, answer: Any, done: int, errors: int) -> str:
+    """A parent's short summary of its children: for Hanoi the state after the block's
+    last move, otherwise counts. Never raw data beyond one state."""
     span = f"{first + 1:,}–{last + 1:,}"
     tail = f" ({errors:,} error{'s' if errors != 1 else ''})" if errors else ""
-    state = getattr(answer, "next_state", None)
-    if state is not None:
-        goal = getattr(domain, "goal", None)
-        if last == domain.total_steps() - 1 and state == goal:
+    if isinstance(answer, HanoiAnswer):
+        state = answer.next_state
+        if isinstance(domain, Hanoi) and last == domain.total_steps() - 1 and state == domain.goal:
             return f"moves {span}: solved, all disks on peg 2{tail}"
-        return f"moves {span}: state {_state_text(state)}{tail}"
+        return f"moves {span}: state {state_text(state)}{tail}"
     return f"steps {span}: {done:,} done{tail}"

@@ -12,20 +12,24 @@ import argparse
 import asyncio
 import os
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.runs.spec import Budgets
 
 
 def _log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
 
 
-async def _main(run_id: str, budgets: object = None) -> int:
-    from nanobot_tui.engine.runs.control import RunLocked
-    from nanobot_tui.engine.runs.durable import RunError, execute
+async def _main(run_id: str, budgets: Budgets | None = None) -> int:
+    from nanobot_tui.engine.runs.control import RunError
+    from nanobot_tui.engine.runs.durable import execute
     from nanobot_tui.engine.runs.store import StoreError
 
     try:
-        status = await execute(run_id, install_signals=True, budgets=budgets)  # type: ignore[arg-type]
-    except (RunLocked, RunError, StoreError) as exc:
+        status = await execute(run_id, install_signals=True, budgets=budgets)
+    except (RunError, StoreError) as exc:
         _log(f"cannot run: {exc}")
         return 2
     _log(

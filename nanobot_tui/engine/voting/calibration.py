@@ -25,13 +25,13 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from nanobot_tui.engine.llm.client import LLMError
+from nanobot_tui.engine.llm.errors import LLMError
 from nanobot_tui.engine.voting import maths as maker
-from nanobot_tui.engine.voting.domains import Domain, ParseError
+from nanobot_tui.engine.voting.domains import Domain, ParseError, Step
 from nanobot_tui.engine.voting.samples import (
     DEFAULT_TOKEN_CAP,
     RED_ERROR,
@@ -132,7 +132,7 @@ class Calibration:
         }
 
 
-def _score(domain: Domain, step: Any, sample: Sample, simulated: bool) -> bool:
+def _score(domain: Domain, step: Step, sample: Sample, simulated: bool) -> bool:
     """Whether the sample's answer is right: the lenient reading of its text, or (for a
     simulated sampler, which has no text) its answer as drawn."""
     truth = domain.key(domain.truth(step))
@@ -145,6 +145,55 @@ def _score(domain: Domain, step: Any, sample: Sample, simulated: bool) -> bool:
     except ParseError:
         return False
     return domain.key(answer) == truth
+
+
+async def _sample_each(
+    sampler: Sampler,
+    steps: list[Step],
+    temperature: float,
+    concurrency: int,
+    progress: Progress | None,
+) -> list[Sample]:
+    """One sample of each step, at most `concurrency` in flight, in the steps' order."""
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+    results: list[Sample | None] = [None] * len(steps)
+
+    async def one(i: int) -> None:
+        nonlocal done
+        async with gate:
+            (results[i],) = await sampler.sample(steps[i], [temperature])
+        done += 1
+        if progress is not None:
+            ret = progress(done, len(steps))
+            if inspect.isawaitable(ret):
+                await ret
+
+    await asyncio.gather(*(one(i) for i in range(len(steps))))
+    return [s for s in results if s is not None]
+
+
+@dataclass
+class _Tally:
+    """The counts of a calibration's samples."""
+
+    flags: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RED_FLAG_REASONS, 0))
+    correct: int = 0
+    valid: int = 0
+    valid_correct: int = 0
+    tokens: int = 0
+    first_error: str = ""
+
+    def add(self, right: bool, s: Sample) -> None:
+        self.correct += right
+        self.tokens += s.completion_tokens
+        if s.red_flag is None:
+            self.valid += 1
+            self.valid_correct += right
+        else:
+            self.flags[s.red_flag] = self.flags.get(s.red_flag, 0) + 1
+            if s.red_flag == RED_ERROR and not self.first_error:
+                self.first_error = s.text
 
 
 async def calibrate(
@@ -168,45 +217,19 @@ async def calibrate(
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     rng = random.Random(seed)
     steps = [domain.random_step(rng) for _ in range(samples)]
-    simulated = bool(getattr(sampler, "simulated", False))
-    gate = asyncio.Semaphore(concurrency)
-    done = 0
-    results: list[Sample | None] = [None] * samples
-
-    async def one(i: int) -> None:
-        nonlocal done
-        async with gate:
-            (results[i],) = await sampler.sample(steps[i], [temperature])
-        done += 1
-        if progress is not None:
-            ret = progress(done, samples)
-            if inspect.isawaitable(ret):
-                await ret
-
+    simulated = sampler.simulated
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(samples)))
+    results = await _sample_each(sampler, steps, temperature, concurrency, progress)
     wall = time.perf_counter() - started
-
-    flags = dict.fromkeys(RED_FLAG_REASONS, 0)
-    correct = valid = valid_correct = tokens = 0
-    first_error = ""
-    for step, s in zip(steps, results, strict=True):
-        assert s is not None
-        right = _score(domain, step, s, simulated)
-        correct += right
-        tokens += s.completion_tokens
-        if s.red_flag is None:
-            valid += 1
-            valid_correct += right
-        else:
-            flags[s.red_flag] = flags.get(s.red_flag, 0) + 1
-            if s.red_flag == RED_ERROR and not first_error:
-                first_error = s.text
+    t = _Tally()
+    for step, sample in zip(steps, results, strict=True):
+        t.add(_score(domain, step, sample, simulated), sample)
+    flags, correct, tokens = t.flags, t.correct, t.tokens
     answered = samples - flags[RED_ERROR]
     if answered == 0:
         raise CalibrationFailed(
             f"calibration of {domain.name}: all {samples} requests failed: "
-            f"{first_error or 'no answer'}"
+            f"{t.first_error or 'no answer'}"
         )
     low, high = wilson_interval(correct, answered)
     return Calibration(
@@ -220,7 +243,7 @@ async def calibrate(
         ci_high=high,
         red_flags=flags,
         red_flag_rate=sum(flags.values()) / samples,
-        p_valid=valid_correct / valid if valid else None,
+        p_valid=t.valid_correct / t.valid if t.valid else None,
         tokens_per_sample=tokens / answered,
         seconds_per_sample=wall / samples,
         samples_per_second=samples / wall if wall > 0 else 0.0,
@@ -306,17 +329,18 @@ def plan(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not 0.0 < target < 1.0:
         raise ValueError(f"target must be strictly between 0 and 1, got {target!r}")
-    common = {
-        "p": p,
-        "steps": steps,
-        "target": target,
-        "tokens_per_sample": tokens_per_sample,
-        "samples_per_second": samples_per_second,
-        "usd_per_mtok": usd_per_mtok,
-        "red_flag_rate": red_flag_rate,
-    }
+    given = Plan(
+        p=p,
+        steps=steps,
+        target=target,
+        feasible=False,
+        tokens_per_sample=tokens_per_sample,
+        samples_per_second=samples_per_second,
+        usd_per_mtok=usd_per_mtok,
+        red_flag_rate=red_flag_rate,
+    )
     if p <= 0.5:
-        return Plan(feasible=False, reason=infeasible_reason(p), **common)
+        return replace(given, reason=infeasible_reason(p))
     proj = maker.project(
         p,
         steps,
@@ -328,7 +352,8 @@ def plan(
         red_flag_rate=red_flag_rate,
     )
     known = tokens_per_sample is not None
-    return Plan(
+    return replace(
+        given,
         feasible=True,
         k=proj.k,
         p_vote=proj.p_vote,
@@ -338,5 +363,4 @@ def plan(
         tokens=proj.total_tokens if known else None,
         seconds=proj.seconds,
         cost=proj.cost if known else None,
-        **common,
     )

@@ -19,6 +19,7 @@ import aiosqlite
 
 from nanobot_tui import paths
 from nanobot_tui.engine.voting.calibration import Calibration
+from nanobot_tui.errors import NanobotError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -69,7 +70,7 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-class StatsError(Exception):
+class StatsError(NanobotError):
     """stats.db cannot be used; the message says which file and why, in one line."""
 
 

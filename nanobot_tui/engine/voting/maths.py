@@ -23,13 +23,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nanobot_tui.errors import NanobotError
+
 INFEASIBLE_REASON = (
     "voting cannot amplify a per-step success rate at or below 0.5: a wrong answer is "
     "at least as likely to win the vote as the right one, whatever k"
 )
 
 
-class Infeasible(ValueError):
+class Infeasible(NanobotError, ValueError):
     """p <= 0.5: no voting margin makes the run reliable. `reason` says why in one line."""
 
     def __init__(self, p: float, reason: str = INFEASIBLE_REASON) -> None:

@@ -1,4 +1,5 @@
-"""Run a domain step by step with voting, in memory (a later issue makes it durable).
+"""Run a domain step by step with voting, in memory (runs/durable.py is the durable
+runner, with the same rules).
 
 Each step is voted on, the winner is verified against the domain's truth, and the state
 is handed on with `next_step`. A simulated sampler's wrong step is counted and the run
@@ -259,6 +260,22 @@ def _first_step(domain: Domain) -> Step | None:
     return next(iter(domain.steps()), None)
 
 
+def judge(domain: Domain, step: Step, record: StepRecord) -> tuple[Any, bool | None, int]:
+    """(truth, correct, matched) of a voted step. `correct`: the winner is the truth
+    (None: there is no truth to check against, from a state a real model handed on);
+    `matched`: the valid votes for the truth, else for the winner."""
+    try:
+        truth = domain.truth(step)
+    except ValueError:  # the procedure has no answer from a state we were handed
+        truth = None
+    if truth is None:
+        if record.decided:
+            return None, None, record.votes[record.winner_key]
+        return None, False, 0
+    key = domain.key(truth)
+    return truth, record.decided and record.winner_key == key, record.votes.get(key, 0)
+
+
 async def run_domain(
     domain: Domain,
     sampler: Sampler,
@@ -272,19 +289,17 @@ async def run_domain(
     run after the current step; `max_steps` caps the steps voted."""
     mon = monitor if monitor is not None else VoteMonitor()
     total = domain.total_steps()
-    simulated = bool(getattr(sampler, "simulated", False))
+    simulated = sampler.simulated
     mon.begin(
         domain.name,
         sampler.name,
         simulated,
         cfg.k,
         total if max_steps is None else min(total, max_steps),
-        getattr(domain, "describe", None),
+        domain.describe,
     )
     # Steps that do not hand state on (word case) go on past an undecided one.
-    independent = bool(getattr(domain, "independent_steps", False))
-    truth_of = domain.truth
-    key_of = domain.key
+    independent = domain.independent_steps
     next_of = domain.next_step
     observe = mon.observe
     step = _first_step(domain)
@@ -300,17 +315,7 @@ async def run_domain(
             break
         record = await vote(sampler, step, cfg)
         done += 1
-        try:
-            truth = truth_of(step)
-        except ValueError:  # the procedure has no answer from a state we were handed
-            truth = None
-        if truth is not None:
-            tkey = key_of(truth)
-            correct: bool | None = record.decided and record.winner_key == tkey
-            matched = record.votes.get(tkey, 0)
-        else:
-            correct = None if record.decided else False
-            matched = record.votes[record.winner_key] if record.decided else 0
+        truth, correct, matched = judge(domain, step, record)
         observe(record, correct, matched)
         if simulated and truth is not None:
             # Count each wrong step and go on from the truth, so every step is judged.
@@ -324,10 +329,11 @@ async def run_domain(
             break
         last_answer = answer
         try:
-            step = next_of(step, answer)
+            following = next_of(step, answer)
         except ValueError as exc:
             stopped = f"step {step.index}: invalid state handed on: {exc}"
             break
+        step = following
         if done % YIELD_EVERY == 0:
             await asyncio.sleep(0)
     # A simulated run that needed the truth to go on did not solve the task itself.

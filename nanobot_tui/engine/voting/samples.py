@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from nanobot_tui.engine.voting.domains import Step
 
@@ -42,3 +42,19 @@ class Sampler(Protocol):
     ) -> list[Sample]:
         """One sample per temperature, drawn concurrently where the sampler can."""
         ...
+
+
+@runtime_checkable
+class Retrying(Protocol):
+    """A sampler whose draws depend on the attempt (the simulated ones, which a resumed
+    run must reproduce): the runner says which attempt of a step it votes next."""
+
+    def begin_attempt(self, step: Step | None, attempt: int) -> None: ...
+
+
+@runtime_checkable
+class Forking(Protocol):
+    """A sampler that keeps per-step state: `fork` gives an independent copy for each
+    concurrent worker."""
+
+    def fork(self) -> Sampler: ...

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import aclosing, suppress
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -38,15 +39,13 @@ from nanobot_tui.engine.agent.loop import (
 )
 from nanobot_tui.engine.agent.sessions import SessionError, SessionStore
 from nanobot_tui.engine.agent.tools.registry import ToolResult
-from nanobot_tui.engine.llm.client import LLMError
+from nanobot_tui.engine.llm.errors import LLMError
 from nanobot_tui.engine.serving.manager import ServerEvent, ServerState
+from nanobot_tui.ui.engine_app import EngineApp
+from nanobot_tui.ui.format import duration, fit, plural
 from nanobot_tui.ui.messages import EngineState
-from nanobot_tui.ui.panes.votes import duration, fit
 from nanobot_tui.ui.screens.sessions import PickedSession, SessionPicker
 from nanobot_tui.ui.widgets.tool_block import Outcome, ToolBlock
-
-if TYPE_CHECKING:
-    from nanobot_tui.ui.app import NanobotApp
 
 SUMMARY_CELLS = 160  # a compaction's summary on its line, at most
 # A resumed session shows its last turns, this many messages at most: a Markdown answer or
@@ -82,7 +81,7 @@ def compacted_note(first: int, last: int, summary: str) -> Note:
 
 
 def turn_summary(done: TurnDone, wall_s: float) -> str:
-    rounds = f"{done.rounds} round{'s' if done.rounds != 1 else ''}"
+    rounds = plural(done.rounds, "round")
     parts = [rounds, f"{done.usage.prompt_tokens:,} prompt tokens", duration(wall_s)]
     if done.stopped:
         parts.append(STOPPED.get(done.stopped, done.stopped))
@@ -180,51 +179,36 @@ class ChatPane(Vertical):
     ]
     ALLOW_MAXIMIZE = True
 
-    DEFAULT_CSS = """
-    ChatPane { border: round $primary 50%; border-title-color: $text-primary; }
-    ChatPane #transcript { height: 1fr; padding: 0 1; }
-    ChatPane UserMessage { color: $text-accent; margin: 1 0 0 0; text-style: bold; }
-    ChatPane Answer { margin: 0; padding: 0; background: transparent; }
-    ChatPane Note { color: $text-muted; }
-    ChatPane Note.problem { color: $text-warning; }
-    ChatPane Note.turn { text-style: dim; }
-    ChatPane Note.error { color: $text-error; }
-    ChatPane #chat-status {
-        height: 1; padding: 0 1; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis;
-    }
-    ChatPane #prompt { border: tall $primary 30%; }
-    ChatPane #prompt:focus { border: tall $primary; }
-    """
+    app = getters.app(EngineApp)
+    transcript = getters.query_one("#transcript", VerticalScroll)
+    prompt = getters.query_one("#prompt", Input)
+    status_line = getters.query_one("#chat-status", Static)
 
+    @dataclass
     class EventArrived(Message):
         """One agent event of turn `turn`."""
 
-        def __init__(self, turn: int, event: AgentEvent) -> None:
-            super().__init__()
-            self.turn = turn
-            self.event = event
+        turn: int
+        event: AgentEvent
 
+    @dataclass
     class TurnEnded(Message):
         """The worker is done with turn `turn`; `note` says why when it was not answered."""
 
-        def __init__(self, turn: int, note: str = "") -> None:
-            super().__init__()
-            self.turn = turn
-            self.note = note
+        turn: int
+        note: str = ""
 
+    @dataclass
     class SessionOpened(Message):
-        def __init__(self, turn: int, name: str) -> None:
-            super().__init__()
-            self.turn = turn
-            self.name = name
+        turn: int
+        name: str
 
+    @dataclass
     class HistoryRead(Message):
-        def __init__(self, turn: int, name: str, records: list[dict[str, Any]], error: str):
-            super().__init__()
-            self.turn = turn
-            self.name = name
-            self.records = records
-            self.error = error
+        turn: int
+        name: str
+        records: list[dict[str, Any]]
+        error: str
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -238,24 +222,16 @@ class ChatPane(Vertical):
         self._blocks: dict[str, ToolBlock] = {}  # this turn's calls by id
         self._wall_s = 0.0  # this turn's rounds, summed
 
-    @property
-    def nanobot(self) -> NanobotApp:
-        return self.app  # type: ignore[return-value]
-
-    @property
-    def transcript(self) -> VerticalScroll:
-        return self.query_one("#transcript", VerticalScroll)
-
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="transcript")
         yield Static("starting the model servers…", id="chat-status", markup=False)
         yield Input(placeholder="Ask the agent · Enter sends · Esc stops", id="prompt")
 
     def on_mount(self) -> None:
-        self._title(self.nanobot.session_name)
-        self.query_one("#prompt", Input).focus()
-        self.nanobot.server_signal.subscribe(self, self._server_changed)
-        self.nanobot.engine_signal.subscribe(self, self._engine_changed)
+        self._title(self.app.session_name)
+        self.prompt.focus()
+        self.app.server_signal.subscribe(self, self._server_changed)
+        self.app.engine_signal.subscribe(self, self._engine_changed)
 
     def _title(self, session: str | None) -> None:
         self.border_title = f"Chat · {session or 'new session'}"
@@ -263,10 +239,10 @@ class ChatPane(Vertical):
     # --- engine state -----------------------------------------------------------------
 
     def _status(self, text: str | Text) -> None:
-        self.query_one("#chat-status", Static).update(text)
+        self.status_line.update(text)
 
     def _main_name(self) -> str:
-        workbench = self.nanobot.workbench
+        workbench = self.app.workbench
         return workbench.slots["main"].display_name if workbench else "model"
 
     def _server_changed(self, event: ServerEvent) -> None:
@@ -303,7 +279,7 @@ class ChatPane(Vertical):
         """One turn of the agent; its events come back to the pane as messages."""
         note = "stopped"
         try:
-            kit = await self.nanobot.agent_kit()
+            kit = await self.app.agent_kit()
             self.post_message(self.SessionOpened(turn, kit.session.name))
             async with aclosing(kit.agent.turn(text)) as events:
                 async for event in events:
@@ -420,7 +396,7 @@ class ChatPane(Vertical):
     # --- sessions ---------------------------------------------------------------------
 
     def action_sessions(self) -> None:
-        picker = SessionPicker(current=self.nanobot.session_name)
+        picker = SessionPicker(current=self.app.session_name)
         self.app.push_screen(picker, self._picked)
 
     async def _picked(self, picked: PickedSession | None) -> None:
@@ -439,7 +415,7 @@ class ChatPane(Vertical):
         self._blocks.clear()
         self._wall_s = 0.0
         await self._end_answer()
-        self.nanobot.use_session(name)
+        self.app.use_session(name)
         self._title(name)
         await self.transcript.remove_children()
         if name is not None:

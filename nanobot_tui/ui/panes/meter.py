@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
@@ -14,10 +14,8 @@ from textual.widgets import Static
 
 from nanobot_tui.engine.serving.manager import ServerEvent, ServerState, ServerStatus
 from nanobot_tui.hardware import HardwareSample, HardwareSampler
+from nanobot_tui.ui.engine_app import EngineApp
 from nanobot_tui.units import human_bytes
-
-if TYPE_CHECKING:
-    from nanobot_tui.ui.app import NanobotApp
 
 BAR_WIDTH = 16
 STATE_STYLE = {
@@ -108,18 +106,15 @@ class HardwareMeter(Vertical):
     """Samples once a second; the next sample is scheduled when the last one lands, so
     samples never pile up, and the widgets are redrawn only when what they show changes."""
 
-    DEFAULT_CSS = """
-    HardwareMeter { border: round $primary 50%; height: auto; max-height: 100%; }
-    HardwareMeter #meter-hardware { height: auto; padding: 0 1; }
-    HardwareMeter #meter-servers { height: auto; padding: 1 1 0 1; }
-    """
-
     INTERVAL = 1.0
 
+    app = getters.app(EngineApp)
+    hardware = getters.query_one("#meter-hardware", Static)
+    servers = getters.query_one("#meter-servers", Static)
+
+    @dataclass
     class Sampled(Message):
-        def __init__(self, sample: HardwareSample) -> None:
-            super().__init__()
-            self.sample = sample
+        sample: HardwareSample
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -127,17 +122,13 @@ class HardwareMeter(Vertical):
         self._last_servers: list[ServerStatus] | None = None
         self._last_hardware: tuple[object, ...] | None = None
 
-    @property
-    def nanobot(self) -> NanobotApp:
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
         yield Static(id="meter-hardware")
         yield Static(id="meter-servers")
 
     def on_mount(self) -> None:
         self.border_title = "Hardware"
-        self.nanobot.server_signal.subscribe(self, self._server_changed)
+        self.app.server_signal.subscribe(self, self._server_changed)
         self.take_sample()
 
     def on_unmount(self) -> None:
@@ -153,7 +144,7 @@ class HardwareMeter(Vertical):
         key = hardware_key(message.sample)
         if key != self._last_hardware:
             self._last_hardware = key
-            self.query_one("#meter-hardware", Static).update(render_hardware(message.sample))
+            self.hardware.update(render_hardware(message.sample))
         self._show_servers()
         self.set_timer(self.INTERVAL, self.take_sample)
 
@@ -161,8 +152,8 @@ class HardwareMeter(Vertical):
         self._show_servers()
 
     def _show_servers(self) -> None:
-        workbench = self.nanobot.workbench
+        workbench = self.app.workbench
         statuses = workbench.statuses() if workbench else []
         if statuses != self._last_servers:
             self._last_servers = statuses
-            self.query_one("#meter-servers", Static).update(render_servers(statuses))
+            self.servers.update(render_servers(statuses))

@@ -19,16 +19,13 @@ that cannot be seen:
   and updates the pane in 0.4 ms on the UI thread (p95 0.8 ms). The header comes from the
   run's meta row alone: `RunStore.status()` also counts every block by status, 18 ms.
 
-`r` resumes a stopped or paused run and `p` pauses a running one, through the `nanobot`
-command in a subprocess (`run_nanobot`, in a thread worker: the UI never waits on it).
+`r` resumes a stopped or paused run in a detached runner and `p` pauses a running one,
+through the engine's run control (`engine.runs.control`) in a thread worker: the UI never
+waits on a runner starting or stopping. The tree itself is a `RunTree` (ui/widgets).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -36,65 +33,41 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static, Tree
-from textual.widgets.tree import TreeNode
 
-from nanobot_tui.ui.panes.votes import duration, fit, rate_text
-from nanobot_tui.ui.screens.inspect_node import ICONS, InspectScreen
-from nanobot_tui.ui.screens.runs import RUN_STYLES, open_run, pick_run, read_runs
+from nanobot_tui.errors import NanobotError
+from nanobot_tui.ui.engine_app import EngineApp
+from nanobot_tui.ui.format import (
+    RUN_STYLES,
+    duration,
+    error_line,
+    plural,
+    progress_bar,
+    rate_text,
+    screen_shown,
+)
+from nanobot_tui.ui.screens.inspect_node import InspectScreen
+from nanobot_tui.ui.screens.runs import open_run, pick_run, read_runs
 from nanobot_tui.ui.widgets.agent_tree import AgentTree
+from nanobot_tui.ui.widgets.run_tree import PAGE, Entry, More, RunNode, RunTree
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.runs.store import NodeRow, RunStatus, RunStore
 
 T = TypeVar("T")
 
-PAGE = 200  # children loaded at a time
 INTERVAL = 0.25  # seconds between the end of a poll and the next one
 LATEST_EVERY = 2.0  # following the most recent run: how often the runs are listed again
-BAR_WIDTH = 5  # the left column is narrow: the counts say it exactly, the bar at a glance
 NO_RUN = "no run"
 HINT = "nanobot run hanoi --disks N --detach"
 
 RESUMABLE = frozenset({"paused", "stopped", "failed"})
 PAUSABLE = frozenset({"running"})
-
-
-# --- the `nanobot` command ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    args: tuple[str, ...]
-    returncode: int
-    output: str  # stdout and stderr, as printed
-
-
-def run_nanobot(args: list[str], timeout: float = 60.0) -> CommandResult:
-    """Run `nanobot ARGS` (this interpreter, `-m nanobot_tui`) in its own session and
-    wait for it. Output goes to a file, not a pipe: a detached runner that inherited
-    the descriptor would otherwise hold the pipe open and this call would never end."""
-    with tempfile.TemporaryFile(mode="w+") as out:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "nanobot_tui", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                timeout=timeout,
-                env=os.environ.copy(),
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return CommandResult(tuple(args), -1, str(exc))
-        out.seek(0)
-        return CommandResult(tuple(args), proc.returncode, out.read())
 
 
 # --- reading the store ----------------------------------------------------------------
@@ -168,62 +141,7 @@ def read_run(store: RunStore, ids: list[Any], fresh: bool) -> Reading:
     return Reading(status, rows, seconds=time.perf_counter() - started)
 
 
-# --- labels ---------------------------------------------------------------------------
-
-
-def progress_bar(fraction: float, width: int = BAR_WIDTH) -> Text:
-    fraction = min(max(fraction, 0.0), 1.0)
-    filled = int(fraction * width)
-    return Text.assemble(("█" * filled, "green"), ("░" * (width - filled), "dim"))
-
-
-def node_icon(status: str) -> tuple[str, str]:
-    return ICONS.get(status, ("?", "dim"))
-
-
-def span_text(row: NodeRow) -> str:
-    """The steps a node covers, numbered from 1 like the header's done/total."""
-    first, last = row.first_step + 1, row.last_step + 1
-    return f"{first:,}" if first == last else f"{first:,}–{last:,}"
-
-
-def node_total(row: NodeRow) -> int:
-    """Steps under a node."""
-    return max(row.last_step - row.first_step + 1, 0)
-
-
-def node_label(row: NodeRow) -> Text:
-    """One line, most telling first (the column is narrow and the tree indents): status
-    icon; for a step its number, for an inner node done/total children and a bar; errors
-    in red; then a block's span of steps or a step's summary."""
-    icon, style = node_icon(row.status)
-    text = Text.assemble((icon, style), " ")
-    if row.kind == "step":
-        text.append(f"step {row.first_step + 1:,}", "bold" if row.status == "running" else "")
-        if row.attempts > 1:
-            text.append(f" ×{row.attempts}", "yellow")
-    else:
-        done = row.completed_children
-        total = children_total(row)
-        text.append(f"{done:,}/{total:,} ")
-        text.append_text(progress_bar(done / total if total else 0.0))
-    if row.errors:
-        text.append(f" {row.errors:,} error{'s' if row.errors != 1 else ''}", "bold red")
-    if row.kind != "step":
-        text.append(f"  {span_text(row)}", "dim")
-    elif row.summary:
-        text.append(f"  {fit(str(row.summary), 40)}", "dim")
-    if row.error and row.status == "failed":
-        text.append(f"  {fit(str(row.error), 60)}", "red")
-    return text
-
-
-def children_total(row: NodeRow) -> int:
-    """How many children an inner node has."""
-    count = getattr(row, "children", None)
-    if isinstance(count, int):
-        return count
-    return node_total(row)
+# --- the header and the hint ---------------------------------------------------------
 
 
 def state_hint(status: RunStatus) -> str:
@@ -255,75 +173,14 @@ def run_header(status: RunStatus, width: int = 28) -> Text:
     errors = status.errors
     elapsed = status.elapsed_s
     line4 = Text.assemble(
-        (f"{errors:,} error{'s' if errors != 1 else ''}", "bold red" if errors else "green"),
+        (plural(errors, "error"), "bold red" if errors else "green"),
         (" · ", "dim"),
         rate_text(status.rate or 0.0) if state == "running" else f"ran {duration(elapsed)}",
     )
     return Text("\n").join([line1, line2, line3, line4])
 
 
-# --- the tree -------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Entry:
-    """What a tree node holds: the store node, the row its label was drawn from, and how
-    many of its children are in the tree."""
-
-    node_id: Any
-    kind: str
-    row: NodeRow
-    label: Text | None = None  # the label drawn from `row`
-    loaded: int | None = None  # children added so far; None: never asked for
-    loading: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class More:
-    """The "… more" leaf after a page of children: choosing it loads the next page."""
-
-    parent: Any  # the store node id
-    offset: int
-
-
-class RunTree(Tree[Entry | More | None]):
-    """A Tree whose Enter opens the inspect screen (not expand), with left and right to
-    collapse and expand."""
-
-    BINDINGS = [
-        Binding("enter", "select_cursor", "Inspect", id="process.inspect"),
-        Binding("space", "toggle_node", "Expand", id="process.toggle"),
-        Binding("right", "expand", "Expand", id="process.expand", show=False),
-        Binding("left", "collapse", "Collapse", id="process.collapse", show=False),
-        # Tree's default expands every loaded node; one level at a time is enough here.
-        Binding("shift+space", "toggle_node", "Expand", id="process.toggle_alt", show=False),
-    ]
-
-    def action_expand(self) -> None:
-        node = self.cursor_node
-        if node is not None and node.allow_expand and not node.is_expanded:
-            node.expand()
-
-    def action_collapse(self) -> None:
-        node = self.cursor_node
-        if node is None:
-            return
-        if node.allow_expand and node.is_expanded:
-            node.collapse()
-        elif node.parent is not None and not (node.parent.is_root and not self.show_root):
-            self.move_cursor(node.parent)
-
-    def visible_nodes(self) -> list[TreeNode[Entry | More | None]]:
-        """The nodes on the lines now on screen."""
-        top = self.scroll_offset.y
-        height = max(self.scrollable_content_region.height, 1)
-        nodes = []
-        for line in range(top, top + height):
-            node = self.get_node_at_line(line)
-            if node is None:
-                break
-            nodes.append(node)
-        return nodes
+# --- the pane -------------------------------------------------------------------------
 
 
 class ProcessTree(Vertical):
@@ -335,52 +192,40 @@ class ProcessTree(Vertical):
         Binding("ctrl+r", "pick_run", "Runs", id="process.runs"),
     ]
 
-    DEFAULT_CSS = """
-    ProcessTree { border: round $primary 50%; border-title-color: $text-primary; }
-    ProcessTree:focus-within { border: round $primary; }
-    ProcessTree #process-header {
-        height: auto; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
-    }
-    ProcessTree #process-tree { height: 1fr; background: transparent; overflow-x: hidden; }
-    ProcessTree #process-status {
-        height: 1; padding: 0 1; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis;
-    }
-    """
-
     INTERVAL = INTERVAL
 
+    app = getters.app(EngineApp)
+    run_tree = getters.query_one("#process-tree", RunTree)
+    header = getters.query_one("#process-header", Static)
+    status_line = getters.query_one("#process-status", Static)
+
+    @dataclass
     class Polled(Message):
         """One poll: what was read of run `run_id` (None: there is no run), the most
         recent run when the runs were listed, or why the run could not be read."""
 
-        def __init__(
-            self,
-            run_id: str | None,
-            reading: Reading | None = None,
-            latest: str | None = None,
-            error: str = "",
-        ) -> None:
-            super().__init__()
-            self.run_id = run_id
-            self.reading = reading
-            self.latest = latest
-            self.error = error
+        run_id: str | None
+        reading: Reading | None = None
+        latest: str | None = None
+        error: str = ""
 
+    @dataclass
     class ChildrenLoaded(Message):
-        def __init__(
-            self, run_id: str, parent: Any, offset: int, rows: list[NodeRow], error: str = ""
-        ) -> None:
-            super().__init__()
-            self.run_id = run_id
-            self.parent = parent
-            self.offset = offset
-            self.rows = rows
-            self.error = error
+        run_id: str
+        parent: Any
+        offset: int
+        rows: list[NodeRow]
+        error: str = ""
 
-    class CommandDone(Message):
-        def __init__(self, result: CommandResult) -> None:
-            super().__init__()
-            self.result = result
+    @dataclass
+    class ControlDone(Message):
+        """The engine's run control did `action` to run `run_id`: what became of it, in
+        one line, or why it could not."""
+
+        action: str
+        run_id: str
+        line: str
+        error: str = ""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -388,7 +233,7 @@ class ProcessTree(Vertical):
         self.status: RunStatus | None = None
         self._latest: str | None = None  # the most recent run, when none is attached
         self._latest_at = 0.0  # when the runs were last listed
-        self._by_id: dict[Any, TreeNode[Entry | More | None]] = {}  # store id -> tree node
+        self._by_id: dict[Any, RunNode] = {}  # store id -> tree node
         self._header: Text | None = None
         self._polling = False
         self._reader = StoreReader()
@@ -397,10 +242,6 @@ class ProcessTree(Vertical):
         self.relabels = 0  # labels set in place (tests read it)
         self.read_seconds = 0.0  # the last poll's read, in its worker
         self.update_seconds = 0.0  # the last poll's update of the pane, on the UI thread
-
-    @property
-    def run_tree(self) -> RunTree:
-        return self.query_one("#process-tree", RunTree)
 
     def compose(self) -> ComposeResult:
         yield Static(Text(NO_RUN, style="dim"), id="process-header", markup=False)
@@ -426,18 +267,18 @@ class ProcessTree(Vertical):
     @property
     def wanted_run(self) -> str | None:
         """The run to show: the app's attached run, else the most recent one."""
-        attached = getattr(self.app, "attached_run", None)
+        attached = self.app.attached_run
         return attached if attached else self._latest
 
     def poll(self) -> None:
         """Start one poll, unless one is under way; while hidden, just look again later."""
         if not self.is_attached or self._polling:
             return
-        if not self._visible():
+        if not screen_shown(self):
             self.set_timer(self.INTERVAL, self.poll)
             return
         self._polling = True
-        attached = getattr(self.app, "attached_run", None)
+        attached = self.app.attached_run
         list_latest = not attached and time.monotonic() - self._latest_at >= LATEST_EVERY
         if list_latest:
             self._latest_at = time.monotonic()
@@ -449,15 +290,6 @@ class ProcessTree(Vertical):
             return
         ids = [] if run_id != self.run_id else self._visible_ids()
         self._read(run_id, ids, fresh=run_id != self.run_id, list_latest=list_latest)
-
-    def _visible(self) -> bool:
-        """Whether this pane's screen can be seen (see VoteCounter._visible)."""
-        stack = self.app.screen_stack
-        screen = self.screen
-        if screen not in stack:
-            return False
-        above = stack[stack.index(screen) + 1 :]
-        return all(other.styles.background.a < 1 for other in above)
 
     def _visible_ids(self) -> list[Any]:
         if not self.run_tree.display:
@@ -479,7 +311,7 @@ class ProcessTree(Vertical):
                 return
             reading = self._reader.read(run_id, lambda store: read_run(store, ids, fresh))
         except Exception as exc:  # a run being created, deleted, or not a run at all
-            self.post_message(self.Polled(run_id, latest=latest, error=one_line_error(exc)))
+            self.post_message(self.Polled(run_id, latest=latest, error=error_line(exc)))
         else:
             self.post_message(self.Polled(run_id, reading, latest))
 
@@ -531,9 +363,8 @@ class ProcessTree(Vertical):
         self.run_id = run_id
         self._by_id.clear()
         with self.app.batch_update():
-            tree.reset(node_label(root), Entry(root.id, root.kind, root))
-            self._by_id[root.id] = tree.root
-            self._add_children(tree.root, 0, children)
+            self._by_id[root.id] = tree.reset_to(root)
+            tree.add_page(tree.root, 0, children, self._by_id)
             tree.root.expand()
             tree.display = True
             tree.cursor_line = 0
@@ -546,16 +377,7 @@ class ProcessTree(Vertical):
         repaints its own line; the tree's lines are not rebuilt."""
         for node_id, row in rows.items():
             node = self._by_id.get(node_id)
-            if node is None or not isinstance(node.data, Entry):
-                continue
-            entry = node.data
-            if row == entry.row:
-                continue
-            entry.row = row
-            label = node_label(row)
-            if label != entry.label:
-                entry.label = label
-                node.set_label(label)
+            if node is not None and RunTree.relabel(node, row):
                 self.relabels += 1
 
     def _show_status(self, status: RunStatus) -> None:
@@ -568,7 +390,7 @@ class ProcessTree(Vertical):
             self.refresh_bindings()
 
     def _header_width(self) -> int:
-        return self.query_one("#process-header", Static).content_size.width or 28
+        return self.header.content_size.width or 28
 
     def on_resize(self) -> None:
         if self.run_id is not None and self.status is not None:
@@ -577,36 +399,16 @@ class ProcessTree(Vertical):
     def _set_header(self, text: Text) -> None:
         if text != self._header:
             self._header = text
-            self.query_one("#process-header", Static).update(text)
+            self.header.update(text)
 
     def _status(self, text: str) -> None:
-        self.query_one("#process-status", Static).update(text)
+        self.status_line.update(text)
 
     def shown_header(self) -> str:
         """The header's plain text (tests read it)."""
         return "" if self._header is None else self._header.plain
 
     # --- lazy children ----------------------------------------------------------------
-
-    def _add_children(
-        self, node: TreeNode[Entry | More | None], offset: int, rows: list[NodeRow]
-    ) -> None:
-        entry = node.data
-        assert isinstance(entry, Entry)
-        for row in rows:
-            if row.id in self._by_id:
-                continue
-            label = node_label(row)
-            self._by_id[row.id] = node.add(
-                label, Entry(row.id, row.kind, row, label), allow_expand=row.kind != "step"
-            )
-        entry.loaded = offset + len(rows)
-        if len(rows) == PAGE and entry.loaded < children_total(entry.row):
-            left = children_total(entry.row) - entry.loaded
-            node.add_leaf(
-                Text(f"… {left:,} more: enter loads {min(left, PAGE)}", style="dim italic"),
-                More(entry.node_id, entry.loaded),
-            )
 
     @on(Tree.NodeExpanded, "#process-tree")
     def _expanded(self, event: Tree.NodeExpanded[Entry | More | None]) -> None:
@@ -615,7 +417,7 @@ class ProcessTree(Vertical):
         if isinstance(entry, Entry) and entry.loaded is None and not entry.loading:
             self._load(event.node, 0)
 
-    def _load(self, node: TreeNode[Entry | More | None], offset: int) -> None:
+    def _load(self, node: RunNode, offset: int) -> None:
         entry = node.data
         if not isinstance(entry, Entry) or self.run_id is None:
             return
@@ -628,7 +430,7 @@ class ProcessTree(Vertical):
         try:
             rows = self._reader.read(run_id, lambda store: store.children(parent, offset, PAGE))
         except Exception as exc:
-            self.post_message(self.ChildrenLoaded(run_id, parent, offset, [], one_line_error(exc)))
+            self.post_message(self.ChildrenLoaded(run_id, parent, offset, [], error_line(exc)))
         else:
             self.post_message(self.ChildrenLoaded(run_id, parent, offset, rows))
 
@@ -647,7 +449,7 @@ class ProcessTree(Vertical):
             for child in list(node.children):
                 if isinstance(child.data, More):
                     child.remove()
-            self._add_children(node, message.offset, message.rows)
+            self.run_tree.add_page(node, message.offset, message.rows, self._by_id)
 
     # --- choosing a node --------------------------------------------------------------
 
@@ -676,31 +478,39 @@ class ProcessTree(Vertical):
     def action_resume(self) -> None:
         if self.run_id is not None and self.status and self.status.status in RESUMABLE:
             self._status(f"resuming {self.run_id}…")
-            self._command(["resume", self.run_id, "--detach"])
+            self._control("resume", self.run_id)
 
     def action_pause(self) -> None:
         if self.run_id is not None and self.status and self.status.status in PAUSABLE:
             self._status(f"pausing {self.run_id}…")
-            self._command(["pause", self.run_id])
+            self._control("pause", self.run_id)
 
     def action_pick_run(self) -> None:
         pick_run(self.app)
 
-    @work(thread=True, exit_on_error=False, group="process-command",
-          description="nanobot command")  # fmt: skip
-    def _command(self, args: list[str]) -> None:
-        self.post_message(self.CommandDone(run_nanobot(args)))
+    @work(thread=True, exit_on_error=False, group="process-control",
+          description="run control")  # fmt: skip
+    def _control(self, action: str, run_id: str) -> None:
+        """Pause (waiting for the runner to finish its step) or resume (waiting for the
+        detached runner to hold the run): seconds, at times, so never on the UI thread."""
+        from nanobot_tui.engine.runs import control
 
-    @on(CommandDone)
-    def _command_done(self, message: CommandDone) -> None:
-        result = message.result
-        what = f"nanobot {' '.join(result.args)}"
-        last = next((ln for ln in reversed(result.output.splitlines()) if ln.strip()), "")
-        if result.returncode == 0:
-            self._status(f"{what}: ok{f' · {last}' if last else ''}")
+        act = control.pause_run if action == "pause" else control.resume_detached
+        try:
+            line = act(run_id)
+        except NanobotError as exc:
+            self.post_message(self.ControlDone(action, run_id, "", str(exc)))
         else:
-            self._status(f"{what} failed: {last or f'exit {result.returncode}'}")
-            self.notify(last or f"exit {result.returncode}", title=what, severity="error")
+            self.post_message(self.ControlDone(action, run_id, line))
+
+    @on(ControlDone)
+    def _control_done(self, message: ControlDone) -> None:
+        what = f"{message.action} {message.run_id}"
+        if message.error:
+            self._status(f"{what} failed: {message.error}")
+            self.notify(message.error, title=what, severity="error")
+        else:
+            self._status(f"{what}: ok · {message.line}")
 
 
 def most_recent(runs: list[dict[str, Any]]) -> str | None:
@@ -709,8 +519,3 @@ def most_recent(runs: list[dict[str, Any]]) -> str | None:
         return None
     newest = max(runs, key=lambda run: (float(run.get("created") or 0.0), str(run.get("id"))))
     return str(newest["id"])
-
-
-def one_line_error(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return fit(text, 200)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -25,11 +25,14 @@ from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
 from nanobot_tui.engine.context.search import SearchError, search
-from nanobot_tui.engine.context.volume import Volume, VolumeError, VolumeFile, list_volumes
+from nanobot_tui.engine.context.storage import VolumeError, list_volumes
+from nanobot_tui.engine.context.volume import Volume, VolumeFile
+from nanobot_tui.ui.format import human_count, one_line
 from nanobot_tui.ui.screens.viewer import FileViewer
 from nanobot_tui.units import human_bytes
 
 if TYPE_CHECKING:
+    from nanobot_tui.engine.context.grep import GrepHit
     from nanobot_tui.engine.context.search import SearchHit
 
 EMPTY_HINT = "no volumes: nanobot ingest PATH"
@@ -40,22 +43,6 @@ GREP_MAX_HITS = 200
 # every change, and nobody scrolls through 100,000 names (search finds them instead).
 MAX_CHILDREN = 1000
 PREVIEW_CHARS = 160
-
-
-def human_count(n: int) -> str:
-    """1234 -> 1.2k, 3400000 -> 3.4M."""
-    value = float(n)
-    for unit in ("", "k", "M", "G"):
-        if abs(value) < 1000 or unit == "G":
-            return f"{value:.0f}{unit}" if unit == "" else f"{value:.1f}{unit}"
-        value /= 1000
-    return str(n)  # pragma: no cover
-
-
-def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
-    """Whitespace collapsed, cut to `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 @dataclass
@@ -143,9 +130,17 @@ def search_hit(volume: Volume, hit: SearchHit) -> Hit:
     label = Text.assemble(
         (f"{hit.file}:{hit.first_fline}-{hit.last_fline}", "bold"),
         "\n",
-        (f"  {one_line(hit.preview)}", "dim"),
+        (f"  {one_line(hit.preview, PREVIEW_CHARS)}", "dim"),
     )
     return Hit(hit.file, line, label)
+
+
+def grep_hit(hit: GrepHit) -> Hit:
+    """A line that matched: shown with its place, opened at it."""
+    label = Text.assemble(
+        (f"{hit.file}:{hit.fline}:", "bold"), f" {one_line(hit.text, PREVIEW_CHARS)}"
+    )
+    return Hit(hit.file, hit.fline, label)
 
 
 class VolumeBrowser(Vertical):
@@ -158,52 +153,33 @@ class VolumeBrowser(Vertical):
         Binding("backspace", "back", "Back", id="volumes.back_alt", show=False),
     ]
 
-    DEFAULT_CSS = """
-    VolumeBrowser { border: round $primary 50%; border-title-color: $text-primary; }
-    VolumeBrowser:focus-within { border: round $primary; }
-    VolumeBrowser ContentSwitcher { height: 1fr; }
-    VolumeBrowser #volumes-list-view, VolumeBrowser #volumes-open-view { height: 1fr; }
-    VolumeBrowser OptionList, VolumeBrowser OptionList:focus {
-        border: none; padding: 0; background: transparent;
-        text-wrap: nowrap; text-overflow: ellipsis;
-    }
-    VolumeBrowser #volumes-list { height: 1fr; }
-    VolumeBrowser #volume-header { height: auto; padding: 0 1; color: $text-muted; }
-    VolumeBrowser #volume-tree { height: 2fr; background: transparent; overflow-x: hidden; }
-    VolumeBrowser #volume-query { border: tall $primary 30%; }
-    VolumeBrowser #volume-query:focus { border: tall $primary; }
-    VolumeBrowser #volume-hits { height: 1fr; }
-    VolumeBrowser #volumes-status {
-        height: 1; padding: 0 1; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis;
-    }
-    """
+    switcher = getters.query_one(ContentSwitcher)
+    volume_list = getters.query_one("#volumes-list", OptionList)
+    volume_header = getters.query_one("#volume-header", Static)
+    volume_tree = getters.query_one("#volume-tree", Tree)
+    query_input = getters.query_one("#volume-query", Input)
+    hit_list = getters.query_one("#volume-hits", OptionList)
+    status_line = getters.query_one("#volumes-status", Static)
 
+    @dataclass
     class Listed(Message):
-        def __init__(self, volumes: list[dict[str, Any]], error: str = "") -> None:
-            super().__init__()
-            self.volumes = volumes
-            self.error = error
+        volumes: list[dict[str, Any]]
+        error: str = ""
 
+    @dataclass
     class Opened(Message):
-        def __init__(
-            self, name: str, volume: Volume | None, root: Directory | None, error: str = ""
-        ) -> None:
-            super().__init__()
-            self.name = name
-            self.volume = volume
-            self.root = root
-            self.error = error
+        name: str
+        volume: Volume | None
+        root: Directory | None
+        error: str = ""
 
+    @dataclass
     class Searched(Message):
-        def __init__(
-            self, volume: Volume, serial: int, hits: list[Hit], summary: str, error: str = ""
-        ) -> None:
-            super().__init__()
-            self.volume = volume
-            self.serial = serial
-            self.hits = hits
-            self.summary = summary
-            self.error = error
+        volume: Volume
+        serial: int
+        hits: list[Hit]
+        summary: str
+        error: str = ""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -246,11 +222,11 @@ class VolumeBrowser(Vertical):
 
     def _show(self, view: str) -> None:
         self._view = view
-        self.query_one(ContentSwitcher).current = view
+        self.switcher.current = view
         self.refresh_bindings()
 
     def _status(self, text: str) -> None:
-        self.query_one("#volumes-status", Static).update(text)
+        self.status_line.update(text)
 
     def _close_volume(self) -> None:
         volume, self.volume = self.volume, None
@@ -283,7 +259,7 @@ class VolumeBrowser(Vertical):
     @on(Listed)
     def _listed(self, message: Listed) -> None:
         self.volumes = message.volumes
-        listing = self.query_one("#volumes-list", OptionList)
+        listing = self.volume_list
         highlighted = listing.highlighted_option
         keep = highlighted.id if highlighted is not None else None
         names = [str(info["name"]) for info in message.volumes]
@@ -350,7 +326,7 @@ class VolumeBrowser(Vertical):
         self._close_volume()
         volume = self.volume = message.volume
         root = message.root
-        self.query_one("#volume-header", Static).update(
+        self.volume_header.update(
             Text.assemble(
                 (volume.name, "bold"),
                 f" · {len(volume.files)} files · {human_bytes(volume.n_bytes)} · "
@@ -358,13 +334,13 @@ class VolumeBrowser(Vertical):
                 (str(volume.root), "dim italic"),
             )
         )
-        tree = self.query_one("#volume-tree", Tree)
+        tree = self.volume_tree
         tree.reset(volume.name, root)
         self._loaded = set()
-        self._add_children(tree.root)
+        self._add_folder(tree.root)
         tree.root.expand()
-        self.query_one("#volume-query", Input).clear()
-        self.query_one("#volume-hits", OptionList).clear_options()
+        self.query_input.clear()
+        self.hit_list.clear_options()
         self.hits = []
         self._show("volumes-open-view")
         self._status(f"{volume.n_lines:,} lines · Enter opens a file · / searches")
@@ -372,7 +348,7 @@ class VolumeBrowser(Vertical):
 
     # the lazy tree
 
-    def _add_children(self, node: TreeNode[Directory | VolumeFile | None]) -> None:
+    def _add_folder(self, node: TreeNode[Directory | VolumeFile | None]) -> None:
         """Add a directory node's children, once: its subfolders collapsed (their own
         children come when they are expanded), then its files."""
         folder = node.data
@@ -398,7 +374,7 @@ class VolumeBrowser(Vertical):
     @on(Tree.NodeExpanded, "#volume-tree")
     def _expanded(self, event: Tree.NodeExpanded[Directory | VolumeFile | None]) -> None:
         event.stop()
-        self._add_children(event.node)
+        self._add_folder(event.node)
 
     @on(Tree.NodeSelected, "#volume-tree")
     def _file_chosen(self, event: Tree.NodeSelected[Directory | VolumeFile | None]) -> None:
@@ -413,7 +389,7 @@ class VolumeBrowser(Vertical):
     # search
 
     def action_focus_search(self) -> None:
-        self.query_one("#volume-query", Input).focus()
+        self.query_input.focus()
 
     @on(Input.Submitted, "#volume-query")
     def _query(self, event: Input.Submitted) -> None:
@@ -425,7 +401,7 @@ class VolumeBrowser(Vertical):
         if not query or query == GREP_PREFIX:
             self.workers.cancel_group(self, "volumes-search")
             self.hits = []
-            self.query_one("#volume-hits", OptionList).clear_options()
+            self.hit_list.clear_options()
             self._status("")
             return
         self._status(f"searching {query!r}…")
@@ -438,16 +414,7 @@ class VolumeBrowser(Vertical):
         try:
             if query.startswith(GREP_PREFIX):
                 result = volume.grep(query[len(GREP_PREFIX) :], max_hits=GREP_MAX_HITS)
-                hits = [
-                    Hit(
-                        hit.file,
-                        hit.fline,
-                        Text.assemble(
-                            (f"{hit.file}:{hit.fline}:", "bold"), f" {one_line(hit.text)}"
-                        ),
-                    )
-                    for hit in result.hits
-                ]
+                hits = [grep_hit(hit) for hit in result.hits]
                 more = " (first hits only)" if result.truncated else ""
                 summary = f"grep · {len(hits)} hits{more}"
             else:
@@ -466,7 +433,7 @@ class VolumeBrowser(Vertical):
         if message.volume is not self.volume or message.serial != self._serial:
             return
         self.hits = message.hits
-        listing = self.query_one("#volume-hits", OptionList)
+        listing = self.hit_list
         if message.error:
             listing.clear_options()
             self._status(message.error)
@@ -494,9 +461,9 @@ class VolumeBrowser(Vertical):
             return
         self._serial += 1
         self._close_volume()
-        self.query_one("#volume-tree", Tree).clear()
-        self.query_one("#volume-hits", OptionList).clear_options()
+        self.volume_tree.clear()
+        self.hit_list.clear_options()
         self.hits = []
         self._show("volumes-list-view")
-        self.query_one("#volumes-list", OptionList).focus()
+        self.volume_list.focus()
         self.action_refresh()

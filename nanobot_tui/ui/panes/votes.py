@@ -19,13 +19,27 @@ from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import getters
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from nanobot_tui.ui.engine_app import EngineApp
+from nanobot_tui.ui.format import (
+    duration,
+    fit,
+    hbar,
+    pad,
+    plural,
+    probability,
+    progress_bar,
+    rate_text,
+    screen_shown,
+    verdict,
+)
+
 if TYPE_CHECKING:
     from nanobot_tui.engine.voting.runner import VoteMonitor, VoteSnapshot
-    from nanobot_tui.ui.app import NanobotApp
 
 # The right column is 44 wide: a border each side and one column of padding each side.
 WIDTH = 40
@@ -34,44 +48,8 @@ HINT = "ctrl+p → Run Towers of Hanoi (simulated)"
 CANDIDATE_WIDTH = 22  # a Hanoi candidate reads "[1, 0, 2] -> [[...], ...]": the move fits
 MAX_CANDIDATES = 3  # the last step's candidates shown, most votes first
 HIST_ROWS = 5  # rows of the votes-per-step histogram; the tail is summed into "≥n"
-EIGHTHS = " ▏▎▍▌▋▊▉"
 SPARKS = "▁▂▃▄▅▆▇█"
 SECTIONS = ("header", "step", "flags", "hist", "decay", "stats")
-
-
-def fit(text: str, width: int) -> str:
-    """`text` cut to `width` cells, with an ellipsis when cut."""
-    if cell_len(text) <= width:
-        return text
-    out = ""
-    for char in text:
-        if cell_len(out + char) > width - 1:
-            break
-        out += char
-    return out + "…"
-
-
-def pad(text: str, width: int, *, right: bool = False) -> str:
-    text = fit(text, width)
-    gap = " " * (width - cell_len(text))
-    return gap + text if right else text + gap
-
-
-def hbar(fraction: float, width: int, style: str) -> Text:
-    """A horizontal bar in eighths of a cell; any nonzero fraction shows at least ▏."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    eighths = round(fraction * width * 8)
-    if fraction > 0 and eighths == 0:
-        eighths = 1
-    full, part = divmod(eighths, 8)
-    body = "█" * full + (EIGHTHS[part] if part else "")
-    return Text.assemble((body, style), " " * (width - cell_len(body)))
-
-
-def progress_bar(fraction: float, width: int) -> Text:
-    fraction = min(max(fraction, 0.0), 1.0)
-    filled = int(fraction * width)
-    return Text.assemble(("█" * filled, "green"), ("░" * (width - filled), "dim"))
 
 
 def spark(values: list[int]) -> str:
@@ -83,41 +61,6 @@ def spark(values: list[int]) -> str:
     return "".join(
         " " if v <= 0 else SPARKS[min(7, max(0, round(math.log1p(v) / scale * 7)))] for v in values
     )
-
-
-def duration(seconds: float) -> str:
-    """40 ms, 0.4 s, 12 s, 4:05, 1:02:03, 2d 03:04:05."""
-    if seconds < 0.0995:
-        return f"{seconds * 1000:.0f} ms" if seconds >= 0.0005 else "<1 ms"
-    if seconds < 9.95:
-        return f"{max(seconds, 0.0):.1f} s"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours == 0:
-        return f"{minutes}:{secs:02d}"
-    days, hours = divmod(hours, 24)
-    clock = f"{hours}:{minutes:02d}:{secs:02d}"
-    return f"{days}d {hours:02d}:{minutes:02d}:{secs:02d}" if days else clock
-
-
-def rate_text(rate: float) -> str:
-    if rate >= 10_000:
-        return f"{rate / 1000:,.0f}k steps/s"
-    if rate >= 10:
-        return f"{rate:,.0f} steps/s"
-    return f"{rate:.2g} steps/s" if rate > 0 else "– steps/s"
-
-
-def probability(value: float | None) -> str:
-    """0.9357; near 1 as 1−9.6e-07, so p_vote does not read as a flat 1.0000."""
-    if value is None:
-        return "–"
-    if value < 0.9999 or value >= 1.0:
-        return f"{value:.4f}"
-    return f"1−{1.0 - value:.1e}"
 
 
 def render_idle() -> Text:
@@ -149,7 +92,7 @@ def render_header(snap: VoteSnapshot) -> Text:
     )
     undecided = f" ({snap.undecided:,} undecided)" if snap.undecided else ""
     errors = Text(
-        f"{snap.errors:,} error{'s' if snap.errors != 1 else ''}{undecided}",
+        f"{plural(snap.errors, 'error')}{undecided}",
         style="bold red" if snap.errors else "green",
     )
     line3 = Text.assemble(errors, (" · ", "dim"), rate_text(snap.rate))
@@ -270,12 +213,12 @@ def render_stats(snap: VoteSnapshot, now: float | None = None) -> Text:
         (probability(snap.p_vote_estimate), "bold"),
     )
     if snap.finished:
-        if snap.solved is None:
-            outcome = Text("finished", style="bold")
-        elif snap.solved:
-            outcome = Text("finished · solved ✓", style="bold green")
-        else:
-            outcome = Text("finished · NOT solved ✗", style="bold red")
+        outcome = verdict(
+            snap.solved,
+            right="finished · solved ✓",
+            wrong="finished · NOT solved ✗",
+            unknown=Text("finished", style="bold"),
+        )
         if snap.stopped:
             outcome.append(f"\nstopped: {snap.stopped}", "yellow")
         return Text.assemble(line1, "\n", outcome)
@@ -306,13 +249,9 @@ class VoteCounter(Vertical):
     sections whose text changed. With no run, or once the run is over, a poll costs an
     attribute read: no snapshot, no redraw."""
 
-    DEFAULT_CSS = """
-    VoteCounter { border: round $primary 50%; height: auto; max-height: 100%; padding: 0 1; }
-    VoteCounter > Static { height: auto; }
-    VoteCounter #votes-step, VoteCounter #votes-hist { margin-top: 1; }
-    """
-
     INTERVAL = 0.25
+
+    app = getters.app(EngineApp)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -321,10 +260,6 @@ class VoteCounter(Vertical):
         self._idle: bool | None = None  # None: nothing drawn yet
         self._settled = False  # the watched run is finished and fully drawn
         self.polls = 0  # snapshots taken (tests read it)
-
-    @property
-    def nanobot(self) -> NanobotApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         for name in SECTIONS:
@@ -338,25 +273,14 @@ class VoteCounter(Vertical):
         """One poll; the next one is scheduled when this one is done, so they never pile
         up. Nothing is read while another screen covers this one."""
         try:
-            if self._visible():
+            if screen_shown(self):
                 self._refresh_from_monitor()
         finally:
             if self.is_attached:
                 self.set_timer(self.INTERVAL, self.poll)
 
-    def _visible(self) -> bool:
-        """Whether this pane's screen can be seen: on top, or under screens that all let
-        it show through (the command palette). `Screen.is_current` also counts the
-        screen just beneath an opaque one, so it is not used."""
-        stack = self.app.screen_stack
-        screen = self.screen
-        if screen not in stack:
-            return False
-        above = stack[stack.index(screen) + 1 :]
-        return all(other.styles.background.a < 1 for other in above)
-
     def _refresh_from_monitor(self) -> None:
-        monitor: VoteMonitor | None = getattr(self.nanobot, "vote_monitor", None)
+        monitor = self.app.vote_monitor
         if monitor is not self._watching:
             self._watching = monitor
             self._shown.clear()  # another run: draw everything afresh

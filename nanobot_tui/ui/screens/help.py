@@ -4,19 +4,18 @@ the command palette's commands, and where the config, the keymap and the themes 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingsMap
-from textual.containers import VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Static
 
 from nanobot_tui import paths
 from nanobot_tui.ui.keymap import declaring_classes
+from nanobot_tui.ui.screens.page import PageScreen
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -117,7 +116,7 @@ def render_files(theme: str) -> RenderableType:
     return Group(Text("Files", style="bold underline"), table)
 
 
-class HelpScreen(Screen[None]):
+class HelpScreen(PageScreen):
     """Every key, the palette's commands and the files; Esc, F1 or q goes back."""
 
     BINDINGS = [
@@ -126,31 +125,14 @@ class HelpScreen(Screen[None]):
         Binding("G", "bottom", "Bottom", id="help.bottom", show=False),
     ]
 
-    DEFAULT_CSS = """
-    HelpScreen #help-body { height: 1fr; padding: 0 2; }
-    HelpScreen #help-body > Static { height: auto; }
-    """
-
-    def compose(self) -> ComposeResult:
-        yield Header(show_clock=False)
-        with VerticalScroll(id="help-body", can_focus=True):
-            yield Static(id="help-keys")
-            yield Static(id="help-palette")
-            yield Static(id="help-files")
-        yield Footer()
+    def sections(self) -> Iterable[Static]:
+        yield Static(id="help-keys")
+        yield Static(id="help-palette")
+        yield Static(id="help-files")
 
     def on_mount(self) -> None:
         self.sub_title = "keys and commands"
         self.query_one("#help-keys", Static).update(render_keys(key_sections(self.app)))
         self.query_one("#help-palette", Static).update(render_palette(palette_commands(self.app)))
         self.query_one("#help-files", Static).update(render_files(self.app.theme))
-        self.query_one("#help-body").focus()
-
-    def action_close(self) -> None:
-        self.dismiss()
-
-    def action_top(self) -> None:
-        self.query_one("#help-body", VerticalScroll).scroll_home(animate=False)
-
-    def action_bottom(self) -> None:
-        self.query_one("#help-body", VerticalScroll).scroll_end(animate=False)
+        self.body.focus()

@@ -14,20 +14,20 @@ the bottom); Esc goes back.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Static
 
-from nanobot_tui.ui.panes.votes import duration, fit, hbar
+from nanobot_tui.ui.format import duration, fit, hbar, millis, plural, status_icon, verdict
+from nanobot_tui.ui.screens.page import PageScreen
 from nanobot_tui.ui.screens.runs import open_run
 
 if TYPE_CHECKING:
@@ -37,14 +37,6 @@ TRACE_LINES = 20  # a step's trace lines shown, the latest (one per attempt)
 SAMPLE_TEXT = 300  # characters of a sample's reply shown
 VOTE_BAR = 20
 SECTIONS = ("node", "input", "votes", "flags", "result", "costs", "samples", "trace")
-# Node status -> icon and style (the process tree pane draws the same).
-ICONS: dict[str, tuple[str, str]] = {
-    "pending": ("○", "dim"),
-    "running": ("◐", "bold yellow"),
-    "completed": ("●", "green"),
-    "failed": ("✗", "bold red"),
-    "skipped": ("⊘", "magenta"),
-}
 
 
 # --- pieces ---------------------------------------------------------------------------
@@ -81,10 +73,6 @@ def plain_value(value: Any) -> RenderableType:
     return Text("–" if value is None else compact(value))
 
 
-def millis(ms: float | None) -> str:
-    return "–" if ms is None else duration(float(ms) / 1000)
-
-
 def node_title(row: NodeRow) -> str:
     if row.kind == "root":
         return "run"
@@ -94,7 +82,7 @@ def node_title(row: NodeRow) -> str:
 
 
 def status_text(status: str) -> Text:
-    icon, style = ICONS.get(status, ("?", "dim"))
+    icon, style = status_icon(status)
     return Text(f"{icon} {status}", style=style)
 
 
@@ -156,7 +144,7 @@ def winner_of(step: StepRow) -> str | None:
 
 def render_votes(step: StepRow) -> RenderableType:
     votes = step.votes or {}
-    rounds = f"{step.rounds} round{'s' if step.rounds != 1 else ''}"
+    rounds = plural(step.rounds, "round")
     if not votes:
         return section(f"votes · {rounds}", Text("no valid votes", style="dim"))
     winner = winner_of(step)
@@ -195,13 +183,10 @@ def render_flags(step: StepRow) -> RenderableType:
 def render_result(step: StepRow) -> RenderableType:
     table = kv_table()
     table.add_row("answer", plain_value(step.answer))
-    if step.correct is None:
-        verdict = Text("unchecked (no truth to check against)", style="dim")
-    elif step.correct:
-        verdict = Text("✓ correct", style="bold green")
-    else:
-        verdict = Text("✗ wrong", style="bold red")
-    table.add_row("verdict", verdict)
+    unchecked = Text("unchecked (no truth to check against)", style="dim")
+    table.add_row(
+        "verdict", verdict(step.correct, right="✓ correct", wrong="✗ wrong", unknown=unchecked)
+    )
     return section("result", table)
 
 
@@ -251,13 +236,13 @@ def render_trace(lines: list[dict[str, Any]]) -> RenderableType:
     body = Text("\n").join(
         Text(compact({k: v for k, v in line.items() if k != "run"})) for line in lines
     )
-    return section(f"trace · {len(lines):,} line{'s' if len(lines) != 1 else ''}", body)
+    return section(f"trace · {plural(len(lines), 'line')}", body)
 
 
 # --- the screen -----------------------------------------------------------------------
 
 
-class InspectScreen(Screen[None]):
+class InspectScreen(PageScreen):
     """One node of a run, read from its store; Esc goes back."""
 
     BINDINGS = [
@@ -266,26 +251,13 @@ class InspectScreen(Screen[None]):
         Binding("G", "bottom", "Bottom", id="inspect.bottom", show=False),
     ]
 
-    DEFAULT_CSS = """
-    InspectScreen #inspect-body { height: 1fr; padding: 0 2; }
-    InspectScreen #inspect-body > Static { height: auto; }
-    """
-
+    @dataclass
     class Loaded(Message):
-        def __init__(
-            self,
-            node: NodeRow | None,
-            step: StepRow | None = None,
-            samples: list[SampleRow] | None = None,
-            trace: list[dict[str, Any]] | None = None,
-            error: str = "",
-        ) -> None:
-            super().__init__()
-            self.node = node
-            self.step = step
-            self.samples = samples or []
-            self.trace = trace or []
-            self.error = error
+        node: NodeRow | None
+        step: StepRow | None = None
+        samples: list[SampleRow] = field(default_factory=list)
+        trace: list[dict[str, Any]] = field(default_factory=list)
+        error: str = ""
 
     def __init__(self, run_id: str, node_id: int) -> None:
         super().__init__()
@@ -295,16 +267,9 @@ class InspectScreen(Screen[None]):
         self.step: StepRow | None = None
         self.loaded = False
 
-    @property
-    def body(self) -> VerticalScroll:
-        return self.query_one("#inspect-body", VerticalScroll)
-
-    def compose(self) -> ComposeResult:
-        yield Header(show_clock=False)
-        with VerticalScroll(id="inspect-body", can_focus=True):
-            for name in SECTIONS:
-                yield Static("", id=f"inspect-{name}", markup=False)
-        yield Footer()
+    def sections(self) -> Iterable[Static]:
+        for name in SECTIONS:
+            yield Static("", id=f"inspect-{name}", markup=False)
 
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
@@ -365,12 +330,3 @@ class InspectScreen(Screen[None]):
         self._set("costs", render_costs(step))
         self._set("samples", render_samples(message.samples))
         self._set("trace", render_trace(message.trace))
-
-    def action_close(self) -> None:
-        self.dismiss()
-
-    def action_top(self) -> None:
-        self.body.scroll_home(animate=False)
-
-    def action_bottom(self) -> None:
-        self.body.scroll_end(animate=False)

@@ -8,6 +8,9 @@ Narrower than NARROW_WIDTH (an 80x24 terminal over SSH; anything under 114 colum
 screen shows one pane at a time, full size, under a one-line strip of pane names: F2 and
 Shift+F2 (or a click on a name) switch panes. The panes stay mounted, so switching keeps
 their state. At any width F2 moves the focus to the next pane that takes keys.
+
+The panes' styles live beside this screen, in main.tcss: they are laid out here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ Area = Literal["left", "center", "right"]
 AREAS: tuple[Area, ...] = ("left", "center", "right")
 NARROW_ORDER: tuple[Area, ...] = ("center", "left", "right")  # the strip's order
 # Below this many columns, one pane at a time: the three columns' minimum widths (left 30,
-# centre 40, right 44, in DEFAULT_CSS); any narrower and the right column is cut off.
+# centre 40, right 44, in main.tcss); any narrower and the right column is cut off.
 NARROW_WIDTH = 30 + 40 + 44
 ATTACH_PANE = "process"  # the pane shown first, when narrow, by `nanobot attach`
 
@@ -59,10 +62,6 @@ PANES: tuple[PaneSpec, ...] = (
 class PaneStrip(Static):
     """One line of pane names, the shown one in reverse video (readable in NO_COLOR and
     16 colours); a click on a name shows that pane."""
-
-    DEFAULT_CSS = """
-    PaneStrip { height: 1; padding: 0 1; background: $panel; text-wrap: nowrap; }
-    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id, markup=False)
@@ -89,6 +88,8 @@ class PaneStrip(Static):
 
 
 class MainScreen(Screen[None]):
+    CSS_PATH = "main.tcss"  # this screen's layout and every pane's look
+
     # Textual's auto-focus takes the first focusable widget, shown or not (a pane hidden by
     # the narrow layout, the Process pane's empty tree): keys would go where nobody sees.
     # The chat focuses its prompt itself; after that the focus is only moved on purpose.
@@ -98,19 +99,6 @@ class MainScreen(Screen[None]):
         Binding("f2", "next_pane", "Next pane", id="main.next_pane"),
         Binding("shift+f2", "previous_pane", "Previous pane", id="main.previous_pane", show=False),
     ]
-
-    DEFAULT_CSS = """
-    MainScreen #columns { height: 1fr; }
-    MainScreen #left { width: 1fr; min-width: 30; }
-    MainScreen #center { width: 2fr; min-width: 40; }
-    MainScreen #right { width: 44; }
-    MainScreen #pane-strip { display: none; }
-    MainScreen.-narrow #pane-strip { display: block; }
-    MainScreen.-narrow Header { display: none; }
-    MainScreen.-narrow #left, MainScreen.-narrow #center, MainScreen.-narrow #right {
-        width: 1fr; min-width: 0;
-    }
-    """
 
     def __init__(self) -> None:
         super().__init__()

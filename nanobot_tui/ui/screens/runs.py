@@ -4,6 +4,7 @@ Enter picks one for the process tree pane to watch, Esc keeps the current one.""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -15,20 +16,12 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-if TYPE_CHECKING:
-    from textual.app import App
+from nanobot_tui.ui.engine_app import EngineApp
+from nanobot_tui.ui.format import RUN_STYLES, plural, when
 
+if TYPE_CHECKING:
     from nanobot_tui.engine.runs.store import RunStore
 
-# Run status -> style (the process tree pane's header uses the same).
-RUN_STYLES = {
-    "running": "bold yellow",
-    "paused": "bold cyan",
-    "stopped": "bold magenta",
-    "completed": "bold green",
-    "failed": "bold red",
-    "cancelled": "dim",
-}
 COLUMNS = ("run", "status", "progress", "errors", "updated")
 
 
@@ -48,24 +41,6 @@ def read_runs() -> list[dict[str, Any]]:
     from nanobot_tui.engine.runs.store import list_runs
 
     return list_runs()
-
-
-def when(value: Any, now: float | None = None) -> str:
-    """A timestamp (epoch seconds or ISO text) as "12 s ago", "3 h ago", or a date."""
-    if value is None or value == "":
-        return "–"
-    if isinstance(value, int | float):
-        ago = (time.time() if now is None else now) - float(value)
-        if ago < 0:
-            ago = 0.0
-        if ago < 60:
-            return f"{ago:.0f} s ago"
-        if ago < 3600:
-            return f"{ago / 60:.0f} min ago"
-        if ago < 86400:
-            return f"{ago / 3600:.0f} h ago"
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(value)))
-    return str(value).replace("T", " ")[:16]
 
 
 def progress(run: dict[str, Any]) -> str:
@@ -91,26 +66,16 @@ def run_cells(run: dict[str, Any], now: float | None = None) -> tuple[Text | str
 class RunsScreen(ModalScreen[str | None]):
     """Pick a run: Enter picks the highlighted one, Esc goes back without picking."""
 
+    CSS_PATH = "runs.tcss"
     BINDINGS = [
         Binding("escape", "cancel", "Back", id="runs.cancel"),
         Binding("ctrl+r", "reload", "Reload", id="runs.reload"),
     ]
 
-    DEFAULT_CSS = """
-    RunsScreen { align: center middle; }
-    RunsScreen > #runs-box {
-        width: 90%; max-width: 110; height: 80%;
-        border: round $primary; background: $surface; padding: 0 1;
-    }
-    RunsScreen #runs-table { height: 1fr; }
-    RunsScreen #runs-status { height: 1; color: $text-muted; }
-    """
-
+    @dataclass
     class Listed(Message):
-        def __init__(self, runs: list[dict[str, Any]], error: str = "") -> None:
-            super().__init__()
-            self.runs = runs
-            self.error = error
+        runs: list[dict[str, Any]]
+        error: str = ""
 
     def __init__(self, current: str | None = None) -> None:
         super().__init__()
@@ -165,7 +130,7 @@ class RunsScreen(ModalScreen[str | None]):
         elif not self.runs:
             status.update("no runs yet: nanobot run hanoi --disks N --detach")
         else:
-            status.update(f"{len(self.runs)} run{'s' if len(self.runs) != 1 else ''}")
+            status.update(plural(len(self.runs), "run"))
 
     @on(DataTable.RowSelected, "#runs-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -180,12 +145,12 @@ class RunsScreen(ModalScreen[str | None]):
         self.load()
 
 
-def pick_run(app: App[Any]) -> None:
+def pick_run(app: EngineApp) -> None:
     """Open the runs list; the run picked becomes the app's `attached_run`, which the
     process tree pane follows."""
 
     def picked(run_id: str | None) -> None:
         if run_id:
-            app.attached_run = run_id  # type: ignore[attr-defined]
+            app.attached_run = run_id
 
-    app.push_screen(RunsScreen(current=getattr(app, "attached_run", None)), picked)
+    app.push_screen(RunsScreen(current=app.attached_run), picked)

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from nanobot_tui.engine.agent.sessions import SessionError, SessionInfo, SessionStore
-from nanobot_tui.ui.panes.votes import fit
+from nanobot_tui.ui.format import fit
 
 TITLE_CELLS = 40
 HINT = "enter resumes · ctrl+n new session · esc closes"
@@ -34,20 +34,11 @@ def updated_text(info: SessionInfo) -> str:
 
 
 class SessionPicker(ModalScreen[PickedSession | None]):
+    CSS_PATH = "sessions.tcss"
     BINDINGS = [
         Binding("escape", "close", "Close", id="sessions.close"),
         Binding("ctrl+n", "new_session", "New session", id="chat.new"),
     ]
-
-    DEFAULT_CSS = """
-    SessionPicker { align: center middle; }
-    SessionPicker #picker {
-        width: 90%; max-width: 110; height: auto; max-height: 80%;
-        border: round $primary; background: $surface; padding: 0 1;
-    }
-    SessionPicker #sessions { height: auto; max-height: 20; }
-    SessionPicker #picker-hint { color: $text-muted; height: 1; }
-    """
 
     def __init__(self, current: str | None = None) -> None:
         super().__init__()

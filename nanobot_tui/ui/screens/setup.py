@@ -10,6 +10,7 @@ pushed from the main app; it is dismissed with the written config's path, or Non
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Header, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
@@ -66,6 +68,7 @@ class SetupScreen(Screen["Path | None"]):
     """The wizard. `hardware` and `plan` replace detection and planning (tests); `tier`
     overrides the detected tier."""
 
+    CSS_PATH = "setup.tcss"
     SUB_TITLE = "setup"
     BINDINGS = [
         Binding("enter", "next", "Next", priority=True, id="setup.next"),
@@ -75,44 +78,26 @@ class SetupScreen(Screen["Path | None"]):
         Binding("e", "use_embedded", "Use embedded instead", id="setup.embedded"),
     ]
 
-    DEFAULT_CSS = """
-    SetupScreen { layout: vertical; }
-    SetupScreen #steps { height: 1; margin: 1 1 0 1; }
-    SetupScreen #hint { height: auto; margin: 0 1; color: $text-muted; }
-    SetupScreen ContentSwitcher { height: 1fr; margin: 1 1 0 1; }
-    SetupScreen .heading { text-style: bold; margin-top: 1; }
-    SetupScreen .why { color: $text-muted; }
-    SetupScreen OptionList {
-        height: auto; max-height: 6; border: none; border-left: blank; padding: 0;
-    }
-    SetupScreen OptionList:focus { border: none; border-left: thick $accent; }
-    SetupScreen #download-error { color: $error; }
-    SetupScreen ProgressBar { margin: 1 0; }
-    """
-
+    @dataclass
     class Ready(Message):
-        def __init__(self, plan: SetupPlan, existing: ExistingConfig) -> None:
-            super().__init__()
-            self.plan = plan
-            self.existing = existing
+        plan: SetupPlan
+        existing: ExistingConfig
 
+    @dataclass
     class Downloading(Message):
-        def __init__(self, option: ModelOption, progress: DownloadProgress | None) -> None:
-            super().__init__()
-            self.option = option
-            self.progress = progress
+        option: ModelOption
+        progress: DownloadProgress | None
 
+    @dataclass
     class Downloaded(Message):
-        def __init__(self, option: ModelOption, error: str | None) -> None:
-            super().__init__()
-            self.option = option
-            self.error = error
+        option: ModelOption
+        error: str | None
 
+    @dataclass
     class Checked(Message):
-        def __init__(self, check: ServerCheck | None) -> None:
-            """One server's result; None when every server has been tried."""
-            super().__init__()
-            self.check = check
+        """One server's result; None when every server has been tried."""
+
+        check: ServerCheck | None
 
     def __init__(
         self,
@@ -252,7 +237,7 @@ class SetupScreen(Screen["Path | None"]):
         self._show()
         if step == "hardware":
             self.query_one("#tier-list", OptionList).focus()
-        elif step == "models" and self.focused not in self.query("#models OptionList"):
+        elif step == "models" and self.focused not in self.query("#models OptionList").nodes:
             self._focus_first_slot()
 
     async def action_next(self) -> None:
@@ -322,7 +307,7 @@ class SetupScreen(Screen["Path | None"]):
         self._models_shown = self.plan
         pane = self.query_one("#models", VerticalScroll)
         await pane.remove_children()
-        widgets = []
+        widgets: list[Widget] = []
         for name, slot in self.plan.slots.items():
             widgets.append(Static(f"{name}", classes="heading"))
             widgets.append(Static(Text(slot.why), id=f"why-{name}", classes="why"))
@@ -371,8 +356,8 @@ class SetupScreen(Screen["Path | None"]):
             text.append("Nothing to download: every chosen model is present.")
         for warning in self.plan.warnings():
             text.append(f"\n{warning}", style="yellow")
-        for widget in self.query("#models-total"):
-            widget.update(text)  # type: ignore[attr-defined]
+        for widget in self.query("#models-total").results(Static):
+            widget.update(text)
 
     # --- downloads ----------------------------------------------------------------------
 
@@ -508,7 +493,11 @@ class SetupScreen(Screen["Path | None"]):
 
         assert self.plan is not None
         config = planned_config(self.plan, self.existing)
-        await check_servers(config, on_check=lambda check: self.post_message(self.Checked(check)))
+
+        def checked(check: ServerCheck) -> None:
+            self.post_message(self.Checked(check))
+
+        await check_servers(config, on_check=checked)
         self.post_message(self.Checked(None))
 
     @on(Checked)

@@ -13,6 +13,7 @@ the price of never lexing a whole file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pygments.lexer import Lexer
@@ -36,7 +37,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Input
 from textual.worker import get_current_worker
 
-from nanobot_tui.engine.context.volume import VolumeError
+from nanobot_tui.engine.context.storage import VolumeError
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.volume import Volume, VolumeFile
@@ -88,17 +89,14 @@ class FileView(ScrollView, can_focus=True):
     FileView > .file-view--target { background: $accent 25%; }
     """
 
+    @dataclass
     class Fetched(Message):
         """Blocks read by the fetch worker, and the line to show once they are in."""
 
-        def __init__(
-            self, blocks: dict[int, list[str]], line: int, serial: int, error: str = ""
-        ) -> None:
-            super().__init__()
-            self.blocks = blocks
-            self.line = line
-            self.serial = serial
-            self.error = error
+        blocks: dict[int, list[str]]
+        line: int
+        serial: int
+        error: str = ""
 
     def __init__(
         self, volume: Volume, file: VolumeFile, line: int = 1, *, id: str | None = None
@@ -296,16 +294,11 @@ class FileView(ScrollView, can_focus=True):
 class FileViewer(Screen[None]):
     """One file of a volume, full screen; Esc goes back."""
 
+    CSS_PATH = "viewer.tcss"
     BINDINGS = [
         Binding("escape", "close", "Back", id="viewer.close"),
         Binding("ctrl+g", "goto", "Go to line", id="viewer.goto"),
     ]
-
-    DEFAULT_CSS = """
-    FileViewer FileView { height: 1fr; }
-    FileViewer #goto { dock: bottom; display: none; }
-    FileViewer #goto.shown { display: block; }
-    """
 
     def __init__(self, volume: Volume, path: str, line: int = 1) -> None:
         super().__init__()

@@ -16,32 +16,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rich.text import Text
-from textual.message import Message
+from textual import getters
 from textual.timer import Timer
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from nanobot_tui.engine.agent.delegate import Delegation
-from nanobot_tui.ui.panes.votes import duration, fit
-from nanobot_tui.ui.screens.inspect_node import ICONS
+from nanobot_tui.ui.engine_app import EngineApp
+from nanobot_tui.ui.format import duration, fit, plural, status_icon
 
 TASK_CELLS = 32  # the task on a child's line, at most (the column is narrow)
 ERROR_CELLS = 60
 TICK_S = 1.0  # how often a running delegation's elapsed time is redrawn
 NO_SESSION = "new session"
-
-
-class DelegationChanged(Message):
-    """A delegation started, advanced or ended; None: the chat's session changed."""
-
-    def __init__(self, record: Delegation | None) -> None:
-        super().__init__()
-        self.record = record
-
-
-def status_icon(status: str) -> tuple[str, str]:
-    # A cancelled delegation looks like a skipped node: stopped before its end, no error.
-    return ICONS.get(status) or ICONS["skipped" if status == "cancelled" else "pending"]
 
 
 def root_label(session: str | None) -> Text:
@@ -56,8 +43,8 @@ def delegation_label(record: Delegation) -> Text:
 
 def numbers_label(record: Delegation) -> Text:
     """Time, rounds, tool calls (what a narrow column cuts last is first); an error in red."""
-    rounds = f"{record.rounds} round{'s' if record.rounds != 1 else ''}"
-    calls = f"{record.tool_calls} call{'s' if record.tool_calls != 1 else ''}"
+    rounds = plural(record.rounds, "round")
+    calls = plural(record.tool_calls, "call")
     text = Text(f"{duration(record.elapsed_s)} · {rounds} · {calls}", style="dim")
     if record.error:
         text.append(f" · {fit(record.error, ERROR_CELLS)}", "red")
@@ -69,6 +56,8 @@ class AgentTree(Tree[int | None], can_focus=False):
 
     # Always expanded, nothing to toggle: no arrows, the column is narrow.
     ICON_NODE = ICON_NODE_EXPANDED = ""
+
+    app = getters.app(EngineApp)
 
     DEFAULT_CSS = """
     AgentTree {
@@ -89,13 +78,11 @@ class AgentTree(Tree[int | None], can_focus=False):
 
     def on_mount(self) -> None:
         self._ticker = self.set_interval(TICK_S, self._tick, pause=True)
-        signal = getattr(self.app, "delegation_signal", None)
-        if signal is not None:
-            signal.subscribe(self, self._changed)
+        self.app.delegation_signal.subscribe(self, self._changed)
         self._changed(None)
 
     def _changed(self, _record: Delegation | None) -> None:
-        self.show(getattr(self.app, "delegations", {}), getattr(self.app, "session_name", None))
+        self.show(self.app.delegations, self.app.session_name)
 
     def show(self, delegations: Mapping[int, Delegation], session: str | None) -> None:
         """Bring the tree to `delegations` of `session`: new ones added, changed ones

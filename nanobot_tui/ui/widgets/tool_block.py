@@ -24,7 +24,7 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.widgets import Collapsible, Static
 
-from nanobot_tui.ui.panes.votes import duration, fit
+from nanobot_tui.ui.format import duration, fit
 from nanobot_tui.units import human_bytes
 
 ARG_CELLS = 40  # one argument's value on the call line, at most

@@ -21,7 +21,8 @@ from nanobot_tui.engine.agent.compaction import (
     needs_compaction,
 )
 from nanobot_tui.engine.agent.sessions import Session, SessionStore, summary_range
-from nanobot_tui.engine.llm.client import LLMClient
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.request import ChatRequest
 from tests.conftest import free_port
 
 SLOT_CONTEXT = 2048
@@ -89,7 +90,7 @@ def session_with(messages: list[dict[str, Any]]) -> Session:
 async def test_estimates_are_conservative_and_calibrated(llm: LLMClient) -> None:
     estimator = TokenEstimator()
     short = [SYSTEM, *conversation(3)]
-    measured = await llm.chat(short, max_tokens=1)
+    measured = await llm.chat(ChatRequest(short, max_tokens=1))
     uncalibrated = estimate_tokens(short)
     assert uncalibrated >= measured.usage.prompt_tokens  # 3.0 chars/token is pessimistic
 
@@ -98,13 +99,13 @@ async def test_estimates_are_conservative_and_calibrated(llm: LLMClient) -> None
     assert 2.0 < estimator.chars_per_token < 5.0
 
     longer = [SYSTEM, *conversation(8)]
-    actual = (await llm.chat(longer, max_tokens=1)).usage.prompt_tokens
+    actual = (await llm.chat(ChatRequest(longer, max_tokens=1))).usage.prompt_tokens
     estimate = estimator.estimate(longer)
     assert actual <= estimate <= actual * 1.25, (actual, estimate)
 
     # A changed prefix (a compaction happened) falls back to the ratio, still conservative.
     changed = [SYSTEM, *conversation(8)[2:]]
-    actual = (await llm.chat(changed, max_tokens=1)).usage.prompt_tokens
+    actual = (await llm.chat(ChatRequest(changed, max_tokens=1))).usage.prompt_tokens
     assert actual <= estimator.estimate(changed) <= actual * 1.3
 
 
@@ -120,7 +121,8 @@ async def test_tools_count_in_the_estimate(llm: LLMClient) -> None:
         }
     ]
     messages = [SYSTEM, {"role": "user", "content": "Read notes.txt please."}]
-    actual = (await llm.chat(messages, tools=tools, max_tokens=1)).usage.prompt_tokens
+    request = ChatRequest(messages, tools=tools, max_tokens=1)
+    actual = (await llm.chat(request)).usage.prompt_tokens
     assert estimate_tokens(messages, tools) >= actual
     assert estimate_tokens(messages, tools) > estimate_tokens(messages)
 
@@ -169,7 +171,7 @@ async def test_compaction_with_the_real_summariser(llm: LLMClient) -> None:
     assert [SYSTEM, *reopened.messages()] == result.messages  # resuming gives the same
 
     # The server agrees that the compacted prompt fits the slot.
-    answer = await llm.chat(result.messages, max_tokens=8)
+    answer = await llm.chat(ChatRequest(result.messages, max_tokens=8))
     assert answer.usage.prompt_tokens <= budget
 
 
@@ -289,12 +291,12 @@ async def test_nothing_to_summarise_changes_nothing(dead_llm: LLMClient) -> None
 
 async def test_summariser_requests_can_carry_extra_fields(llm: LLMClient) -> None:
     """What a thinking memory model needs (llama.cpp's chat_template_kwargs) is sent."""
-    sent: list[dict[str, Any]] = []
+    sent: list[ChatRequest] = []
 
     class Recording:
-        async def chat(self, messages: Any, **kwargs: Any) -> Any:
-            sent.append(kwargs)
-            return await llm.chat(messages, **kwargs)
+        async def chat(self, request: ChatRequest) -> Any:
+            sent.append(request)
+            return await llm.chat(request)
 
     result = await compact(
         [SYSTEM, *conversation(3)],
@@ -304,10 +306,6 @@ async def test_summariser_requests_can_carry_extra_fields(llm: LLMClient) -> Non
         summarizer_extra={"chat_template_kwargs": {"enable_thinking": False}},
     )
     assert not result.mechanical and result.calls == 1 and result.summary
-    assert sent == [
-        {
-            "temperature": 0.2,
-            "max_tokens": 48,
-            "extra": {"chat_template_kwargs": {"enable_thinking": False}},
-        }
+    assert [(r.temperature, r.max_tokens, r.extra) for r in sent] == [
+        (0.2, 48, {"chat_template_kwargs": {"enable_thinking": False}})
     ]

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nanobot_tui.engine.agent.tools.context import SLICE_LINES, context_tools
 from nanobot_tui.engine.agent.tools.registry import ToolRegistry, ToolResult
-from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.context.micro_tools import ContextStore
-from nanobot_tui.engine.llm.client import LLMClient, ToolCall
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> str:
-    root = tmp_path / "notes"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "app.py").write_text(
-        "def main():\n    start_server(port=8080)\n    return 0\n" * 20
-    )
-    filler = "\n".join(f"Line {i} about the weather and the sea." for i in range(300))
-    (root / "README.md").write_text(
-        filler + "\nThe launch password for rocket Albatross is ZX-991-QT.\n" + filler + "\n"
-    )
-    ingest(root, "notes")
-    return "notes"
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.results import ToolCall
 
 
 @pytest.fixture

@@ -37,33 +37,32 @@ from nanobot_tui.engine.agent.tools.context import context_tools
 from nanobot_tui.engine.agent.tools.registry import Tool, ToolRegistry
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.context.micro_tools import ContextStore
-from nanobot_tui.engine.llm.client import (
-    ChatResult,
-    Choice,
-    LLMClient,
-    StreamDone,
-    TextDelta,
-    Usage,
-)
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import ChatResult, Choice, StreamDone, TextDelta, Usage
 from nanobot_tui.engine.serving.workbench import Workbench
+from tests.conftest import until
+from tests.engine.context.trees import write_tree
 
 # --- a scripted FAKE model ----------------------------------------------------------------
 
 
 class ScriptedModel:
-    """FAKE model: replies from a script, one per request, and records each request."""
+    """FAKE model: replies from a script, one per request, and records each request.
+    With a `delay`, each reply waits that long first; `answering` is set when it starts to."""
 
     def __init__(self, replies: Sequence[str], *, delay: float = 0.0) -> None:
         self.replies = list(replies)
         self.requests: list[dict[str, Any]] = []
         self.delay = delay
+        self.answering = asyncio.Event()
 
-    async def stream_chat(
-        self, messages: Sequence[dict[str, Any]], **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        self.requests.append({"messages": list(messages), **kwargs})
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Any]:
+        messages = request.messages
+        self.requests.append({"messages": list(messages), **request.options()})
         reply = self.replies.pop(0) if self.replies else "done"
         if self.delay:
+            self.answering.set()
             await asyncio.sleep(self.delay)
         yield TextDelta(reply)
         chars = sum(len(str(m.get("content") or "")) for m in messages)
@@ -78,8 +77,8 @@ class ScriptedModel:
             )
         )
 
-    async def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> ChatResult:
-        async for event in self.stream_chat(messages, **kwargs):
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        async for event in self.stream_chat(request):
             if isinstance(event, StreamDone):
                 return event.result
         raise AssertionError("unreachable")
@@ -89,14 +88,20 @@ def call(name: str, **arguments: Any) -> str:
     return f"<tool_call>[{json.dumps({'name': name, 'arguments': arguments})}]</tool_call>"
 
 
-def echo_registry(seen: list[dict[str, Any]] | None = None) -> ToolRegistry:
+def echo_registry(
+    seen: list[dict[str, Any]] | None = None, slow_started: asyncio.Event | None = None
+) -> ToolRegistry:
+    """`echo`, and `slow`, which sets `slow_started` and then takes a minute."""
+
     def echo(args: dict[str, Any]) -> str:
         if seen is not None:
             seen.append(args)
         return f"echo: {args['text']}"
 
     async def slow(args: dict[str, Any]) -> str:
-        await asyncio.sleep(5)
+        if slow_started is not None:
+            slow_started.set()
+        await asyncio.sleep(60)
         return "slow done"
 
     return ToolRegistry(
@@ -200,8 +205,9 @@ def test_prompted_streaming_holds_back_what_starts_like_a_call() -> None:
 
 def test_constrained_replies_have_a_schema_per_tool() -> None:
     specs = echo_registry().specs()
-    extra = ConstrainedTools().request_extra(specs)
-    choices = extra["response_format"]["json_schema"]["schema"]["anyOf"]
+    response_format = ConstrainedTools().response_format(specs)
+    assert response_format is not None
+    choices = response_format["json_schema"]["schema"]["anyOf"]
     assert choices[0]["required"] == ["answer"]
     assert {c["properties"]["tool"]["const"] for c in choices[1:]} == {"echo", "slow"}
     parsed = ConstrainedTools().parse('{"tool": "echo", "arguments": {"text": "x"}}', [], 2)
@@ -273,15 +279,22 @@ async def test_the_round_cap_forces_an_answer_without_tools() -> None:
     assert not [e for e in events if isinstance(e, AnswerDelta) and "<tool_call>" in e.text]
 
 
-async def test_a_cancel_mid_round_leaves_a_result_for_every_call() -> None:
-    model = ScriptedModel([call("slow")])
-    agent = agent_on(model, echo_registry())
-    task = asyncio.create_task(collect(agent, "go slow"))
-    await asyncio.sleep(0.3)
+async def cancelled_turn(agent: Agent, text: str, started: asyncio.Event) -> list[dict[str, Any]]:
+    """A turn cancelled once `started` is set, and the live conversation its session kept."""
+    task = asyncio.create_task(collect(agent, text))
+    await until(lambda: started.is_set() or task.done())
+    assert not task.done(), "the turn ended before the cancel"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    messages = SessionStore().open("test").messages()
+    return SessionStore().open("test").messages()
+
+
+async def test_a_cancel_mid_round_leaves_a_result_for_every_call() -> None:
+    model = ScriptedModel([call("slow")])
+    started = asyncio.Event()
+    agent = agent_on(model, echo_registry(slow_started=started))
+    messages = await cancelled_turn(agent, "go slow", started)
     assert messages[-1]["role"] == "tool" and "cancelled" in messages[-1]["content"]
     assert messages[-2]["tool_calls"][0]["id"] == messages[-1]["tool_call_id"]
 
@@ -303,6 +316,7 @@ def small_config(**agent: Any) -> Config:
     return config
 
 
+@pytest.mark.model
 async def test_hello_with_every_default_tool_costs_under_1000_prompt_tokens(
     tmp_path: Path,
 ) -> None:
@@ -325,10 +339,8 @@ async def test_hello_with_every_default_tool_costs_under_1000_prompt_tokens(
 async def test_constrained_replies_make_the_small_model_call_a_ctx_tool(
     llama_server: str, tmp_path: Path
 ) -> None:
-    source = tmp_path / "proj"
-    source.mkdir()
-    (source / "notes.md").write_text("The staging server is bluefin on port 8443.\n")
-    ingest(source, "proj")
+    notes = {"notes.md": "The staging server is bluefin on port 8443.\n"}
+    ingest(write_tree(tmp_path / "proj", notes), "proj")
     with ContextStore() as store:
         tools = ToolRegistry(
             [t for t in context_tools(store) if t.name in {"ctx_grep", "ctx_volumes"}]
@@ -404,13 +416,9 @@ async def test_delegation_runs_a_subagent_on_its_own_session(llama_server: str) 
 
 
 async def test_a_cancel_while_the_model_answers_keeps_the_turns_alternating() -> None:
-    model = ScriptedModel(["never shown"], delay=5)
-    agent = agent_on(model, echo_registry())
-    task = asyncio.create_task(collect(agent, "a slow answer"))
-    await asyncio.sleep(0.3)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    messages = SessionStore().open("test").messages()
+    model = ScriptedModel(["never shown"], delay=60)
+    messages = await cancelled_turn(
+        agent_on(model, echo_registry()), "a slow answer", model.answering
+    )
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[-1]["content"] == "[cancelled]"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +11,10 @@ from nanobot_tui.engine.agent.recall import RECALL_VOLUME, SessionRecall, recall
 from nanobot_tui.engine.agent.sessions import SessionStore
 from nanobot_tui.engine.agent.tools.registry import ToolError
 from nanobot_tui.engine.context.ingest import ingest
-from nanobot_tui.engine.context.volume import Volume, volume_dir
-from nanobot_tui.engine.llm.client import LLMClient
-from tests.conftest import free_port, running_host
+from nanobot_tui.engine.context.storage import volume_dir
+from nanobot_tui.engine.context.volume import Volume
+from nanobot_tui.engine.llm.openai import LLMClient
+from tests.engine.context.trees import write_tree
 
 
 def make_session(store: SessionStore, name: str, turns: list[tuple[str, str]]) -> None:
@@ -102,10 +103,9 @@ async def test_the_current_session_is_not_indexed(past: SessionStore) -> None:
 async def test_a_users_volume_of_the_same_name_is_left_alone(
     past: SessionStore, tmp_path: Path
 ) -> None:
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "a.md").write_text("my own notes about the cabin\n")
-    ingest(notes, RECALL_VOLUME)
+    ingest(
+        write_tree(tmp_path / "notes", {"a.md": "my own notes about the cabin\n"}), RECALL_VOLUME
+    )
     tool = recall_tool(SessionRecall(past))
     with pytest.raises(ToolError, match=r"volume 'sessions' holds .*notes, not past sessions"):
         await tool.handler({"query": "cabin"})
@@ -128,17 +128,6 @@ async def test_bad_arguments_are_tool_errors(recall: SessionRecall) -> None:
         await tool.handler({"query": "cabin", "top": 50})
     with pytest.raises(ToolError, match="no searchable words"):
         await tool.handler({"query": "?!"})
-
-
-@pytest.fixture(scope="module")
-def embedding_server(
-    embedded_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The embedded host serving /v1/embeddings (mean pooling), as in test_search."""
-    args = ["--model", str(embedded_model), "--port", str(free_port())]
-    args += ["--ctx-size", "2048", "--parallel", "2", "--embeddings", "--pooling", "mean"]
-    with running_host(args, tmp_path_factory.mktemp("llama-embed") / "server.log") as url:
-        yield url
 
 
 async def test_recall_fuses_vectors_with_an_embedding_model(

@@ -122,16 +122,21 @@ def test_crash_truncated_last_line_is_skipped_and_next_append_works(nanobot_home
     assert info.messages == 3
 
 
-def test_garbage_in_the_middle_is_not_fatal(nanobot_home: Path) -> None:
-    session = SessionStore().create("garbage")
+def one_message_then(name: str, raw: bytes) -> Session:
+    """Session `name` with one user message "a", then `raw` appended to its file as is."""
+    session = SessionStore().create(name)
     session.append_message({"role": "user", "content": "a"})
     session.close()
     with session.path.open("ab") as fh:
-        fh.write(b"\x00\xffnot json\n[1, 2]\n")
-    reopened = Session(session.path)
+        fh.write(raw)
+    return Session(session.path)
+
+
+def test_garbage_in_the_middle_is_not_fatal(nanobot_home: Path) -> None:
+    reopened = one_message_then("garbage", b"\x00\xffnot json\n[1, 2]\n")
     reopened.append_message({"role": "assistant", "content": "b"})
-    assert [m["content"] for m in Session(session.path).messages()] == ["a", "b"]
-    assert len(Session(session.path).warnings) == 2
+    assert [m["content"] for m in Session(reopened.path).messages()] == ["a", "b"]
+    assert len(Session(reopened.path).warnings) == 2
 
 
 def test_compaction_records_replace_ranges_but_keep_the_originals(nanobot_home: Path) -> None:
@@ -192,13 +197,11 @@ def test_a_store_can_live_elsewhere(tmp_path: Path) -> None:
 
 
 def test_a_malformed_compaction_record_is_skipped(nanobot_home: Path) -> None:
-    session = SessionStore().create("odd")
-    session.append_message({"role": "user", "content": "a"})
-    session.close()
-    with session.path.open("ab") as fh:
-        fh.write(b'{"type":"compaction","summary":"s","first":0,"last":7}\n')
-        fh.write(b'{"type":"compaction","summary":"s","first":0,"last":0,"clipped":"x"}\n')
-    reopened = Session(session.path)
+    reopened = one_message_then(
+        "odd",
+        b'{"type":"compaction","summary":"s","first":0,"last":7}\n'
+        b'{"type":"compaction","summary":"s","first":0,"last":0,"clipped":"x"}\n',
+    )
     assert reopened.messages() == [{"role": "user", "content": "a"}]
     assert len(reopened.warnings) == 2 and "only 1 messages precede it" in reopened.warnings[0]
 

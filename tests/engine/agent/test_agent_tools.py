@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,9 @@ from nanobot_tui.engine.agent.tools.defaults import default_tools
 from nanobot_tui.engine.agent.tools.registry import Tool, ToolError, ToolRegistry, cap_text
 from nanobot_tui.engine.agent.tools.workspace import Workspace
 from nanobot_tui.engine.context.micro_tools import ContextStore
-from nanobot_tui.engine.llm.client import LLMClient, ToolCall
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import ToolCall
 
 
 def call(name: str, arguments: Any = None, call_id: str = "c1") -> ToolCall:
@@ -204,26 +205,29 @@ async def test_cancellation_propagates() -> None:
 
 async def test_sync_handlers_run_off_the_event_loop() -> None:
     threads: list[threading.Thread] = []
+    entered = threading.Event()
+    loop_ran = threading.Event()
 
-    def slow(args: dict[str, Any]) -> str:
+    def blocking(args: dict[str, Any]) -> str:
         threads.append(threading.current_thread())
-        time.sleep(0.3)
-        return "done"
-
-    ticks = 0
+        entered.set()
+        # Only the event loop sets `loop_ran`: on the loop's own thread this wait would
+        # block it, and end only at the hang guard.
+        return "the loop ran" if loop_ran.wait(timeout=30) else "the loop was blocked"
 
     async def ticker() -> None:
-        nonlocal ticks
-        while True:
+        while not entered.is_set():
             await asyncio.sleep(0.01)
-            ticks += 1
+        loop_ran.set()
 
-    registry = ToolRegistry([Tool("slow", "Slow.", {"type": "object", "properties": {}}, slow)])
+    registry = ToolRegistry(
+        [Tool("blocking", "Block.", {"type": "object", "properties": {}}, blocking)]
+    )
     ticking = asyncio.create_task(ticker())
-    result = await registry.execute(call("slow"))
+    result = await registry.execute(call("blocking"))
     ticking.cancel()
-    assert result.ok and threads[0] is not threading.main_thread()
-    assert ticks >= 10  # the loop kept running while the handler slept
+    assert (result.ok, result.content) == (True, "the loop ran")
+    assert threads[0] is not threading.main_thread()
 
 
 async def test_long_output_is_cut_with_a_note() -> None:
@@ -284,7 +288,7 @@ async def test_execute_all_runs_reads_together_and_writes_alone() -> None:
 
 
 async def test_read_only_calls_really_run_concurrently() -> None:
-    barrier = threading.Barrier(2, timeout=5)
+    barrier = threading.Barrier(2, timeout=30)  # a hang guard only
 
     def meet(args: dict[str, Any]) -> str:
         barrier.wait()  # each waits for the other: sequential runs would break the barrier
@@ -352,7 +356,7 @@ async def test_the_default_tools_fit_the_prompt_budget(tmp_path: Path, llama_ser
 
         async def prompt_tokens(system: str | None, tools: Any = None) -> int:
             messages = ([{"role": "system", "content": system}] if system else []) + hello
-            result = await client.chat(messages, tools=tools, max_tokens=1)
+            result = await client.chat(ChatRequest(messages, tools=tools, max_tokens=1))
             assert result.usage is not None
             return result.usage.prompt_tokens
 

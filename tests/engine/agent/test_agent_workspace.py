@@ -19,7 +19,7 @@ from nanobot_tui.engine.agent.tools.workspace import (
     workspace_tools,
     write_file,
 )
-from nanobot_tui.engine.llm.client import ToolCall
+from nanobot_tui.engine.llm.results import ToolCall
 
 
 @pytest.fixture

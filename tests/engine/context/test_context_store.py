@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from nanobot_tui.engine.context.ask import ask, excerpt_for
-from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.context.micro_tools import MAX_SLICE_LINES, ContextStore
 from nanobot_tui.engine.context.search import search
-from nanobot_tui.engine.context.volume import VolumeError
-from nanobot_tui.engine.llm.client import LLMClient
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> str:
-    root = tmp_path / "notes"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "app.py").write_text(
-        "def main():\n    start_server(port=8080)\n    return 0\n" * 20
-    )
-    filler = "\n".join(f"Line {i} about the weather and the sea." for i in range(300))
-    (root / "README.md").write_text(
-        filler + "\nThe launch password for rocket Albatross is ZX-991-QT.\n" + filler + "\n"
-    )
-    ingest(root, "notes")
-    return "notes"
+from nanobot_tui.engine.context.storage import VolumeError
+from nanobot_tui.engine.llm.openai import LLMClient
 
 
 def test_length_slice_grep(notes: str) -> None:

@@ -1,4 +1,4 @@
-"""The chunk index: tokens, simhash, chunk boundaries, BM25 maths, incremental rebuilds."""
+"""The chunk index: chunk boundaries, BM25 maths, incremental rebuilds."""
 
 from __future__ import annotations
 
@@ -12,19 +12,12 @@ import numpy as np
 import pytest
 
 from nanobot_tui.engine.context import index as ix
-from nanobot_tui.engine.context.index import (
-    CHUNK_CHARS,
-    ChunkIndex,
-    ChunkIndexError,
-    build_index,
-    forward_entry,
-    hamming,
-    simhash,
-    term_hash,
-    tokens,
-)
+from nanobot_tui.engine.context import ingest as ing
+from nanobot_tui.engine.context.index import CHUNK_CHARS, ChunkIndex, ChunkIndexError, build_index
 from nanobot_tui.engine.context.ingest import ingest
+from nanobot_tui.engine.context.tokens import term_hash
 from nanobot_tui.engine.context.volume import Volume
+from tests.engine.context.trees import open_volume, write_tree
 
 _WORD_TEXT = """
     alpha beta gamma delta server client request response buffer socket thread queue
@@ -33,102 +26,11 @@ _WORD_TEXT = """
 WORDS = _WORD_TEXT.split()
 
 
-def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8", newline="")
-    return root
-
-
-def make_volume(root: Path, files: dict[str, str | bytes], name: str = "vol") -> Volume:
-    ingest(write_tree(root, files), name, index=True)
-    return Volume.open(name)
-
-
 def prose(rng: random.Random, n_lines: int, width: tuple[int, int] = (3, 20)) -> str:
     return "".join(
         " ".join(rng.choice(WORDS) for _ in range(rng.randint(*width))) + "\n"
         for _ in range(n_lines)
     )
-
-
-# --------------------------------------------------------------------------- tokens
-
-
-def test_tokens_words_lowercase_numbers_and_no_one_char_tokens() -> None:
-    assert tokens("Hello, World! x = 42; y_ 7 running") == [
-        "hello",
-        "world",
-        "42",
-        "y_",
-        "running",  # no stemming
-    ]
-
-
-def test_tokens_split_camel_and_snake_case() -> None:
-    assert tokens("parseHttpRequest") == ["parsehttprequest", "parse", "http", "request"]
-    assert tokens("HTTPServer") == ["httpserver", "http", "server"]
-    assert tokens("parse_http_request") == [
-        "parse_http_request",
-        "parsehttprequest",  # meets the camelCase spelling
-        "parse",
-        "http",
-        "request",
-    ]
-    assert tokens("__init__") == ["__init__", "init"]
-    assert tokens("getV2Data") == ["getv2data", "get", "v2", "data"]
-    # hex ids and plain lower-case words stay whole
-    assert tokens("a3f9c8e1 DEADBEEF utf8") == ["a3f9c8e1", "deadbeef", "utf8"]
-
-
-def test_term_hash_is_blake2b_8_little_endian() -> None:
-    digest = hashlib.blake2b(b"zephyr", digest_size=8).digest()
-    assert term_hash("zephyr") == int.from_bytes(digest, "little")
-    assert 0 <= term_hash("x") < 2**64
-
-
-def test_forward_entry_counts_terms() -> None:
-    terms, tf = forward_entry("apple banana apple parseHttp")
-    got = dict(zip(terms.tolist(), tf.tolist(), strict=True))
-    want = {"apple": 2, "banana": 1, "parsehttp": 1, "parse": 1, "http": 1}
-    assert got == {term_hash(t): n for t, n in want.items()}
-    assert terms.dtype == np.uint64 and np.all(np.diff(terms.astype(np.float64)) > 0)
-
-
-# --------------------------------------------------------------------------- simhash
-
-
-def _sim(text: str) -> int:
-    terms, tf = forward_entry(text)
-    return simhash(terms, tf)
-
-
-def test_simhash_similar_texts_are_closer_than_unrelated_ones() -> None:
-    rng = random.Random(3)
-    base = [rng.choice(WORDS) + str(rng.randint(0, 50)) for _ in range(300)]
-    near = list(base)
-    for k in rng.sample(range(300), 15):
-        near[k] = "changed" + str(k)
-    other = [rng.choice(WORDS) + str(rng.randint(51, 100)) for _ in range(300)]
-    a, b, c = _sim(" ".join(base)), _sim(" ".join(near)), _sim(" ".join(other))
-    assert int(hamming(a, b)) < 12
-    assert int(hamming(a, c)) > 20
-    assert _sim(" ".join(base)) == a  # deterministic
-
-
-def test_simhash_ignores_stop_words_and_empty_is_zero() -> None:
-    assert _sim("secret code zephyr") == _sim("the secret code of the zephyr is")
-    assert _sim("") == 0
-    assert _sim("the of and") == 0
-
-
-def test_simhash_of_one_term_is_the_term() -> None:
-    h = term_hash("zephyr")
-    assert simhash(np.array([h], dtype=np.uint64)) == h
 
 
 # --------------------------------------------------------------------------- chunks
@@ -152,7 +54,7 @@ def chunk_files(rng: random.Random) -> dict[str, str | bytes]:
 
 
 def test_chunks_cover_every_line_once_within_files_and_size(tmp_path: Path) -> None:
-    volume = make_volume(tmp_path / "src", chunk_files(random.Random(1)))
+    volume = open_volume(tmp_path / "src", chunk_files(random.Random(1)))
     with volume:
         index = ChunkIndex.open(volume)
         raw = volume.raw()
@@ -216,7 +118,7 @@ def test_bm25_matches_a_hand_computation(tmp_path: Path) -> None:
         "d1.txt": "banana cherry\n",
         "d2.txt": "cherry cherry cherry date\n",
     }
-    with make_volume(tmp_path / "toy", toy) as volume:
+    with open_volume(tmp_path / "toy", toy) as volume:
         index = ChunkIndex.open(volume)
         assert len(index) == 3
         assert [index.chunk(i).length for i in range(3)] == [3, 2, 4]
@@ -259,7 +161,7 @@ def test_reindex_reuses_unchanged_chunks_and_gives_the_same_index(
         reports.append(real_build(volume, progress=progress))
         return reports[-1]
 
-    monkeypatch.setattr(ix, "build_index", recording_build)
+    monkeypatch.setattr(ing, "build_index", recording_build)
     calls = []
     real_forward = ix.forward_entry
     monkeypatch.setattr(ix, "forward_entry", lambda text: calls.append(1) or real_forward(text))
@@ -298,7 +200,7 @@ def test_partitioned_postings_equal_a_single_sort(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(11)
-    with make_volume(tmp_path / "src", {f"f{k}.txt": prose(rng, 200) for k in range(4)}) as v:
+    with open_volume(tmp_path / "src", {f"f{k}.txt": prose(rng, 200) for k in range(4)}) as v:
         whole = _arrays(v)
         monkeypatch.setattr(ix, "PARTITION_ENTRIES", 16)  # forces many partitions
         assert ix._partitions(len(whole["fwd_terms"])) > 8
@@ -338,7 +240,7 @@ def test_open_without_index_or_with_a_stale_one_is_a_one_line_error(tmp_path: Pa
 
 def test_build_reports_progress_in_chunks(tmp_path: Path) -> None:
     rng = random.Random(2)
-    with make_volume(tmp_path / "src", {"a.txt": prose(rng, 600)}) as volume:
+    with open_volume(tmp_path / "src", {"a.txt": prose(rng, 600)}) as volume:
         seen: list[tuple[str, int, int]] = []
         report = build_index(volume, progress=lambda *a: seen.append(a))
         assert seen[-1] == ("index", report.chunks, report.chunks)
@@ -348,7 +250,7 @@ def test_build_reports_progress_in_chunks(tmp_path: Path) -> None:
 
 def test_a_crash_mid_swap_still_lets_the_next_build_reuse_the_old_index(tmp_path: Path) -> None:
     rng = random.Random(4)
-    with make_volume(tmp_path / "src", {"a.txt": prose(rng, 300)}) as volume:
+    with open_volume(tmp_path / "src", {"a.txt": prose(rng, 300)}) as volume:
         folder = volume.dir / "index"
         (folder / "vectors.json").write_text("{}")  # stands for a vector cache
         folder.rename(volume.dir / "index.old")  # as if killed between the two renames

@@ -3,7 +3,6 @@ and an interrupted ingest that leaves the previous volume as it was."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 from pathlib import Path
@@ -11,26 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanobot_tui.engine.context import ingest as ing
-from nanobot_tui.engine.context.ingest import IngestProgress, ingest, language_of, to_utf8
-from nanobot_tui.engine.context.volume import Volume, VolumeError, volume_dir, volumes_dir
-
-HAS_INDEX = importlib.util.find_spec("nanobot_tui.engine.context.index") is not None
-
-
-def py_lines(data: bytes) -> list[str]:
-    text = data.decode("utf-8", "replace")
-    parts = text.split("\n")
-    if text == "" or text.endswith("\n"):
-        parts.pop()
-    return [p[:-1] if p.endswith("\r") else p for p in parts]
-
-
-def write(root: Path, files: dict[str, bytes | str]) -> None:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
+from nanobot_tui.engine.context import writer
+from nanobot_tui.engine.context.ingest import IngestProgress, ingest, language_of
+from nanobot_tui.engine.context.storage import VolumeError, volume_dir, volumes_dir
+from nanobot_tui.engine.context.volume import Volume
+from tests.engine.context.trees import py_lines, write_tree
 
 
 def volume_lines(v: Volume) -> dict[str, list[str]]:
@@ -47,19 +31,19 @@ def assert_reads_like_python(v: Volume, root: Path) -> None:
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The source files ingest opens, in order."""
     opened: list[str] = []
-    real = ing._open_source
+    real = writer._open_source
 
     def spy(path: str):
         opened.append(path)
         return real(path)
 
-    monkeypatch.setattr(ing, "_open_source", spy)
+    monkeypatch.setattr(writer, "_open_source", spy)
     return opened
 
 
 def test_the_walk_honours_gitignore_binaries_vcs_and_symlinks(tmp_path: Path) -> None:
     root, outside = tmp_path / "repo", tmp_path / "outside"
-    write(
+    write_tree(
         root,
         {
             ".gitignore": "*.log\nbuild/\n/top-only.txt\n",
@@ -82,7 +66,7 @@ def test_the_walk_honours_gitignore_binaries_vcs_and_symlinks(tmp_path: Path) ->
             "late-nul.txt": b"x" * 9000 + b"\x00",  # NUL after the first 8 KiB: text
         },
     )
-    write(outside, {"o.txt": "outside\n"})
+    write_tree(outside, {"o.txt": "outside\n"})
     (root / "link-in.py").symlink_to(root / "a.py")
     (root / "link-out.txt").symlink_to(outside / "o.txt")
     (root / "link-dir").symlink_to(root / "sub")
@@ -115,7 +99,7 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path: Path) -> None:
         "mixed.txt": b"caf\xc3\xa9 \xe2\x82 ok\r\nx\xc3\n\xf0\x9f\x98\x80\n",
         "fine.txt": "naïve\n".encode(),
     }
-    write(tmp_path / "u", data)
+    write_tree(tmp_path / "u", data)
     report = ingest(tmp_path / "u", index=False)
     assert report.bad_bytes == 2 + 3
     with Volume.open("u") as v:
@@ -129,9 +113,9 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path: Path) -> None:
             "😀",
         ]
         assert_reads_like_python(v, tmp_path / "u")
-    assert to_utf8(b"\xff\xfe") == ("\ufffd\ufffd".encode(), 2)
+    assert writer.to_utf8(b"\xff\xfe") == ("\ufffd\ufffd".encode(), 2)
     same = b"plain"
-    assert to_utf8(same)[0] is same
+    assert writer.to_utf8(same)[0] is same
 
 
 def test_big_files_are_read_in_blocks_without_changing_a_byte(
@@ -151,10 +135,10 @@ def test_big_files_are_read_in_blocks_without_changing_a_byte(
         b"\xe2\x82",
     ]
     data = b"".join(rng.choice(pieces) for _ in range(20_000))
-    write(tmp_path / "b", {"big.txt": data})
-    monkeypatch.setattr(ing, "BLOCK", 997)
+    write_tree(tmp_path / "b", {"big.txt": data})
+    monkeypatch.setattr(writer, "BLOCK", 997)
     report = ingest(tmp_path / "b" / "big.txt", index=False)
-    _, bad = to_utf8(data)
+    _, bad = writer.to_utf8(data)
     assert report.bad_bytes == bad > 0
     assert report.name == "big.txt" and report.files == 1
     with Volume.open("big.txt") as v:
@@ -177,7 +161,7 @@ def test_languages() -> None:
 
 
 def test_default_names_are_sanitised(tmp_path: Path) -> None:
-    write(tmp_path, {"My Project (v2)/a.txt": "a\n", ".dotted/b.txt": "b\n"})
+    write_tree(tmp_path, {"My Project (v2)/a.txt": "a\n", ".dotted/b.txt": "b\n"})
     assert ingest(tmp_path / "My Project (v2)", index=False).name == "My-Project-v2"
     assert ingest(tmp_path / ".dotted", index=False).name == "dotted"
     assert ingest(tmp_path / ".dotted", "custom_1.x", index=False).name == "custom_1.x"
@@ -194,14 +178,14 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     one_line_error("no such file or folder", tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     one_line_error("nothing to ingest in .*empty", tmp_path / "empty")
-    write(tmp_path / "bin", {"x.bin": b"\x00\x01", ".gitignore": b"*.txt\n"})
+    write_tree(tmp_path / "bin", {"x.bin": b"\x00\x01", ".gitignore": b"*.txt\n"})
     (tmp_path / "bin" / ".gitignore").unlink()
     msg = one_line_error("nothing to ingest", tmp_path / "bin")
     assert "1 binary" in msg
     one_line_error("is a binary file", tmp_path / "bin" / "x.bin")
     os.mkfifo(tmp_path / "fifo")
     one_line_error("not a file or a folder", tmp_path / "fifo")
-    write(tmp_path / "ok", {"a.txt": "a\n"})
+    write_tree(tmp_path / "ok", {"a.txt": "a\n"})
     one_line_error("bad volume name", tmp_path / "ok", ".hidden")
     one_line_error("bad volume name", tmp_path / "ok", "a/b")
     assert not any(p.name.startswith(".tmp-") for p in volumes_dir().iterdir())
@@ -210,15 +194,15 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
 def test_an_unreadable_file_is_listed_and_the_rest_ingested(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write(tmp_path / "p", {"a.txt": "a\n", "locked.txt": "secret\n", "z.txt": "z\n"})
-    real = ing._open_source
+    write_tree(tmp_path / "p", {"a.txt": "a\n", "locked.txt": "secret\n", "z.txt": "z\n"})
+    real = writer._open_source
 
     def deny(path: str):
         if path.endswith("locked.txt"):
             raise PermissionError(13, "Permission denied", path)
         return real(path)
 
-    monkeypatch.setattr(ing, "_open_source", deny)
+    monkeypatch.setattr(writer, "_open_source", deny)
     report = ingest(tmp_path / "p", index=False)
     assert report.unreadable == [("locked.txt", "permission denied")]
     assert report.to_dict()["unreadable"] == [{"path": "locked.txt", "reason": "permission denied"}]
@@ -232,7 +216,7 @@ def test_reingest_reads_only_what_changed(tmp_path: Path, reads: list[str]) -> N
     root = tmp_path / "r"
     files: dict[str, bytes | str] = {f"f{i:02d}.txt": f"file {i}\n" * (i + 1) for i in range(10)}
     files["crlf.txt"] = "one\r\ntwo"
-    write(root, files)
+    write_tree(root, files)
     first = ingest(root, index=False)
     with Volume.open("r") as v:
         created = v.created
@@ -265,8 +249,8 @@ def test_reingest_reads_only_what_changed(tmp_path: Path, reads: list[str]) -> N
 
 
 def test_another_root_under_the_same_name_replaces_it(tmp_path: Path) -> None:
-    write(tmp_path / "one", {"a.txt": "a\n"})
-    write(tmp_path / "two", {"b.txt": "b\n", "c.txt": "c\n"})
+    write_tree(tmp_path / "one", {"a.txt": "a\n"})
+    write_tree(tmp_path / "two", {"b.txt": "b\n", "c.txt": "c\n"})
     ingest(tmp_path / "one", "same", index=False)
     report = ingest(tmp_path / "two", "same", index=False)
     assert report.replaced and report.added == 2 and report.removed == 1
@@ -274,13 +258,13 @@ def test_another_root_under_the_same_name_replaces_it(tmp_path: Path) -> None:
         assert v.root == str(tmp_path / "two") and [f.path for f in v.files] == ["b.txt", "c.txt"]
 
 
-PHASES = ["read", "write"] + (["index"] if HAS_INDEX else [])
+PHASES = ["read", "write", "index"]
 
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_an_interrupted_ingest_leaves_the_previous_volume(tmp_path: Path, phase: str) -> None:
     root = tmp_path / "i"
-    write(root, {f"f{i}.txt": f"old {i}\n" for i in range(50)})
+    write_tree(root, {f"f{i}.txt": f"old {i}\n" for i in range(50)})
     ingest(root)
     with Volume.open("i") as v:
         before = v.text(1, v.n_lines)
@@ -304,7 +288,7 @@ def test_an_interrupted_ingest_leaves_the_previous_volume(tmp_path: Path, phase:
 
 def test_a_crash_between_the_two_renames_is_repaired(tmp_path: Path) -> None:
     """A previous volume set aside by a process that died is put back on the next open."""
-    write(tmp_path / "c", {"a.txt": "a\n"})
+    write_tree(tmp_path / "c", {"a.txt": "a\n"})
     ingest(tmp_path / "c", index=False)
     dead_pid = 2**22 + 12345  # above the default pid_max: no such process
     os.rename(volume_dir("c"), volumes_dir() / f".old-c-{dead_pid}-abcd1234")
@@ -316,7 +300,7 @@ def test_a_crash_between_the_two_renames_is_repaired(tmp_path: Path) -> None:
 
 def test_progress_is_throttled_and_has_totals(tmp_path: Path) -> None:
     root = tmp_path / "many"
-    write(root, {f"d{i % 7}/f{i:03d}.txt": f"line {i}\n" * 50 for i in range(400)})
+    write_tree(root, {f"d{i % 7}/f{i:03d}.txt": f"line {i}\n" * 50 for i in range(400)})
     events: list[IngestProgress] = []
     report = ingest(root, progress=events.append, index=False)
     phases = [e.phase for e in events]
@@ -328,20 +312,20 @@ def test_progress_is_throttled_and_has_totals(tmp_path: Path) -> None:
 
 
 def test_indexing_is_optional(tmp_path: Path) -> None:
-    write(tmp_path / "x", {"a.py": "def f():\n    return 1\n" * 50})
+    write_tree(tmp_path / "x", {"a.py": "def f():\n    return 1\n" * 50})
     report = ingest(tmp_path / "x", index=False)
     assert not report.indexed and not (volume_dir("x") / "index").exists()
     report = ingest(tmp_path / "x")
-    assert report.indexed == HAS_INDEX
-    assert (volume_dir("x") / "index").is_dir() == HAS_INDEX
+    assert report.indexed
+    assert (volume_dir("x") / "index").is_dir()
     d = report.to_dict()
     assert d["name"] == "x" and d["files"] == 1 and d["lines"] == 100 and d["seconds"] > 0
 
 
 def test_nanobot_home_inside_the_root_is_not_ingested(tmp_path: Path, nanobot_home: Path) -> None:
     # conftest puts NANOBOT_HOME at tmp_path / "nanobot-home"
-    write(tmp_path, {"real.txt": "real\n"})
-    write(tmp_path / "first", {"a.txt": "a\n"})
+    write_tree(tmp_path, {"real.txt": "real\n"})
+    write_tree(tmp_path / "first", {"a.txt": "a\n"})
     ingest(tmp_path / "first", index=False)
     report = ingest(tmp_path, "outer", index=False)
     with Volume.open("outer") as v:

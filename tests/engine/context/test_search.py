@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 
 from nanobot_tui.engine.context import index as ix
+from nanobot_tui.engine.context import ingest as ing
 from nanobot_tui.engine.context import search as sr
-from nanobot_tui.engine.context.index import ChunkIndex, term_hash
+from nanobot_tui.engine.context.index import ChunkIndex
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.context.search import (
     SearchError,
@@ -23,9 +25,10 @@ from nanobot_tui.engine.context.search import (
     search,
     search_with_vectors,
 )
+from nanobot_tui.engine.context.tokens import simhash, term_hash, tokens
 from nanobot_tui.engine.context.volume import Volume
-from nanobot_tui.engine.llm.client import LLMClient
-from tests.conftest import free_port, running_host
+from nanobot_tui.engine.llm.openai import LLMClient
+from tests.engine.context.trees import open_volume, write_tree
 
 _WORD_TEXT = """
     alpha beta gamma delta server client request response buffer socket thread queue
@@ -48,14 +51,6 @@ VAULTS = [
     "obsidian",
 ]
 NEEDLE = "The secret code of project Zephyr is 7731-ALPHA."
-
-
-def write_tree(root: Path, files: dict[str, str]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content, encoding="utf-8", newline="")
-    return root
 
 
 def filler(rng: random.Random, kind: int, n_lines: int) -> list[str]:
@@ -85,11 +80,6 @@ def haystack(seed: int = 1, n_files: int = 12) -> dict[str, list[str]]:
 
 def as_text(files: dict[str, list[str]]) -> dict[str, str]:
     return {path: "\n".join(lines) + "\n" for path, lines in files.items()}
-
-
-def open_volume(root: Path, files: dict[str, str], name: str = "vol") -> Volume:
-    ingest(write_tree(root, files), name, index=True)
-    return Volume.open(name)
 
 
 # --------------------------------------------------------------------------- queries
@@ -130,7 +120,7 @@ def test_distinctive_question_ranks_the_needle_chunk_first(tmp_path: Path) -> No
     with open_volume(tmp_path / "src", as_text(files)) as volume:
         result = search(volume, "what is the secret code of project Zephyr?", top=5)
         assert result.method == "bm25+simhash"
-        assert 0 < result.seconds < 1
+        assert result.seconds > 0  # measured and reported; its size is the benchmark's
         # only three chunks hold any of the query's content words
         assert [h.file for h in result.hits] == ["md/f04.md", "md/f07.md", "py/f09.py"]
         best = result.hits[0]
@@ -193,7 +183,7 @@ def test_hits_agree_with_the_volume(tmp_path: Path) -> None:
                 best = lines[hit.best_vline - hit.first_vline]
                 assert hit.preview == best.text.strip()[:200]
                 words = set(query.lower().split())
-                assert words & set(ix.tokens(best.text))
+                assert words & set(tokens(best.text))
                 index = ChunkIndex.open(volume)
                 c = index.chunk(hit.chunk)
                 assert (c.first_vline, c.last_vline) == (hit.first_vline, hit.last_vline)
@@ -221,7 +211,7 @@ def test_score_is_bm25_nudged_by_at_most_five_percent(tmp_path: Path) -> None:
         for hit in hits:
             assert bm25[hit.chunk] <= hit.score <= bm25[hit.chunk] * 1.05
         # exactly: bm25 * (1 + 0.05 * max(0, 1 - hamming(query, chunk) / 32))
-        q = ix.simhash(np.array([term_hash("apple"), term_hash("cherry")], dtype=np.uint64))
+        q = simhash(np.array([term_hash("apple"), term_hash("cherry")], dtype=np.uint64))
         index = ChunkIndex.open(volume)
         for hit in hits:
             bits = bin(q ^ int(index.simhashes[hit.chunk])).count("1")
@@ -240,7 +230,7 @@ def test_results_identical_after_reingest(tmp_path: Path, monkeypatch: pytest.Mo
     reports: list[ix.IndexReport] = []
     real = ix.build_index
     monkeypatch.setattr(
-        ix, "build_index", lambda v, progress=None: reports.append(real(v)) or reports[-1]
+        ing, "build_index", lambda v, progress=None: reports.append(real(v)) or reports[-1]
     )
     # A new mtime makes ingest read the file again; its text, so its chunks, are unchanged.
     os.utime(src / "md/f01.md", ns=(1, 1))
@@ -251,13 +241,37 @@ def test_results_identical_after_reingest(tmp_path: Path, monkeypatch: pytest.Mo
     assert after == before
 
 
-def test_search_latency_on_a_few_hundred_chunks(tmp_path: Path) -> None:
+def test_searches_are_answered_from_the_index_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What keeps a search cheap (its latency is benchmarks/context_speed.py's): the index
+    is opened once for all queries, the source files are never read, and of the volume's
+    text only the hits' own chunks."""
     files = as_text(haystack(seed=8, n_files=40))
     with open_volume(tmp_path / "src", files) as volume:
-        assert len(ChunkIndex.open(volume)) > 100
+        n_chunks = len(ChunkIndex.open(volume))
+        assert n_chunks > 100
+        shutil.rmtree(tmp_path / "src")
+        opened: list[Volume] = []
+        real_open = ChunkIndex.open
+        monkeypatch.setattr(
+            ChunkIndex, "open", classmethod(lambda cls, v: opened.append(v) or real_open(v))
+        )
+        spans: list[tuple[int, int]] = []  # the volume lines each read asked for
+        real_lines, real_text = volume.lines, volume.text
+        monkeypatch.setattr(volume, "lines", lambda a, b: spans.append((a, b)) or real_lines(a, b))
+        monkeypatch.setattr(volume, "text", lambda a, b: spans.append((a, b)) or real_text(a, b))
+        monkeypatch.setattr(volume, "raw", lambda: pytest.fail("a search read the whole text"))
         rng = random.Random(1)
-        seconds = sorted(search(volume, " ".join(rng.sample(WORDS, 3))).seconds for _ in range(21))
-        assert seconds[10] < 0.05  # the median; measured about 3 ms
+        for _ in range(21):
+            spans.clear()
+            result = search(volume, " ".join(rng.sample(WORDS, 3)))
+            assert result.method == "bm25+simhash" and len(result.hits) == 10
+            assert all(0 <= hit.chunk < n_chunks for hit in result.hits)
+            read = sum(b - a + 1 for a, b in spans)
+            in_hits = sum(hit.last_vline - hit.first_vline + 1 for hit in result.hits)
+            assert read <= in_hits, (read, in_hits)
+        assert opened == [volume]
 
 
 # --------------------------------------------------------------------------- vectors
@@ -285,7 +299,7 @@ class FakeEmbedder:
         out = []
         for text in inputs:
             v = np.zeros(64)
-            for token in ix.tokens(text):
+            for token in tokens(text):
                 v[int(hashlib.md5(token.encode()).hexdigest(), 16) % 64] += 1.0
             out.append(v.tolist())
         return FakeResult(out, self.model_name)
@@ -403,17 +417,6 @@ async def test_a_volume_of_empty_files_has_no_chunks_and_no_hits(tmp_path: Path)
 
 
 # --------------------------------------------------------------------------- the real model
-
-
-@pytest.fixture(scope="module")
-def embedding_server(
-    embedded_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The embedded host with `--embeddings --pooling mean`, as in test_llm."""
-    args = ["--model", str(embedded_model), "--port", str(free_port())]
-    args += ["--ctx-size", "2048", "--parallel", "2", "--embeddings", "--pooling", "mean"]
-    with running_host(args, tmp_path_factory.mktemp("llama-embed") / "server.log") as url:
-        yield url
 
 
 class Counting:

@@ -17,15 +17,9 @@ from nanobot_tui.engine.llm.anthropic import (
     to_anthropic_tool_choice,
     to_anthropic_tools,
 )
-from nanobot_tui.engine.llm.client import (
-    LLMError,
-    RequestError,
-    ServerError,
-    ServerUnavailable,
-    StreamDone,
-    TextDelta,
-    ToolCallDelta,
-)
+from nanobot_tui.engine.llm.errors import LLMError, RequestError, ServerError, ServerUnavailable
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import StreamDone, TextDelta, ToolCallDelta
 from nanobot_tui.engine.voting.samplers.model import _N_FIELD
 from tests.conftest import free_port
 from tests.fake_cloud import (
@@ -147,7 +141,9 @@ def test_tools_and_tool_choice_translate() -> None:
 
 async def test_chat_tool_call_round_trip(fake: FakeAnthropicServer) -> None:
     async with client_for(fake) as claude:
-        first = await claude.chat(QUESTION, tools=[WEATHER], tool_choice="auto", temperature=0.2)
+        first = await claude.chat(
+            ChatRequest(QUESTION, tools=[WEATHER], tool_choice="auto", temperature=0.2)
+        )
         assert first.finish_reason == "tool_calls"
         assert first.content == "Let me check."
         [call] = first.tool_calls
@@ -157,7 +153,9 @@ async def test_chat_tool_call_round_trip(fake: FakeAnthropicServer) -> None:
         assert first.usage.prompt_tokens > 0
         assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
 
-        second = await claude.chat(after_tool_call(call, first.content), tools=[WEATHER])
+        second = await claude.chat(
+            ChatRequest(after_tool_call(call, first.content), tools=[WEATHER])
+        )
     assert second.finish_reason == "stop"
     assert second.content == f"The tool said: {TOOL_RESULT}"
     assert second.tool_calls == []
@@ -192,7 +190,9 @@ async def test_chat_tool_call_round_trip(fake: FakeAnthropicServer) -> None:
 async def test_stream_tool_call_round_trip(fake: FakeAnthropicServer) -> None:
     events = []
     async with client_for(fake) as claude:
-        async for event in claude.stream_chat(QUESTION, tools=[WEATHER], max_tokens=200):
+        async for event in claude.stream_chat(
+            ChatRequest(QUESTION, tools=[WEATHER], max_tokens=200)
+        ):
             events.append(event)
         done = events[-1]
         assert isinstance(done, StreamDone)
@@ -212,7 +212,7 @@ async def test_stream_tool_call_round_trip(fake: FakeAnthropicServer) -> None:
         assert result.raw == {"type": "message_stop"}
 
         answer = ""
-        async for event in claude.stream_chat(after_tool_call(call), tools=[WEATHER]):
+        async for event in claude.stream_chat(ChatRequest(after_tool_call(call), tools=[WEATHER])):
             if isinstance(event, StreamDone):
                 assert event.result.finish_reason == "stop"
                 assert event.result.content == answer
@@ -226,7 +226,9 @@ async def test_stream_tool_call_round_trip(fake: FakeAnthropicServer) -> None:
 async def test_plain_chat_stop_sequences_and_temperature_range(fake: FakeAnthropicServer) -> None:
     async with client_for(fake) as claude:
         result = await claude.chat(
-            [{"role": "user", "content": "hi"}], temperature=1.6, stop="END", max_tokens=64
+            ChatRequest(
+                [{"role": "user", "content": "hi"}], temperature=1.6, stop="END", max_tokens=64
+            )
         )
     assert result.content == PLAIN_ANSWER
     assert result.finish_reason == "stop"
@@ -241,10 +243,22 @@ async def test_n_above_one_is_refused_in_words_the_sampler_understands(
 ) -> None:
     async with client_for(fake) as claude:
         with pytest.raises(RequestError) as info:
-            await claude.chat(QUESTION, n=4)
+            await claude.chat(ChatRequest(QUESTION, n=4))
     assert info.value.status == 400
     assert _N_FIELD.search(info.value.server_message)  # LLMSampler falls back to n = 1
     assert fake.received == []  # refused before sending
+
+
+async def test_a_response_format_is_refused_not_ignored(fake: FakeAnthropicServer) -> None:
+    schema = {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}
+    async with client_for(fake) as claude:
+        with pytest.raises(RequestError, match="response_format") as info:
+            await claude.chat(ChatRequest(QUESTION, response_format=schema))
+        with pytest.raises(RequestError, match="response_format"):
+            async for _ in claude.stream_chat(ChatRequest(QUESTION, response_format=schema)):
+                pass
+    assert info.value.status == 400
+    assert fake.received == []
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -255,9 +269,9 @@ async def test_bad_key_is_a_request_error_with_the_server_message(
 ) -> None:
     async with AnthropicClient("sk-ant-wrong", MODEL, base_url=fake.base_url) as claude:
         with pytest.raises(RequestError) as info:
-            await claude.chat(QUESTION)
+            await claude.chat(ChatRequest(QUESTION))
         with pytest.raises(RequestError) as stream_info:
-            async for _ in claude.stream_chat(QUESTION):
+            async for _ in claude.stream_chat(ChatRequest(QUESTION)):
                 pass
     for exc in (info.value, stream_info.value):
         assert exc.status == 401
@@ -271,7 +285,7 @@ async def test_overloaded_529_is_retried_then_a_server_error(fake: FakeAnthropic
     async with client_for(fake, retries=2) as claude:
         started = time.perf_counter()
         with pytest.raises(ServerError) as info:
-            await claude.chat(QUESTION)
+            await claude.chat(ChatRequest(QUESTION))
         waited = time.perf_counter() - started
     assert len(fake.received) == 3
     assert waited >= 0.7  # backoff 0.25 s, then 0.5 s
@@ -282,7 +296,7 @@ async def test_overloaded_529_is_retried_then_a_server_error(fake: FakeAnthropic
     fake.received.clear()
     fake.fail_next(529, OVERLOADED, times=1, **{"retry-after": "0"})
     async with client_for(fake, retries=2) as claude:
-        result = await claude.chat(QUESTION)
+        result = await claude.chat(ChatRequest(QUESTION))
     assert result.content == PLAIN_ANSWER
     assert len(fake.received) == 2
 
@@ -291,25 +305,25 @@ async def test_unreachable_server_is_server_unavailable() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     async with AnthropicClient(KEY, MODEL, base_url=url, retries=1) as claude:
         with pytest.raises(ServerUnavailable, match="cannot connect after 2 attempt"):
-            await claude.chat(QUESTION)
+            await claude.chat(ChatRequest(QUESTION))
 
 
 async def test_unknown_model_is_a_request_error(fake: FakeAnthropicServer) -> None:
     async with AnthropicClient(KEY, "claude-nope", base_url=fake.base_url) as claude:
         with pytest.raises(RequestError, match="HTTP 404: model: claude-nope"):
-            await claude.chat(QUESTION)
+            await claude.chat(ChatRequest(QUESTION))
 
 
 async def test_broken_streams_raise_llm_errors(fake: FakeAnthropicServer) -> None:
     async with client_for(fake) as claude:
         fake.break_stream = "error"
         with pytest.raises(ServerError, match=r"error mid-stream \(overloaded_error\): Overloaded"):
-            async for _ in claude.stream_chat(QUESTION):
+            async for _ in claude.stream_chat(ChatRequest(QUESTION)):
                 pass
         fake.break_stream = "cut"
         got: list[Any] = []
         with pytest.raises(ServerUnavailable):
-            async for event in claude.stream_chat(QUESTION):
+            async for event in claude.stream_chat(ChatRequest(QUESTION)):
                 got.append(event)
         assert not any(isinstance(e, StreamDone) for e in got)
 
@@ -325,20 +339,20 @@ async def test_the_key_never_shows_in_errors_reprs_or_logs(
             assert KEY not in repr(claude) and "***" in repr(claude)
             assert KEY not in repr(vars(claude))
             with pytest.raises(RequestError) as info:
-                await claude.chat(QUESTION)
+                await claude.chat(ChatRequest(QUESTION))
             errors.append(info.value)
             with pytest.raises(RequestError) as info:
-                async for _ in claude.stream_chat(QUESTION):
+                async for _ in claude.stream_chat(ChatRequest(QUESTION)):
                     pass
             errors.append(info.value)
             fake.fail_next(529, {"type": "error", "error": {"message": f"busy for {KEY}"}}, 2)
             with pytest.raises(ServerError) as server_info:
-                await claude.chat(QUESTION)
+                await claude.chat(ChatRequest(QUESTION))
             errors.append(server_info.value)
     unreachable = AnthropicClient(KEY, MODEL, base_url=f"http://127.0.0.1:{free_port()}")
     async with unreachable:
         with pytest.raises(ServerUnavailable) as gone:
-            await unreachable.chat(QUESTION)
+            await unreachable.chat(ChatRequest(QUESTION))
         errors.append(gone.value)
     assert "invalid x-api-key: ***" in str(errors[0])  # the server did send it back
     assert "busy for ***" in str(errors[2])

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from nanobot_tui.engine.runs import store as store_mod
-from nanobot_tui.engine.runs.control import Control, RunLocked
-from nanobot_tui.engine.runs.durable import RunError, execute, start_run
+from nanobot_tui.engine.runs.control import Control, RunError, RunLocked
+from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy, RunSpec
 from nanobot_tui.engine.runs.store import RunStore
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig, vote
@@ -81,6 +81,9 @@ class Scripted:
         self.delay = delay
         self.attempt = 1
         self.calls: list[tuple[int, int, int]] = []  # (step, attempt, paraphrase)
+
+    def begin_attempt(self, step: Step | None, attempt: int) -> None:
+        self.attempt = attempt
 
     async def sample(self, step: Step, temperatures: list[float], paraphrase: int = 0):
         if self.delay:

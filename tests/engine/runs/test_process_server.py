@@ -11,6 +11,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from nanobot_tui.engine.runs import store as store_mod
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import RetryPolicy, RunSpec
@@ -34,6 +36,7 @@ class InFlight(LLMSampler):
             self.busy -= 1
 
 
+@pytest.mark.model
 async def test_a_killed_model_server_is_waited_for_and_the_run_goes_on(
     embedded_model: Path,
 ) -> None:

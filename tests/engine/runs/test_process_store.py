@@ -21,6 +21,7 @@ from nanobot_tui.engine.runs.store import (
     list_runs,
     resolve_run_id,
 )
+from nanobot_tui.engine.runs.store.trace_lines import RANGE_WHERE, trace_select
 from nanobot_tui.engine.runs.tree import ROOT_ID, Layout
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.domains.hanoi import Hanoi
@@ -135,7 +136,7 @@ async def test_trace_file_matches_the_store_line_for_line() -> None:
     assert len(lines) == 511
     with RunStore.open(rid) as store:
         from_sql = store.conn.execute(
-            f"SELECT line FROM ({store_mod._trace_select(False, store_mod._RANGE_WHERE)})",
+            f"SELECT line FROM ({trace_select(False, RANGE_WHERE)})",
             {"ranges": "[[0, 510]]"},
         ).fetchall()
         assert [r[0] for r in from_sql] == lines

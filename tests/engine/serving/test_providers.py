@@ -14,19 +14,12 @@ import pytest
 from nanobot_tui import paths
 from nanobot_tui.config import Config, ConfigError, parse_config
 from nanobot_tui.engine.llm.anthropic import AnthropicClient
-from nanobot_tui.engine.llm.client import (
-    LLMClient,
-    RequestError,
-    StreamDone,
-    TextDelta,
-    ToolCallDelta,
-)
-from nanobot_tui.engine.serving.providers import (
-    ChatClient,
-    open_client,
-    resolve_provider,
-    resolve_providers,
-)
+from nanobot_tui.engine.llm.chat_client import ChatClient
+from nanobot_tui.engine.llm.errors import RequestError
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import StreamDone, TextDelta, ToolCallDelta
+from nanobot_tui.engine.serving.providers import open_client, resolve_provider, resolve_providers
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.models import catalog
 from nanobot_tui.setup.doctor import build_report, format_report
@@ -181,22 +174,22 @@ async def test_every_client_is_a_chat_client() -> None:
 async def test_openai_chat_and_stream_tool_call_round_trip(openai_fake: FakeOpenAIServer) -> None:
     gpt = open_client(resolve_provider(on_openai(openai_fake), "main", env={}))
     try:
-        first = await gpt.chat(QUESTION, tools=[WEATHER])
+        first = await gpt.chat(ChatRequest(QUESTION, tools=[WEATHER]))
         [call] = first.tool_calls
         assert (first.finish_reason, call.name) == ("tool_calls", "get_weather")
         assert call.parsed_arguments() == TOOL_INPUT
         history = after_tool_call(call, first.content)
-        second = await gpt.chat(history, tools=[WEATHER])
+        second = await gpt.chat(ChatRequest(history, tools=[WEATHER]))
         assert second.content == f"The tool said: {TOOL_RESULT}"
 
-        events = [e async for e in gpt.stream_chat(QUESTION, tools=[WEATHER])]
+        events = [e async for e in gpt.stream_chat(ChatRequest(QUESTION, tools=[WEATHER]))]
         done = events[-1]
         assert isinstance(done, StreamDone)
         assert done.result.tool_calls[0].parsed_arguments() == TOOL_INPUT
         assert sum(isinstance(e, ToolCallDelta) for e in events) > 1
         text = "".join(e.text for e in events if isinstance(e, TextDelta))
         assert text == done.result.content == "Let me check."
-        answer = [e async for e in gpt.stream_chat(history, tools=[WEATHER])][-1]
+        answer = [e async for e in gpt.stream_chat(ChatRequest(history, tools=[WEATHER]))][-1]
         assert isinstance(answer, StreamDone)
         assert answer.result.content == f"The tool said: {TOOL_RESULT}"
     finally:
@@ -214,10 +207,10 @@ async def test_openai_errors_never_show_the_key(caplog: pytest.LogCaptureFixture
         client = open_client(resolve_provider(on_openai(fake), "main", env={}))
         try:
             with pytest.raises(RequestError) as info:
-                await client.chat(QUESTION)
+                await client.chat(ChatRequest(QUESTION))
             fake.fail_next(503, {"error": {"message": f"down, {OPENAI_KEY}"}}, times=3)
             with pytest.raises(Exception) as down:
-                await client.chat(QUESTION)
+                await client.chat(ChatRequest(QUESTION))
         finally:
             await client.close()
     assert info.value.status == 401
@@ -230,6 +223,7 @@ async def test_openai_errors_never_show_the_key(caplog: pytest.LogCaptureFixture
 # --- the workbench -----------------------------------------------------------------------
 
 
+@pytest.mark.model
 async def test_workbench_main_on_an_openai_endpoint_starts_no_server_for_it(
     openai_fake: FakeOpenAIServer,
 ) -> None:
@@ -247,10 +241,10 @@ async def test_workbench_main_on_an_openai_endpoint_starts_no_server_for_it(
         main = bench.client("main")
         assert main.base_url == openai_fake.base_url + "/v1"
         assert bench.client("main") is main
-        result = await main.chat([{"role": "user", "content": "hi"}], max_tokens=8)
+        result = await main.chat(ChatRequest([{"role": "user", "content": "hi"}], max_tokens=8))
         assert result.content == "Hello from the fake."
         local = await bench.client("rlm").chat(
-            [{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0.0
+            ChatRequest([{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0.0)
         )
         assert local.usage.completion_tokens > 0
         assert local.model != "gpt-fake-1"
@@ -270,7 +264,9 @@ async def test_workbench_anthropic_slot_reaches_the_fake() -> None:
         assert bench.specs == []
         try:
             await bench.start()
-            result = await bench.client("memory").chat([{"role": "user", "content": "hi"}])
+            result = await bench.client("memory").chat(
+                ChatRequest([{"role": "user", "content": "hi"}])
+            )
         finally:
             await bench.stop()
     assert result.content == "Hello from the fake."

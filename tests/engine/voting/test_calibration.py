@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nanobot_tui.engine.llm.client import LLMClient
+from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.voting import calibration_store as stats
 from nanobot_tui.engine.voting.calibration import (
     Calibration,

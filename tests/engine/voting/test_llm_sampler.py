@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from nanobot_tui.engine.llm.client import LLMClient
+from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import ChatResult
 from nanobot_tui.engine.voting.domains import ParseError, Step
 from nanobot_tui.engine.voting.domains.wordcase import WordCase
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
@@ -172,9 +174,9 @@ class Recorder(LLMClient):
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[float | None, int, int | None]] = []
 
-    async def chat(self, messages: Any, **kw: Any) -> Any:  # type: ignore[override]
-        self.calls.append((kw.get("temperature"), kw.get("n") or 1, kw.get("seed")))
-        return await super().chat(messages, **kw)
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        self.calls.append((request.temperature, request.n or 1, request.seed))
+        return await super().chat(request)
 
 
 async def test_seeds_never_overlap_and_n_is_split_at_the_servers_limit(

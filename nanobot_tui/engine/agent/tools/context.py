@@ -12,10 +12,11 @@ import asyncio
 import threading
 from typing import Any
 
-from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError, object_schema
 from nanobot_tui.engine.context.micro_tools import ContextStore
 from nanobot_tui.engine.context.search import SearchError, SearchResult
-from nanobot_tui.engine.context.volume import Line, Volume, VolumeError, list_volumes
+from nanobot_tui.engine.context.storage import VolumeError, list_volumes
+from nanobot_tui.engine.context.volume import Line, Volume
 from nanobot_tui.units import human_bytes
 
 SLICE_LINES = 200
@@ -28,95 +29,54 @@ SUMMARIZE_LINES = 2000
 # ctx_length lists this many of a volume's files with their volume line ranges.
 LENGTH_FILES = 20
 
-_VOLUME = {"type": "string"}
-_START_END = {"start": {"type": "integer"}, "end": {"type": "integer"}}
-
 
 def context_tools(store: ContextStore, *, output_chars: int = 4000) -> list[Tool]:
     """The ctx_* and mem_* tools over `store`; ctx_summarize only when it has a summarizer.
     Slices stop at about `output_chars` characters and say where to go on."""
     ctx = _ContextTools(store, output_chars)
+    volume = {"volume": "string"}
+    lines = {**volume, "start": "integer", "end": "integer"}
     tools = [
-        Tool(
-            "ctx_volumes",
-            "List the ingested volumes.",
-            {"type": "object", "properties": {}},
-            ctx.volumes,
-        ),
+        Tool("ctx_volumes", "List the ingested volumes.", object_schema({}), ctx.volumes),
         Tool(
             "ctx_length",
             "Size and files of a volume.",
-            {"type": "object", "properties": {"volume": _VOLUME}, "required": ["volume"]},
+            object_schema(volume, ["volume"]),
             ctx.length,
         ),
         Tool(
             "ctx_slice",
             "Read volume lines start to end.",
-            {
-                "type": "object",
-                "properties": {"volume": _VOLUME, **_START_END},
-                "required": ["volume", "start", "end"],
-            },
+            object_schema(lines, [*lines]),
             ctx.slice,
         ),
         Tool(
             "ctx_grep",
             "Regex search the lines of a volume.",
-            {
-                "type": "object",
-                "properties": {
-                    "volume": _VOLUME,
-                    "pattern": {"type": "string"},
-                    "max_hits": {"type": "integer"},
-                },
-                "required": ["volume", "pattern"],
-            },
+            object_schema(
+                {**volume, "pattern": "string", "max_hits": "integer"}, ["volume", "pattern"]
+            ),
             ctx.grep,
         ),
         Tool(
             "ctx_search",
             "Search a volume for passages about a query.",
-            {
-                "type": "object",
-                "properties": {
-                    "volume": _VOLUME,
-                    "query": {"type": "string"},
-                    "top": {"type": "integer"},
-                },
-                "required": ["volume", "query"],
-            },
+            object_schema({**volume, "query": "string", "top": "integer"}, ["volume", "query"]),
             ctx.search,
         ),
     ]
     if store.summarizer is not None:
+        summarize = object_schema(lines, [*lines])
         tools.append(
-            Tool(
-                "ctx_summarize",
-                "Summarize volume lines start to end.",
-                {
-                    "type": "object",
-                    "properties": {"volume": _VOLUME, **_START_END},
-                    "required": ["volume", "start", "end"],
-                },
-                ctx.summarize,
-            )
+            Tool("ctx_summarize", "Summarize volume lines start to end.", summarize, ctx.summarize)
         )
+    memory = object_schema({"key": "string", "value": "string"}, ["key", "value"])
     tools += [
-        Tool(
-            "mem_store",
-            "Remember a value under a key.",
-            {
-                "type": "object",
-                "properties": {"key": {"type": "string"}, "value": {"type": "string"}},
-                "required": ["key", "value"],
-            },
-            ctx.mem_store,
-            read_only=False,
-        ),
+        Tool("mem_store", "Remember a value under a key.", memory, ctx.mem_store, read_only=False),
         Tool(
             "mem_recall",
             "Recall a key's value, or all keys.",
-            {"type": "object", "properties": {"key": {"type": "string"}}},
+            object_schema({"key": "string"}),
             ctx.mem_recall,
         ),
     ]

@@ -9,11 +9,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nanobot_tui.engine.llm.client import ToolCall, ToolCallError
+from nanobot_tui.engine.llm.errors import ToolCallError
+from nanobot_tui.engine.llm.results import ToolCall
 
 ToolHandler = Callable[[dict[str, Any]], Awaitable[str] | str]
 
@@ -27,9 +28,30 @@ class Tool:
     read_only: bool = True  # read-only tools may run together; the others one at a time
 
 
+def object_schema(
+    properties: Mapping[str, str | dict[str, Any]], required: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A tool's `parameters`: an object whose properties are each given by their JSON type
+    ("string") or a whole schema, listing `required` when there are any."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            name: {"type": kind} if isinstance(kind, str) else kind
+            for name, kind in properties.items()
+        },
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
 class ToolError(Exception):
     """A problem the model caused (a bad path, an unknown key): its message goes back to
-    the model as the tool's result."""
+    the model as the tool's result.
+
+    Not a NanobotError: the user did not cause it and never sees it as an error; the
+    registry turns it into a tool result for the model, so no front-end ever catches it.
+    """
 
 
 @dataclass(frozen=True)
@@ -183,12 +205,12 @@ async def _run(tool: Tool, arguments: dict[str, Any]) -> str:
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
     ):
-        out: Any = await handler(arguments)  # type: ignore[misc]
+        out: Awaitable[str] | str = handler(arguments)
     else:
         # A plain function may block on I/O: a thread keeps the event loop responsive.
         out = await asyncio.to_thread(handler, arguments)
-        if inspect.isawaitable(out):
-            out = await out
+    if inspect.isawaitable(out):
+        out = await out
     if not isinstance(out, str):
         raise TypeError(f"tool {tool.name!r} returned {type(out).__name__}, not text")
     return out
@@ -241,22 +263,23 @@ def check_arguments(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+# Python types and their JSON names; bool before int, since a bool is an int too.
+_JSON_TYPES = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next(
+        (name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__
+    )
 
 
 def _fits(value: Any, kind: str) -> bool:

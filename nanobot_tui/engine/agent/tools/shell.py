@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError, object_schema
 from nanobot_tui.engine.agent.tools.workspace import Workspace
 
 # Environment variables whose names hold one of these are not handed to the command.
@@ -49,7 +49,7 @@ def shell_tool(ws: Workspace, *, timeout: float, output_chars: int) -> Tool:
     return Tool(
         "shell",
         "Run a shell command in the workspace.",
-        {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+        object_schema({"command": "string"}, ["command"]),
         handler,
         read_only=False,
     )

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from nanobot_tui.atomic import write_atomic
-from nanobot_tui.engine.agent.tools.registry import Tool, ToolError
+from nanobot_tui.engine.agent.tools.registry import Tool, ToolError, object_schema
 from nanobot_tui.units import human_bytes
 
 # A file with a NUL byte in its first BINARY_PROBE bytes is binary (as git and grep judge).
@@ -81,50 +81,37 @@ class Workspace:
 def workspace_tools(ws: Workspace, *, output_chars: int = 4000) -> list[Tool]:
     """read_file, list_dir, write_file, edit_file over `ws`. Readers stop at about
     `output_chars` characters and say where to go on, so the registry never cuts them."""
+    read = object_schema(
+        {"path": "string", "start_line": "integer", "max_lines": "integer"}, ["path"]
+    )
+    write = object_schema({"path": "string", "content": "string"}, ["path", "content"])
+    edit = object_schema(
+        {"path": "string", "old": "string", "new": "string"}, ["path", "old", "new"]
+    )
     return [
         Tool(
             "read_file",
             "Read a text file with line numbers.",
-            {
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string"},
-                    "start_line": {"type": "integer"},
-                    "max_lines": {"type": "integer"},
-                },
-                "required": ["path"],
-            },
+            read,
             lambda args: read_file(ws, output_chars=output_chars, **args),
         ),
         Tool(
             "list_dir",
             "List a folder.",
-            {"type": "object", "properties": {"path": {"type": "string"}}},
+            object_schema({"path": "string"}),
             lambda args: list_dir(ws, **args),
         ),
         Tool(
             "write_file",
             "Create or overwrite a file.",
-            {
-                "type": "object",
-                "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-                "required": ["path", "content"],
-            },
+            write,
             lambda args: write_file(ws, **args),
             read_only=False,
         ),
         Tool(
             "edit_file",
             "Replace unique text old with new in a file.",
-            {
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string"},
-                    "old": {"type": "string"},
-                    "new": {"type": "string"},
-                },
-                "required": ["path", "old", "new"],
-            },
+            edit,
             lambda args: edit_file(ws, **args),
             read_only=False,
         ),
@@ -251,8 +238,8 @@ def edit_file(ws: Workspace, path: str, old: str, new: str) -> str:
     if count == 0:
         raise ToolError(f"old text not found in {shown}; {_not_found_hint(text, old)}")
     if count > 1:
-        at = _occurrence_lines(text, old)
-        where = ", ".join(map(str, at[:10])) + (", …" if len(at) > 10 else "")
+        numbers = _occurrence_lines(text, old)
+        where = ", ".join(map(str, numbers[:10])) + (", …" if len(numbers) > 10 else "")
         raise ToolError(
             f"old text occurs {count} times in {shown} (lines {where}); "
             "include more of the surrounding text so it occurs once"

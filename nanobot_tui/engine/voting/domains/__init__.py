@@ -13,8 +13,10 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nanobot_tui.errors import NanobotError
 
-class ParseError(ValueError):
+
+class ParseError(NanobotError, ValueError):
     """An answer that fails a parser; the message says why, in one line."""
 
 
@@ -27,7 +29,14 @@ class Step:
 
 
 class Domain(Protocol):
+    """Everything the voting engine, the durable runner and the run store ask of a
+    domain."""
+
     name: str
+    # True: a step's input never depends on an earlier answer (word case): steps may be
+    # voted concurrently, and an undecided one does not stop a run. False: each step is
+    # handed the state the previous answer left (Hanoi), so steps go strictly in order.
+    independent_steps: bool
 
     def steps(self) -> Iterator[Step]:
         """The task's steps in order, from the true solution (for simulation and runs
@@ -35,6 +44,11 @@ class Domain(Protocol):
         ...
 
     def total_steps(self) -> int: ...
+
+    def step_at(self, index: int) -> Step:
+        """Step `index` (0-based) of the true solution, without going through the ones
+        before it; ValueError outside 0..total_steps() - 1."""
+        ...
 
     def random_step(self, rng: Any) -> Step:
         """An independent step drawn at random, for calibration."""
@@ -57,6 +71,10 @@ class Domain(Protocol):
         """The canonical form two answers are compared by when voting."""
         ...
 
+    def describe(self, key: Hashable) -> str:
+        """A short display form of a voted key (the vote counter pane, the run store)."""
+        ...
+
     def truth(self, step: Step) -> Any:
         """The correct answer for the step."""
         ...
@@ -72,4 +90,22 @@ class Domain(Protocol):
 
     def is_solved(self, step: Step | None, last_answer: Any) -> bool:
         """Whether the run ended in the solved state."""
+        ...
+
+    # --- JSON, for the run store ----------------------------------------------------
+
+    def dump_step(self, step: Step) -> Any:
+        """A step's input as JSON-safe data."""
+        ...
+
+    def load_step(self, index: int, data: Any) -> Step:
+        """Step `index` from what `dump_step` wrote; ParseError if it is not one."""
+        ...
+
+    def dump_answer(self, answer: Any) -> Any:
+        """An answer as JSON-safe data."""
+        ...
+
+    def load_answer(self, data: Any) -> Any:
+        """The answer `dump_answer` wrote; ParseError if it is not one."""
         ...

@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Hashable, Iterator
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from nanobot_tui.engine.voting.domains import ParseError, Step
 
@@ -40,7 +40,7 @@ class HanoiAnswer(NamedTuple):
     next_state: State
 
 
-def _state_text(state: State) -> str:
+def state_text(state: State) -> str:
     return "[" + ", ".join("[" + ", ".join(map(str, peg)) + "]" for peg in state) + "]"
 
 
@@ -50,7 +50,7 @@ def _move_text(move: Move) -> str:
 
 def format_answer(answer: HanoiAnswer) -> str:
     """The exact two lines the strict parser accepts."""
-    return f"move = {_move_text(answer.move)}\nnext_state = {_state_text(answer.next_state)}"
+    return f"move = {_move_text(answer.move)}\nnext_state = {state_text(answer.next_state)}"
 
 
 def apply_move(state: State, move: Move) -> State:
@@ -199,6 +199,8 @@ def _nested_from_text(text: str) -> State:
 class Hanoi:
     """Towers of Hanoi with `disks` disks, from peg 0 to peg 2 (see the module note)."""
 
+    independent_steps = False  # each step is handed the state the previous answer left
+
     def __init__(self, disks: int) -> None:
         if not 1 <= disks <= 64:
             raise ValueError(f"disks must be in 1..64, got {disks}")
@@ -274,7 +276,7 @@ class Hanoi:
             prev = f"{prev} (disk {previous[0]} from peg {previous[1]} to peg {previous[2]})"
         return [
             {"role": "system", "content": self._systems[i]},
-            {"role": "user", "content": _USER[i].format(previous=prev, state=_state_text(state))},
+            {"role": "user", "content": _USER[i].format(previous=prev, state=state_text(state))},
         ]
 
     def _system_prompts(self) -> list[str]:
@@ -287,9 +289,9 @@ class Hanoi:
             "n": self.disks,
             "direction": _CLOCKWISE if self.direction == 1 else _COUNTER,
             "ex_n": ex_n,
-            "ex_state": _state_text(ex_start),
+            "ex_state": state_text(ex_start),
             "ex_move": _move_text(ex_move),
-            "ex_next": _state_text(apply_move(ex_start, ex_move)),
+            "ex_next": state_text(apply_move(ex_start, ex_move)),
         }
         return [text.format(**fields) for text in _SYSTEM]
 
@@ -354,8 +356,8 @@ class Hanoi:
 
     def describe(self, key: Hashable) -> str:
         """A short display form of a voted key, for the vote counter pane."""
-        move, state = key  # type: ignore[misc]
-        return f"{_move_text(move)} -> {_state_text(state)}"
+        move, state = cast(tuple[Move, State], key)
+        return f"{_move_text(move)} -> {state_text(state)}"
 
     # --- truth and the simulation's wrong answers ----------------------------------
 
@@ -364,8 +366,8 @@ class Hanoi:
         move (so it also judges a step reached from a wrong earlier answer). ValueError
         when the procedure has no legal move from that state."""
         cached_step, cached = self._cache
-        if step is cached_step:
-            return cached  # type: ignore[return-value]
+        if step is cached_step and cached is not None:
+            return cached
         state, previous = step.input
         if previous is None or previous[0] != 1:
             move = (1, *self._disk1_step(state, self.direction))
@@ -383,11 +385,11 @@ class Hanoi:
         a, b = pegs
         ta = state[a][-1] if state[a] else None
         tb = state[b][-1] if state[b] else None
-        if ta is None and tb is None:
-            raise ValueError("no legal move that does not involve disk 1")
-        if tb is None or (ta is not None and ta < tb):
-            return (ta, a, b)  # type: ignore[return-value]
-        return (tb, b, a)
+        if ta is not None and (tb is None or ta < tb):
+            return (ta, a, b)
+        if tb is not None:
+            return (tb, b, a)
+        raise ValueError("no legal move that does not involve disk 1")
 
     def wrong_answers(self, step: Step, count: int) -> list[HanoiAnswer]:
         """Distinct plausible wrong answers, most plausible first: disk 1 the wrong way,

@@ -91,6 +91,10 @@ class WordCase:
     words repeat only when count exceeds it).
     """
 
+    # Each step's input is the next word whatever was answered before: steps can run in
+    # any order, and an undecided one does not stop the run.
+    independent_steps = True
+
     def __init__(
         self,
         words: list[str] | None = None,
@@ -121,9 +125,6 @@ class WordCase:
         self.words: list[str] = words
         self.prompt = prompt
         self.name = "wordcase"
-        # Each step's input is the next word whatever was answered before: steps can run
-        # in any order, and an undecided one does not stop the run.
-        self.independent_steps = True
         self._prefix = [self._prefix_messages(i) for i in range(len(_INSTRUCTIONS))]
 
     # --- steps -----------------------------------------------------------------------
@@ -134,6 +135,11 @@ class WordCase:
     def steps(self) -> Iterator[Step]:
         for i, word in enumerate(self.words):
             yield Step(i, word)
+
+    def step_at(self, index: int) -> Step:
+        if not 0 <= index < len(self.words):
+            raise ValueError(f"step must be in 0..{len(self.words) - 1}, got {index}")
+        return Step(index, self.words[index])
 
     def random_step(self, rng: Any) -> Step:
         """A random word of this instance; rng is a random.Random or a numpy Generator."""
@@ -250,3 +256,22 @@ class WordCase:
         """Every word was answered (steps are independent: errors are counted per step
         by the runner, not carried in a state)."""
         return step is None and last_answer is not None
+
+    # --- JSON, for the run store ----------------------------------------------------------
+
+    def dump_step(self, step: Step) -> str:
+        """A step's input: its word."""
+        return str(step.input)
+
+    def load_step(self, index: int, data: Any) -> Step:
+        if not isinstance(data, str):
+            raise ParseError(f"a word case step is its word, not {data!r}")
+        return Step(index, data)
+
+    def dump_answer(self, answer: str) -> str:
+        return answer
+
+    def load_answer(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise ParseError(f"a word case answer is a word, not {data!r}")
+        return data

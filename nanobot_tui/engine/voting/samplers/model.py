@@ -48,7 +48,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nanobot_tui.engine.llm.client import ChatResult, LLMClient, LLMError, RequestError
+from nanobot_tui.engine.llm.chat_client import ChatClient
+from nanobot_tui.engine.llm.errors import LLMError, RequestError
+from nanobot_tui.engine.llm.request import ChatRequest
+from nanobot_tui.engine.llm.results import ChatResult
 from nanobot_tui.engine.voting.domains import Domain, ParseError, Step
 from nanobot_tui.engine.voting.samples import (
     DEFAULT_TOKEN_CAP,
@@ -88,7 +91,7 @@ class LLMSampler:
 
     def __init__(
         self,
-        client: LLMClient,
+        client: ChatClient,
         domain: Domain,
         *,
         name: str,
@@ -137,11 +140,10 @@ class LLMSampler:
             size = (self.max_n or len(idx)) if self.batch else 1
             jobs += [(t, idx[j : j + size]) for j in range(0, len(idx), size)]
         batches = await asyncio.gather(*(self._draw(messages, t, len(ix)) for t, ix in jobs))
-        out: list[Sample] = [None] * len(temperatures)  # type: ignore[list-item]
+        by_index: dict[int, Sample] = {}
         for (_, ix), samples in zip(jobs, batches, strict=True):
-            for i, s in zip(ix, samples, strict=True):
-                out[i] = s
-        return out
+            by_index.update(zip(ix, samples, strict=True))
+        return [by_index[i] for i in range(len(temperatures))]
 
     async def _draw(self, messages: Sequence[Mapping[str, str]], t: float, n: int) -> list[Sample]:
         """`n` samples at temperature t from one request (n > 1: `n` choices); never
@@ -150,12 +152,14 @@ class LLMSampler:
         start = time.perf_counter()
         try:
             result = await self.client.chat(
-                messages,
-                temperature=t,
-                max_tokens=max_tokens,
-                seed=self._seeds(n),
-                n=n if n > 1 else None,
-                extra=self._extra_n if n > 1 else (self.extra or None),
+                ChatRequest(
+                    messages,
+                    temperature=t,
+                    max_tokens=max_tokens,
+                    seed=self._seeds(n),
+                    n=n if n > 1 else None,
+                    extra=self._extra_n if n > 1 else (self.extra or None),
+                )
             )
         except RequestError as exc:
             if n > 1 and exc.status in (400, 422) and _N_FIELD.search(exc.server_message):

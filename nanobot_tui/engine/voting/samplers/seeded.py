@@ -3,8 +3,8 @@ attempt), so a run killed at any moment and resumed votes exactly as an uninterr
 one would.
 
 `SimulatedSampler` draws from one sequential random stream, which a resumed run cannot
-reproduce without replaying every earlier step. Two subclasses (SimulatedSampler itself
-is left as it is) fix that:
+reproduce without replaying every earlier step. Two subclasses draw otherwise (each sets
+its state up in `_start_draws`; the constructor is SimulatedSampler's):
 
 `StreamSimulatedSampler`, for runs whose steps go in order (Hanoi): one stream per
 SEGMENT steps, seeded by (seed, segment), drawn exactly as SimulatedSampler draws (no
@@ -21,8 +21,9 @@ counter-based generator, draw i of step s on attempt a being
 Per-sample hashing in Python would cost ~0.25 us a sample (a 5 % slower engine), so the
 first WIDTH draws of attempt 1 come from a table computed with numpy for BLOCK steps at a
 time (~0.1 us a step); later draws and later attempts use the same formula in Python. The
-two paths give identical numbers (tests/test_process_durable.py checks it). Measured: run
-at 0.1 us a step more than SimulatedSampler's, against 0.5 us for the counter-based one.
+two paths give identical numbers (tests/engine/runs/test_process_durable.py checks it).
+Measured: a run at 0.1 us a step more than SimulatedSampler's, against 0.5 us for the
+counter-based one.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from nanobot_tui.engine.voting.domains import Domain, Step
+from nanobot_tui.engine.voting.domains import Step
 from nanobot_tui.engine.voting.samplers.simulated import SimulatedSampler
-from nanobot_tui.engine.voting.samples import RED_PARSE, Sample
+from nanobot_tui.engine.voting.samples import Sample
 
 M64 = (1 << 64) - 1
 K0, K1, K2, K3 = (
@@ -92,32 +93,14 @@ class SeededSimulatedSampler(SimulatedSampler):
     function of (seed, step index, attempt, draw number). The runner sets `attempt`
     before voting on a retry."""
 
-    def __init__(
-        self,
-        domain: Domain,
-        p: float,
-        wrong_choices: int = 3,
-        seed: int | None = None,
-        *,
-        red_flag_rate: float = 0.0,
-        red_flag_reason: str = RED_PARSE,
-    ) -> None:
-        super().__init__(
-            domain,
-            p,
-            wrong_choices,
-            seed,
-            red_flag_rate=red_flag_rate,
-            red_flag_reason=red_flag_reason,
-        )
-        self.seed = seed or 0
+    def _start_draws(self) -> None:
+        self.counter_seed = self.seed or 0  # the seed of the counter-based draws
         self.attempt = 1
-        self._reason = red_flag_reason
         self._table: list[float] = []
         self._table_first = -(1 << 62)
         self._seen_step: Step | None = None  # the (step, attempt) being drawn for
         self._seen_attempt = 0
-        self._next: Any = iter(()).__next__  # its next table draw
+        self._next: Callable[[], float] = iter(()).__next__  # its next table draw
         self._i = 0  # the next draw `_more` makes for this (step, attempt)
 
     def begin_attempt(self, step: Step | None, attempt: int) -> None:
@@ -132,7 +115,7 @@ class SeededSimulatedSampler(SimulatedSampler):
             self.wrong_choices,
             self.seed,
             red_flag_rate=self.red_flag_rate,
-            red_flag_reason=self._reason,
+            red_flag_reason=self.red_flag_reason,
         )
 
     def _begin(self, step: Step) -> None:
@@ -146,7 +129,7 @@ class SeededSimulatedSampler(SimulatedSampler):
             first = self._table_first
             if not first <= index < first + BLOCK:
                 first = index - index % BLOCK
-                self._table = uniform_table(self.seed, first, BLOCK)
+                self._table = uniform_table(self.counter_seed, first, BLOCK)
                 self._table_first = first
             off = (index - first) * WIDTH
             self._next = iter(self._table[off : off + WIDTH]).__next__
@@ -157,7 +140,7 @@ class SeededSimulatedSampler(SimulatedSampler):
         """A draw past the table's: the same formula, in Python."""
         i = self._i
         self._i = i + 1
-        return uniform(self.seed, step.index, self.attempt, i)
+        return uniform(self.counter_seed, step.index, self.attempt, i)
 
     # The table holds draws 0..WIDTH-1 of attempt 1: later draws go on from WIDTH.
 
@@ -179,7 +162,7 @@ class SeededSimulatedSampler(SimulatedSampler):
             if u < true:
                 out.append(self._flagged if u < flag else right)
             else:
-                wrong = self._wrong or self._wrongs()
+                wrong = self._wrong or self._wrongs(step)
                 out.append(wrong[min(int((u - true) * self._scale), len(wrong) - 1)])
         return out
 
@@ -190,25 +173,8 @@ class StreamSimulatedSampler(SimulatedSampler):
     (seed, segment)), a retry from a stream of its own (seeded by (seed, step, attempt)).
     The runner calls `begin_attempt` before a retry and `replay` on resuming."""
 
-    def __init__(
-        self,
-        domain: Domain,
-        p: float,
-        wrong_choices: int = 3,
-        seed: int | None = None,
-        *,
-        red_flag_rate: float = 0.0,
-        red_flag_reason: str = RED_PARSE,
-    ) -> None:
-        super().__init__(
-            domain,
-            p,
-            wrong_choices,
-            None,
-            red_flag_rate=red_flag_rate,
-            red_flag_reason=red_flag_reason,
-        )
-        self.seed = seed or 0
+    def _start_draws(self) -> None:
+        self.counter_seed = self.seed or 0  # the seed of the streams
         self.attempt = 1
         self._segment = -1
         self._main = self._random
@@ -225,7 +191,7 @@ class StreamSimulatedSampler(SimulatedSampler):
 
     def _start(self, segment: int) -> None:
         self._segment = segment
-        self._main = random.Random(mix(self.seed, segment, 1)).random
+        self._main = random.Random(mix(self.counter_seed, segment, 1)).random
         if self.attempt == 1:
             self._random = self._main
 
@@ -236,7 +202,7 @@ class StreamSimulatedSampler(SimulatedSampler):
         if attempt == 1 or step is None:
             self._random = self._main
         else:
-            self._random = random.Random(mix(self.seed, step.index, attempt, 2)).random
+            self._random = random.Random(mix(self.counter_seed, step.index, attempt, 2)).random
 
     async def replay(
         self, upto: int, step_at: Callable[[int], Step], vote: Callable[..., Awaitable[Any]]

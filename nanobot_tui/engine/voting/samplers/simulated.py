@@ -43,7 +43,9 @@ class SimulatedSampler:
         self.domain = domain
         self.p = p
         self.wrong_choices = wrong_choices
+        self.seed = seed
         self.red_flag_rate = red_flag_rate
+        self.red_flag_reason = red_flag_reason
         self.name = f"simulated p={p}"
         # One uniform draw u decides a sample: [0, flag) red flag, [flag, true) right,
         # [true, 1) wrong, the wrong one picked by where u falls in that last interval.
@@ -55,6 +57,10 @@ class SimulatedSampler:
         self._step: Step | None = None
         self._right: Sample | None = None
         self._wrong: list[Sample] | None = None
+        self._start_draws()
+
+    def _start_draws(self) -> None:
+        """Where a subclass that draws otherwise (seeded.py) sets up its own state."""
 
     def _prepare(self, step: Step) -> None:
         domain = self.domain
@@ -63,9 +69,14 @@ class SimulatedSampler:
         self._right = Sample(answer, domain.key(answer))
         self._wrong = None  # built on first wrong draw: at p = 0.99 most steps need none
 
-    def _wrongs(self) -> list[Sample]:
+    def wrong_samples(self) -> list[Sample]:
+        """The samples of the wrong answers of the step being drawn, in
+        `domain.wrong_answers` order; empty until one of them was drawn."""
+        return self._wrong or []
+
+    def _wrongs(self, step: Step) -> list[Sample]:
         domain = self.domain
-        answers = domain.wrong_answers(self._step, self.wrong_choices)  # type: ignore[arg-type]
+        answers = domain.wrong_answers(step, self.wrong_choices)
         self._wrong = [Sample(a, domain.key(a)) for a in answers]
         return self._wrong
 
@@ -85,6 +96,6 @@ class SimulatedSampler:
             if u < true:
                 out.append(self._flagged if u < self._flag else right)
             else:
-                wrong = self._wrong or self._wrongs()
+                wrong = self._wrong or self._wrongs(step)
                 out.append(wrong[min(int((u - true) * self._scale), len(wrong) - 1)])
         return out

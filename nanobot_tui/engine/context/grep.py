@@ -1,0 +1,471 @@
+"""grep over a volume: every line that matches a pattern, once, in order, like `grep -n`.
+
+A line matches when ``re.search(pattern, line_text)`` would (Python's own regex semantics
+on the line's text, CR removed). The work is done on the memory-mapped text.bin, many
+lines at a time, in one of four ways:
+
+- a literal (no regex metacharacters, or fixed=True) is found with mmap.find;
+- an ASCII literal ignoring case: pieces lower-cased as bytes, then find;
+- a regex with a literal that every match must contain, rare in the piece: str.find for
+  the literal, the pattern tried on the lines that hold it;
+- otherwise the pattern, rewritten so that "$" also ends CRLF lines, runs over decoded
+  pieces of many lines; patterns with lookaround, atomic groups or possessive quantifiers
+  (which can see past the end of a line) run line by line.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import mmap
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nanobot_tui.engine.context.storage import VolumeInputError
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.context.volume import Volume, VolumeFile
+
+# A grep hit's text is clipped to this many characters (an 8K-window model reads it).
+HIT_CHARS = 400
+# The regex path decodes the mmap in pieces of about this size, cut at line boundaries.
+GREP_CHUNK = 8 << 20
+GREP_FIRST_CHUNK = 64 << 10
+# A literal every match must contain picks the candidate lines while it occurs at most
+# once per this many characters; more often, a scan with the pattern is cheaper.
+PREFILTER_SPACING = 256
+
+_META = frozenset(".^$*+?{}[]\\|()")
+# UTF-8 of the letters that re.IGNORECASE matches to an ASCII letter: İ ı (i), ſ (s), K (k).
+_FOLD_EXTRA = (b"\xc4\xb0", b"\xc4\xb1", b"\xc5\xbf", b"\xe2\x84\xaa")
+
+# (volume line, clipped text) of a matching line; byte ranges (a, b, first 0-based line).
+Found = list[tuple[int, str]]
+Ranges = list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class GrepHit:
+    file: str
+    fline: int
+    vline: int
+    text: str  # clipped to HIT_CHARS characters, with "…" when longer
+
+
+@dataclass(frozen=True)
+class GrepResult:
+    hits: list[GrepHit]
+    truncated: bool  # more matching lines exist beyond max_hits
+    files_searched: int
+    bytes_searched: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hits": [
+                {"file": h.file, "fline": h.fline, "vline": h.vline, "text": h.text}
+                for h in self.hits
+            ],
+            "truncated": self.truncated,
+            "files_searched": self.files_searched,
+            "bytes_searched": self.bytes_searched,
+            "seconds": self.seconds,
+        }
+
+
+def grep_volume(
+    volume: Volume,
+    pattern: str,
+    max_hits: int,
+    *,
+    ignore_case: bool,
+    fixed: bool,
+    path_glob: str | None,
+) -> GrepResult:
+    """`Volume.grep`: see there."""
+    t0 = time.perf_counter()
+    raw = volume.raw()
+    if max_hits < 1:
+        raise VolumeInputError(f"max_hits must be at least 1, not {max_hits}")
+    selected = _select(volume.files, path_glob)
+    ranges = _merge_ranges(selected)
+    scan = _Scan(raw if isinstance(raw, mmap.mmap) else None, volume.starts, ranges, max_hits + 1)
+    literal = fixed or not any(c in _META for c in pattern)
+    if literal and not ignore_case:
+        found = scan.literal(pattern)
+    else:
+        src = re.escape(pattern) if literal else pattern
+        flags = re.IGNORECASE if ignore_case else 0
+        try:
+            line_rx = re.compile(src, flags)
+            scan_src, exotic, verify = _prepare_regex(src)
+            scan_rx = re.compile(scan_src, flags | re.MULTILINE)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise VolumeInputError(f"invalid pattern {pattern!r}: {exc}") from None
+        if literal and pattern.isascii():
+            found = scan.nocase(pattern, scan_rx, line_rx)
+        else:
+            musts = _required_literals(src, flags)
+            found = scan.regex(scan_rx, line_rx, exotic, verify, musts)
+    truncated = len(found) > max_hits
+    found = found[:max_hits]
+    hits = [
+        GrepHit(f.path, vline - f.first_line, vline, text)
+        for (vline, text), f in zip(found, volume.files_at([v for v, _ in found]), strict=True)
+    ]
+    if truncated:
+        # Searched up to the end of the last reported line.
+        stop = int(volume.starts[found[-1][0]])
+        files_searched = sum(1 for f in selected if f.offset < stop)
+        bytes_searched = sum(max(0, min(b, stop) - a) for a, b, _ in ranges)
+    else:
+        files_searched = len(selected)
+        bytes_searched = sum(b - a for a, b, _ in ranges)
+    return GrepResult(hits, truncated, files_searched, bytes_searched, time.perf_counter() - t0)
+
+
+def _select(files: list[VolumeFile], path_glob: str | None) -> list[VolumeFile]:
+    if path_glob is None:
+        return list(files)
+    base_too = "/" not in path_glob
+    return [
+        f
+        for f in files
+        if fnmatch.fnmatchcase(f.path, path_glob)
+        or (base_too and fnmatch.fnmatchcase(f.path.rsplit("/", 1)[-1], path_glob))
+    ]
+
+
+def _merge_ranges(files: list[VolumeFile]) -> Ranges:
+    """Byte ranges (a, b, first 0-based line) covering the files' text, adjacent ones merged."""
+    out: Ranges = []
+    for f in files:
+        if not f.length:
+            continue
+        if out and out[-1][1] == f.offset:
+            a, _, line0 = out[-1]
+            out[-1] = (a, f.offset + f.length, line0)
+        else:
+            out.append((f.offset, f.offset + f.length, f.first_line))
+    return out
+
+
+# -- the scan over the mapped text ---------------------------------------------------------
+
+
+class _Scan:
+    """One grep's walk over the mapped text.bin: the byte ranges of the selected files,
+    and how many matching lines to find (`limit`). Nothing to find in an empty volume
+    (no mmap)."""
+
+    def __init__(self, mm: mmap.mmap | None, starts: np.ndarray, ranges: Ranges, limit: int):
+        self.mm = mm
+        self.starts = starts
+        self.ranges = ranges
+        self.limit = limit
+
+    def literal(self, pattern: str) -> Found:
+        """The first `limit` lines containing `pattern`, by mmap.find."""
+        needle = pattern.encode("utf-8", "surrogatepass")
+        if b"\n" in needle or self.mm is None:
+            return []
+        where: list[int] = []
+        for a, b, _ in self.ranges:
+            where += _find_lines(self.mm, needle, a, b, self.limit - len(where))
+            if len(where) >= self.limit:
+                break
+        return self._hits_at(where)
+
+    def nocase(self, pattern: str, scan_rx: re.Pattern[str], line_rx: re.Pattern[str]) -> Found:
+        """An ASCII literal, ignoring case: pieces are lower-cased as bytes (ASCII letters
+        only: the same length, so positions hold) and searched with find. Python's
+        IGNORECASE also lets i, k and s match four non-ASCII letters (İ ı K ſ); a piece
+        that holds one of them, when the needle has one of those letters, goes through
+        the regex instead."""
+        needle = pattern.lower().encode()
+        found: Found = []
+        if b"\n" in needle or self.mm is None:
+            return found
+        folds = any(c in needle for c in b"iks")
+        for ca, cb, j0 in self._pieces():
+            raw = self.mm[ca:cb]
+            need = self.limit - len(found)
+            if not folds or raw.isascii() or not any(x in raw for x in _FOLD_EXTRA):
+                low = raw.lower()
+                found += self._hits_at(
+                    [ca + p for p in _find_lines(low, needle, 0, len(low), need)]
+                )
+            else:
+                text = raw.decode("utf-8", "replace")
+                found += _scan_piece(text, j0, scan_rx, line_rx, False, need)
+            if len(found) >= self.limit:
+                return found
+        return found
+
+    def regex(
+        self,
+        scan_rx: re.Pattern[str],
+        line_rx: re.Pattern[str],
+        exotic: bool,
+        verify: bool,
+        musts: list[str],
+    ) -> Found:
+        """The first `limit` matching lines.
+
+        Per decoded piece of many lines, one of three ways:
+        - a literal that every match must contain (`musts`) is rare in the piece: find
+          it with str.find and check only the lines that hold it, with the line pattern;
+        - otherwise the rewritten pattern runs over the whole piece: a match that stays
+          inside its line's text is a hit; one that runs past it (a pattern that can
+          match "\\n") is checked against that line alone. For patterns without
+          lookaround this finds exactly the lines that re.search finds line by line;
+        - exotic patterns (lookaround, atomic, possessive): line by line.
+        """
+        found: Found = []
+        if self.mm is None:
+            return found
+        for ca, cb, j0 in self._pieces():
+            text = self.mm[ca:cb].decode("utf-8", "replace")
+            need = self.limit - len(found)
+            resume, j = 0, j0
+            if musts:
+                got, resume, j = _scan_candidates(text, j0, musts[0], line_rx, need)
+                found += got
+                need -= len(got)
+            if resume < 0 or need <= 0:
+                pass
+            elif exotic:
+                found += _scan_lines(text[resume:], j, line_rx, need)
+            else:
+                found += _scan_piece(text, j, scan_rx, line_rx, verify, need, resume)
+            if len(found) >= self.limit:
+                return found
+        return found
+
+    def _pieces(self) -> Iterator[tuple[int, int, int]]:
+        """Pieces [ca, cb) of the ranges, of about GREP_CHUNK bytes, cut at line starts,
+        with the 0-based index of the line at ca."""
+        starts = self.starts
+        for a, b, line0 in self.ranges:
+            ca, j = a, line0
+            size = GREP_FIRST_CHUNK  # small first, so that a few hits come back fast
+            while ca < b:
+                target = min(b, ca + size)
+                size = min(2 * size, GREP_CHUNK)
+                k = int(np.searchsorted(starts, target, side="left"))
+                cb = int(starts[k])
+                yield ca, cb, j
+                ca, j = cb, k
+
+    def _hits_at(self, where: list[int]) -> Found:
+        """(vline, clipped text) of the lines holding byte positions `where` (ascending)."""
+        if not where:
+            return []
+        mm, starts = self.mm, self.starts
+        assert mm is not None
+        rows = np.searchsorted(starts, np.asarray(where, dtype=np.uint64), side="right") - 1
+        cap = 4 * HIT_CHARS + 4  # bytes enough for HIT_CHARS characters and then some
+        found = []
+        for j, ls, le in zip(
+            rows.tolist(), starts[rows].tolist(), (starts[rows + 1] - 1).tolist(), strict=True
+        ):
+            if le > ls and mm[le - 1] == 13:
+                le -= 1
+            text = mm[ls : le if le - ls <= cap else ls + cap].decode("utf-8", "replace")
+            found.append((j + 1, _clip(text)))
+        return found
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= HIT_CHARS else text[:HIT_CHARS] + "…"
+
+
+def _find_lines(buf: mmap.mmap | bytes, needle: bytes, a: int, b: int, limit: int) -> list[int]:
+    """Positions in buf[a:b] of `needle`, the first in each line whose text (CR dropped)
+    holds it, at most `limit`. buf is text.bin-like: every line ends with "\n"."""
+    where: list[int] = []
+    find = buf.find
+    size = len(needle)
+    pos = a
+    while len(where) < limit:
+        p = find(needle, pos, b)
+        if p < 0 or p >= b:
+            break
+        le = find(b"\n", p, b)  # the end of p's line
+        ce = le - 1 if le > p and buf[le - 1] == 13 else le
+        if p + size > ce:  # runs into the CR that the line's text drops
+            pos = p + 1
+            continue
+        where.append(p)
+        pos = le + 1
+    return where
+
+
+# -- regex pieces --------------------------------------------------------------------------
+
+
+def _prepare_regex(pattern: str) -> tuple[str, bool, bool]:
+    """Rewrite a pattern for a search over many lines at once: (rewritten, exotic, verify).
+
+    Outside character classes, "$" and "\\Z" become (?=\\r?$) so that they match at the
+    end of a CRLF line as they do on the line's text, and "\\A" becomes "^" (MULTILINE).
+    A pattern with lookaround, atomic groups or possessive quantifiers can see past the
+    end of a line in the blob, so it is searched line by line instead (exotic=True).
+    verify: every hit must be checked on its line alone (re.search(r"\\B", "") finds
+    nothing, but \\B matches between two newlines).
+    """
+    out: list[str] = []
+    exotic = verify = False
+    i, n = 0, len(pattern)
+    in_class = False
+    class_start = 0
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            esc = pattern[i : i + 2]
+            if not in_class and esc == "\\Z":
+                out.append(r"(?=\r?$)")
+            elif not in_class and esc == "\\A":
+                out.append("^")
+            else:
+                verify = verify or (not in_class and esc == "\\B")
+                out.append(esc)
+            i += 2
+            continue
+        if in_class:
+            # "]" right after "[" or "[^" is a literal member, not the end of the class.
+            if c == "]" and i > class_start:
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            class_start = i + 1
+            if pattern[i + 1 : i + 2] == "^":
+                class_start += 1
+        elif c == "$":
+            out.append(r"(?=\r?$)")
+            i += 1
+            continue
+        elif c == "(" and pattern[i + 1 : i + 2] == "?":
+            head = pattern[i + 2 : i + 4]
+            if head[:1] in ("=", "!", ">") or head in ("<=", "<!"):
+                exotic = True
+        elif c in "*+?}" and pattern[i + 1 : i + 2] == "+" and i > 0:
+            exotic = True
+        out.append(c)
+        i += 1
+    return "".join(out), exotic, verify
+
+
+def _required_literals(pattern: str, flags: int) -> list[str]:
+    """Literal strings that every match of `pattern` contains (runs of plain characters at
+    the pattern's top level), longest first; none for case-insensitive patterns."""
+    try:
+        from re import _constants, _parser  # type: ignore[attr-defined]
+
+        parsed = _parser.parse(pattern, flags)
+        if parsed.state.flags & re.IGNORECASE:
+            return []
+        literal = _constants.LITERAL
+        runs: list[str] = []
+        run: list[str] = []
+        for op, arg in parsed.data:
+            if op is literal:
+                run.append(chr(arg))
+                continue
+            runs.append("".join(run))
+            run = []
+        runs.append("".join(run))
+    except Exception:  # private module, or a pattern it cannot take: no prefilter
+        return []
+    good = {r for r in runs if len(r) >= 3 and "\n" not in r}
+    return sorted(good, key=lambda r: (-len(r), r))[:2]
+
+
+def _line_of(text: str, p: int) -> tuple[int, int, str]:
+    """(start, end) of the line holding position p of a piece, and its text (CR dropped)."""
+    ls = text.rfind("\n", 0, p) + 1
+    le = text.find("\n", p)
+    line = text[ls:le]
+    if line.endswith("\r"):
+        line = line[:-1]
+    return ls, le, line
+
+
+def _scan_candidates(
+    text: str, j0: int, must: str, line_rx: re.Pattern[str], need: int
+) -> tuple[Found, int, int]:
+    """Matching lines among those holding `must`: (hits, resume, j). When `must` turns out
+    to be common, stops at line start `resume` (0-based line j there) for a full scan;
+    resume == -1 when the piece is done."""
+    out: Found = []
+    pos = cur = 0
+    j = j0
+    tried = 0
+    find, search = text.find, line_rx.search
+    while len(out) < need:
+        p = find(must, pos)
+        if p < 0:
+            break
+        tried += 1
+        if tried % 64 == 0 and pos < tried * PREFILTER_SPACING:
+            return out, pos, j + text.count("\n", cur, pos)
+        ls, le, line = _line_of(text, p)
+        if search(line):
+            j += text.count("\n", cur, ls)
+            cur = ls
+            out.append((j + 1, _clip(line)))
+        pos = le + 1
+    return out, -1, j
+
+
+def _scan_lines(text: str, j0: int, line_rx: re.Pattern[str], need: int) -> Found:
+    """Matching lines, trying the pattern on each line alone."""
+    out: Found = []
+    search = line_rx.search
+    for k, line in enumerate(text.split("\n")[:-1]):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if search(line):
+            out.append((j0 + k + 1, _clip(line)))
+            if len(out) >= need:
+                break
+    return out
+
+
+def _scan_piece(
+    text: str,
+    j0: int,
+    scan_rx: re.Pattern[str],
+    line_rx: re.Pattern[str],
+    verify: bool,
+    need: int,
+    start: int = 0,
+) -> Found:
+    """Matching lines from line start `start` (0-based line j0), running the rewritten
+    pattern over the whole piece."""
+    out: Found = []
+    n = len(text)
+    pos = cur = start
+    j = j0
+    search = scan_rx.search
+    while len(out) < need:
+        m = search(text, pos)
+        if m is None:
+            break
+        p = m.start()
+        if p >= n:  # an empty match after the piece's last "\n": no line there
+            break
+        j += text.count("\n", cur, p)
+        cur = p
+        ls, le, line = _line_of(text, p)
+        if (m.end() <= ls + len(line) and not verify) or line_rx.search(line):
+            out.append((j + 1, _clip(line)))
+        pos = le + 1
+    return out

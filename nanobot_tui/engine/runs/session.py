@@ -1,0 +1,362 @@
+"""One runner session of one run: what it works with, what it has done so far, and how
+it settles a step (every attempt, judged, its row written out).
+
+`execute` (durable.py) builds a `Session` with the run's lock held; the schedulers
+(scheduling.py) drive it step by step.
+
+Self-healing. An undecided step (or, for a real model, one whose winner hands on an
+invalid state) is voted again up to `retries` times with a changed strategy (paraphrased
+prompts, then a larger k), then skipped (only where the next input does not depend on
+it) or escalated (the run fails with the reason), as the spec says. A real model's
+server that dies shows up as a round of samples all red-flagged `error`: the runner waits
+until the server answers /health again (the ServerManager restarts it) and votes the step
+again, without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from time import perf_counter
+from typing import Any
+
+from nanobot_tui.engine.runs.control import Control
+from nanobot_tui.engine.runs.spec import Budgets, RunSpec
+from nanobot_tui.engine.runs.store import (
+    SAMPLE_TEXT_MAX,
+    AttemptOut,
+    Batch,
+    RunStore,
+    StepOut,
+    StoreWriter,
+    describe,
+    to_json,
+)
+from nanobot_tui.engine.voting.ahead_by_k import StepRecord, VoteConfig, vote
+from nanobot_tui.engine.voting.domains import Domain, Step
+from nanobot_tui.engine.voting.runner import VoteMonitor, judge
+from nanobot_tui.engine.voting.samples import RED_ERROR, Forking, Retrying, Sample, Sampler
+
+HEARTBEAT_S = 2.0
+SERVER_WAIT_S = 300.0  # how long a run waits for a dead model server to come back
+MAX_LAG = 8  # batches the writer may fall behind before the runner waits for it
+
+Health = Callable[[], Awaitable[bool]]
+PlainRun = tuple[int, int, int, int]  # first step, last step, rounds, samples
+MixedStep = tuple[int, int, int, int, str, str | None]  # see Batch.mixed
+
+
+class ServerDown(Exception):
+    """A whole round of samples failed: the model server is gone."""
+
+
+class Failed(Exception):
+    """The run must end as failed, with this reason."""
+
+
+class Stopped(Exception):
+    """A pause, cancel or stop arrived while the runner waited (for a model server)."""
+
+
+class Watch:
+    """Wraps a sampler for one worker: raises ServerDown when a whole round failed (real
+    models) and keeps every sample drawn for the step (when samples are kept)."""
+
+    def __init__(self, inner: Sampler, *, guard: bool, keep: bool) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.simulated = inner.simulated
+        self.guard = guard
+        self.keep = keep
+        self.drawn: list[Sample] = []
+
+    async def sample(
+        self, step: Step, temperatures: list[float], paraphrase: int = 0
+    ) -> list[Sample]:
+        out = await self.inner.sample(step, temperatures, paraphrase)
+        if self.guard and out and all(s.red_flag == RED_ERROR for s in out):
+            raise ServerDown(out[0].text or "every sample of the round failed")
+        if self.keep:
+            self.drawn.extend(out)
+        return out
+
+
+def unwrapped(sampler: Sampler) -> Sampler:
+    return sampler.inner if isinstance(sampler, Watch) else sampler
+
+
+def cfg_for(cfg: VoteConfig, attempt: int) -> VoteConfig:
+    """The changed strategy of a retry: paraphrased prompts from the first round on, and
+    from the third attempt a larger margin."""
+    if attempt <= 1:
+        return cfg
+    k = cfg.k + max(attempt - 2, 0)
+    return replace(cfg, k=k, paraphrase_after_rounds=0)
+
+
+@dataclass
+class StepResult:
+    """One step's outcome after all its attempts."""
+
+    out: StepOut
+    record: StepRecord
+    correct: bool | None
+    matched: int
+    next_step: Step | None  # what follows (sequential runs)
+    failed: str | None = None  # set: the run must fail with this reason
+    answer: Any = None  # the answer handed on
+
+
+@dataclass
+class Session:
+    """A runner session: the run it works on (set by `execute`) and its progress."""
+
+    run_id: str
+    spec: RunSpec
+    domain: Domain
+    sampler: Sampler  # a Watch around the real one where samples are kept or guarded
+    writer: StoreWriter
+    reader: RunStore
+    meta: dict[str, Any]  # the run's meta rows as the session began
+    monitor: VoteMonitor
+    control: Control
+    budgets: Budgets
+    health: Health | None
+    # --- progress, in this session ---
+    steps: int = 0  # steps finished
+    tokens: int = 0  # completion tokens
+    inflight: set[int] = field(default_factory=set)
+    rows: list[StepOut] = field(default_factory=list)  # for the concurrent scheduler
+    ending: tuple[str, str] | None = None  # (status, reason) decided by the run
+    last_answer: Any = None
+    server_waits: int = 0
+    t0: float = field(default_factory=perf_counter)
+    last_handoff: float = field(default_factory=perf_counter)
+
+    def __post_init__(self) -> None:
+        storage = self.meta.get("storage") or {}
+        self.cfg = self.spec.vote
+        self.simulated = self.sampler.simulated
+        self.canonical = bool(storage.get("canonical_inputs"))
+        self.truth_answers = bool(storage.get("truth_answers"))
+        self.keep = self.spec.keeps_samples
+        self.independent = self.domain.independent_steps
+        self.total = self.domain.total_steps()
+        self.elapsed_before = float(self.meta.get("elapsed_s") or 0.0)
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (perf_counter() - self.t0)
+
+    def handoff(
+        self,
+        runs: list[PlainRun],
+        rows: list[StepOut],
+        inflight: list[int] | None = None,
+        mixed: list[MixedStep] | None = None,
+    ) -> None:
+        self.writer.submit(
+            Batch(
+                runs=runs,
+                mixed=mixed or [],
+                rows=rows,
+                inflight=sorted(self.inflight) if inflight is None else inflight,
+                elapsed=self.elapsed(),
+            )
+        )
+        self.last_handoff = perf_counter()
+
+    async def backpressure(self) -> None:
+        while self.writer.lag() > MAX_LAG:
+            await asyncio.sleep(0.005)
+
+    def over_budget(self, steps: bool = True) -> str | None:
+        b = self.budgets
+        if steps and b.steps is not None and self.steps >= b.steps:
+            return f"budget: {b.steps:,} steps done in this session"
+        if b.tokens is not None and self.tokens >= b.tokens:
+            return f"budget: {self.tokens:,} of {b.tokens:,} tokens used in this session"
+        if b.seconds is not None and perf_counter() - self.t0 >= b.seconds:
+            return f"budget: {b.seconds:g} s of wall time used in this session"
+        return None
+
+    async def heartbeat(self) -> None:
+        """Prove the runner alive (and show what it is on) while steps are slow."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            if perf_counter() - self.last_handoff >= HEARTBEAT_S:
+                self.handoff([], [])
+
+    def worker_sampler(self) -> Sampler:
+        """A sampler of its own for a concurrent worker (a fork where it has one)."""
+        base = unwrapped(self.sampler)
+        inner = base.fork() if isinstance(base, Forking) else base
+        return Watch(inner, guard=not self.simulated, keep=self.keep)
+
+    # --- one step, all attempts ----------------------------------------------------------
+
+    async def vote_once(self, sampler: Sampler, step: Step, attempt: int) -> StepRecord:
+        """One attempt's vote; a dead server is waited for, and the attempt re-voted
+        without counting."""
+        cfg = cfg_for(self.cfg, attempt)
+        inner = unwrapped(sampler)
+        if isinstance(inner, Retrying):
+            inner.begin_attempt(step, attempt)
+        while True:
+            if isinstance(sampler, Watch):
+                sampler.drawn.clear()
+            try:
+                return await vote(sampler, step, cfg)
+            except ServerDown as exc:
+                self.server_waits += 1
+                await self.wait_for_server(str(exc))
+
+    async def wait_for_server(self, why: str) -> None:
+        if self.health is None:
+            raise Failed(f"the model server failed ({why}) and there is no way to check it")
+        deadline = perf_counter() + SERVER_WAIT_S
+        await asyncio.sleep(0.25)
+        while perf_counter() < deadline:
+            if self.control.request is not None:
+                raise Stopped
+            with contextlib.suppress(Exception):
+                if await self.health():
+                    return
+            await asyncio.sleep(0.25)
+        raise Failed(f"the model server did not come back within {SERVER_WAIT_S:.0f} s ({why})")
+
+    def hand_on(self, step: Step, record: StepRecord, truth: Any) -> tuple[Any, str | None]:
+        """(answer to go on from, problem): the truth for a simulated sampler, else the
+        winner, which must hand on a valid state. problem: "reason: message"."""
+        if not record.decided:
+            return None, (
+                f"undecided: no answer {self.cfg.k} votes ahead after {record.rounds} rounds"
+            )
+        if self.simulated and truth is not None:
+            return truth, None
+        answer = record.winner_answer
+        if not self.independent:
+            try:
+                self.domain.next_step(step, answer)
+            except ValueError as exc:
+                return None, f"invalid_state: the winner hands on an invalid state: {exc}"
+        return answer, None
+
+    async def settle(self, sampler: Sampler, step: Step, record: StepRecord | None) -> StepResult:
+        """Every attempt of `step` (record: attempt 1, if voted already) and its row."""
+        started = perf_counter()
+        retries = self.spec.retry.retries
+        earlier: list[AttemptOut] = []
+        samples: list[tuple[Any, ...]] = []
+        attempt = 1
+        while True:
+            if record is None:
+                record = await self.vote_once(sampler, step, attempt)
+            if isinstance(sampler, Watch) and sampler.keep:
+                samples += self.sample_rows(step.index, attempt, sampler.drawn)
+            truth, correct, matched = judge(self.domain, step, record)
+            answer, problem = self.hand_on(step, record, truth)
+            if problem is None or attempt > retries:
+                break
+            earlier.append(self.attempt_out(attempt, record, problem))
+            attempt += 1
+            record = None
+        wall_ms = (perf_counter() - started) * 1000.0
+        self.tokens += record.completion_tokens + sum(a.tokens for a in earlier)
+        failed = None
+        if problem is None:
+            self.last_answer = answer
+            status, error, reason = "completed", None, ("wrong" if correct is False else None)
+            following = None if self.independent else self.domain.next_step(step, answer)
+        else:
+            reason = problem.split(":", 1)[0]
+            status, error, following, failed = self.unsettled(step, truth, problem, attempt)
+        out = self.step_out(step, record, status, correct, error, reason, attempt, wall_ms)
+        out.earlier = earlier
+        out.sample_rows = samples
+        return StepResult(out, record, correct, matched, following, failed, answer)
+
+    def unsettled(
+        self, step: Step, truth: Any, problem: str, attempts: int
+    ) -> tuple[str, str, Step | None, str | None]:
+        """(status, error, next step, the run's failure) of a step still undecided (or
+        invalid) after its retries: skipped where the next input does not depend on it
+        and the spec says skip, else failed."""
+        error = f"{problem} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+        skippable = self.independent or (self.simulated and truth is not None)
+        on_fail = self.spec.retry.on_fail
+        if on_fail == "skip" and skippable:
+            following = None if self.independent else self.domain.next_step(step, truth)
+            return "skipped", error, following, None
+        why = "" if on_fail == "escalate" else "; it cannot be skipped: the next step depends on it"
+        return "failed", error + why, None, f"step {step.index + 1:,}: {error}{why}"
+
+    # --- rows ------------------------------------------------------------------------------
+
+    def step_out(
+        self,
+        step: Step,
+        record: StepRecord,
+        status: str,
+        correct: bool | None,
+        error: str | None,
+        reason: str | None,
+        attempts: int,
+        wall_ms: float,
+    ) -> StepOut:
+        domain = self.domain
+        stored_input = None if self.canonical else to_json(domain.dump_step(step))
+        answer = None
+        if record.winner_answer is not None and not (self.truth_answers and correct):
+            answer = to_json(domain.dump_answer(record.winner_answer))
+        return StepOut(
+            step=step.index,
+            status=status,
+            input=stored_input,
+            answer=answer,
+            votes=self.votes_json(record),
+            rounds=record.rounds,
+            samples=record.samples,
+            valid=record.valid,
+            red_flags=dict(record.red_flags) or None,
+            tokens=record.completion_tokens,
+            latency_ms=record.latency_s * 1000.0 if not self.simulated else None,
+            wall_ms=wall_ms,
+            attempts=attempts,
+            correct=None if correct is None else int(correct),
+            error=error,
+            reason=reason,
+        )
+
+    def attempt_out(self, attempt: int, record: StepRecord, problem: str) -> AttemptOut:
+        answer = record.winner_answer
+        return AttemptOut(
+            attempt=attempt,
+            status="failed",
+            answer=None if answer is None else to_json(self.domain.dump_answer(answer)),
+            votes=self.votes_json(record),
+            rounds=record.rounds,
+            samples=record.samples,
+            valid=record.valid,
+            red_flags=to_json(record.red_flags) if record.red_flags else None,
+            tokens=record.completion_tokens,
+            latency_ms=record.latency_s * 1000.0,
+            wall_ms=record.wall_s * 1000.0,
+            error=problem,
+        )
+
+    def votes_json(self, record: StepRecord) -> str:
+        """A step's votes by display key, as JSON."""
+        return to_json({describe(self.domain, k): n for k, n in record.votes.items()})
+
+    def sample_rows(self, step: int, attempt: int, drawn: list[Sample]) -> list[tuple[Any, ...]]:
+        domain = self.domain
+        return [
+            (step, attempt, i, None if s.key is None else describe(domain, s.key), s.red_flag,
+             s.temperature, s.completion_tokens, s.latency_s * 1000.0,
+             (s.text or "")[:SAMPLE_TEXT_MAX])
+            for i, s in enumerate(drawn)
+        ]  # fmt: skip

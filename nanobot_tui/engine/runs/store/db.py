@@ -1,0 +1,161 @@
+"""A run's database: its tables, how it is opened, its meta rows, and the error of a
+store that cannot be read.
+
+Tables
+------
+meta(key, value JSON)  spec, created, status, status_reason, runner {pid, created},
+                       heartbeat, totals (counts kept by the writer in the same
+                       transaction as the rows they count), layout, storage, trace.
+nodes                  the root and every block (see tree.py), created up front;
+                       counters, status and timings are recomputed by SQL from the rows
+                       below them at each commit, for the blocks that commit touched.
+steps                  one row per step (step = PRIMARY KEY: never twice), written when
+                       the step is done (completed, skipped or failed).
+attempts               earlier, undecided attempts of a retried step.
+samples                every sample of a step (real models; off for simulated runs).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from nanobot_tui.errors import NanobotError, UsageError
+
+DB_NAME = "run.db"
+NODE_STATUSES = ("pending", "running", "completed", "failed", "skipped")
+SUMMARY_MIN_STEPS = 1000  # blocks this big (and the root) get their summary stored
+SAMPLE_TEXT_MAX = 4096
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY,
+    parent INTEGER,
+    kind TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    ordinal INTEGER NOT NULL,
+    first_step INTEGER NOT NULL,
+    last_step INTEGER NOT NULL,
+    children INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    finished REAL,
+    completed_children INTEGER NOT NULL DEFAULT 0,
+    failed_children INTEGER NOT NULL DEFAULT 0,
+    samples INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    summary TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, ordinal);
+CREATE TABLE IF NOT EXISTS steps (
+    step INTEGER PRIMARY KEY,
+    node INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT,
+    answer TEXT,
+    votes TEXT,
+    rounds INTEGER NOT NULL DEFAULT 0,
+    samples INTEGER NOT NULL DEFAULT 0,
+    valid INTEGER NOT NULL DEFAULT 0,
+    red_flags TEXT,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL,
+    wall_ms REAL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    correct INTEGER,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    step INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    answer TEXT,
+    votes TEXT,
+    rounds INTEGER NOT NULL DEFAULT 0,
+    samples INTEGER NOT NULL DEFAULT 0,
+    valid INTEGER NOT NULL DEFAULT 0,
+    red_flags TEXT,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL,
+    wall_ms REAL,
+    error TEXT,
+    PRIMARY KEY (step, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples (
+    step INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    i INTEGER NOT NULL,
+    key TEXT,
+    red_flag TEXT,
+    temperature REAL,
+    tokens INTEGER,
+    latency_ms REAL,
+    text TEXT,
+    PRIMARY KEY (step, attempt, i)
+) WITHOUT ROWID;
+"""
+
+
+NODE_COLS = (
+    "id, parent, kind, ordinal, first_step, last_step, status, attempts, started, finished, "
+    "completed_children, failed_children, samples, tokens, errors, summary, error, level, "
+    "children"
+)
+STEP_COLS = (
+    "step, node, status, input, answer, votes, rounds, samples, valid, red_flags, "
+    "completion_tokens, latency_ms, wall_ms, attempts, correct, error"
+)
+
+
+class StoreError(NanobotError):
+    """A run store that cannot be read or written; str() is one line."""
+
+
+class RunNotFound(StoreError, UsageError):
+    """No run has this id (or a prefix names several): bad input, exit 2."""
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10.0
+        )
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def meta_set(conn: sqlite3.Connection, items: dict[str, Any]) -> None:
+    """Upsert meta keys, in one statement."""
+    if not items:
+        return
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES "
+        + ", ".join("(?, ?)" for _ in items)
+        + " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [x for k, v in items.items() for x in (k, to_json(v))],
+    )
+
+
+def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Every meta key, JSON-decoded (a value that is not JSON comes back as it is)."""
+    out: dict[str, Any] = {}
+    for key, value in conn.execute("SELECT key, value FROM meta"):
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out

@@ -1,0 +1,55 @@
+"""The domains a run or a calibration can name, and how each is built.
+
+A domain is built from its params, a JSON-safe dict (a durable run keeps them in its
+spec, so a resumed run rebuilds the very same domain); the `nanobot run` and `nanobot
+calibrate` options named in `options` give them, under the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nanobot_tui.engine.voting.domains import Domain
+from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+from nanobot_tui.engine.voting.domains.wordcase import WordCase
+
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DomainKind:
+    name: str
+    options: tuple[str, ...]  # the command-line options its params come from
+    build: Callable[[Params], Domain]  # ValueError for params it cannot use
+    label: Callable[[Params], str]  # the readable part of a run id, e.g. "hanoi20"
+
+
+def _hanoi(params: Params) -> Domain:
+    return Hanoi(int(params.get("disks", 10)))
+
+
+def _wordcase(params: Params) -> Domain:
+    words = params.get("word_list")
+    if words:
+        return WordCase(words=list(words))
+    return WordCase(count=int(params.get("words", 300)), seed=int(params.get("seed", 0)))
+
+
+DOMAINS: dict[str, DomainKind] = {
+    kind.name: kind
+    for kind in (
+        DomainKind("hanoi", ("disks",), _hanoi, lambda p: f"hanoi{p.get('disks', 10)}"),
+        DomainKind(
+            "wordcase", ("words", "seed"), _wordcase, lambda p: f"wordcase{p.get('words', 300)}"
+        ),
+    )
+}
+NAMES = tuple(DOMAINS)
+
+
+def build_domain(name: str, params: Params) -> Domain:
+    """A fresh domain `name` built from `params`; KeyError for an unknown name,
+    ValueError for params it cannot use."""
+    return DOMAINS[name].build(params)
