@@ -1,9 +1,10 @@
-"""The agent on the embedded model: prompt size, tool-round overhead, tool use, endurance.
+"""The agent on the embedded model: prompt size, tool-round overhead, tool use, endurance;
+and how soon the shell tool stops a command that ran out of time.
 
 Run: python -m benchmarks.agent_rounds [--questions 10] [--seconds 240] [--json]
 
-All on the real embedded server (SmolLM2-135M), the agent built exactly as the app and
-`nanobot agent` build it (every default tool, MEMORY.md and skills when present):
+1 to 4 run on the real embedded server (SmolLM2-135M), the agent built exactly as the app
+and `nanobot agent` build it (every default tool, MEMORY.md and skills when present):
 
 1. "hello": the prompt tokens the server counted, with every default tool enabled, against
    the same message with no tools at all (the reference).
@@ -14,11 +15,14 @@ All on the real embedded server (SmolLM2-135M), the agent built exactly as the a
    well-formed one, and the figures say how often that helps.
 3. Overhead per tool round: the round's wall time less the server's own prompt and
    generation time (llama.cpp's timings) and less the tools' own time: what nanobot adds
-   (prompt building, HTTP, parsing, running the registry, writing the session). The
-   seed's thesis: under 50 ms per local round.
+   (prompt building, HTTP, parsing, running the registry, writing the session). The aim:
+   under 50 ms per local round.
 4. Endurance: one session driven round after round (constrained replies, so every round
    calls a tool; a new user turn whenever the loop ends one) for `--seconds`, compaction
    included: rounds sustained, and the first failure if any.
+5. The shell tool's stop (no model): how long after its timeout `run_shell` returns with the
+   command's process group gone, for a command that obeys SIGTERM and for one that ignores
+   it (stopped by SIGKILL once the grace is over; the grace is not counted).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from nanobot_tui.engine.agent.loop import (
     ToolDone,
     TurnDone,
 )
+from nanobot_tui.engine.agent.tools.shell import run_shell
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.serving.workbench import Workbench
@@ -177,6 +182,27 @@ async def endurance(workbench: Workbench, cfg: Config, seconds: float) -> dict[s
     }
 
 
+async def shell_stop(work: Path, runs: int = 5) -> dict[str, float]:
+    """Median ms from the timeout (plus the grace, for SIGKILL) until run_shell returns."""
+    timeout, grace = 0.5, 0.5
+    figures = {}
+    commands = {
+        "sigtermOvershootMs": ("sleep 30 & sleep 30", timeout),
+        "sigkillOvershootMs": ("trap '' TERM; sleep 30", timeout + grace),
+    }
+    for label, (command, floor) in commands.items():
+        late = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            out = await run_shell(
+                command, cwd=work, timeout=timeout, output_chars=500, kill_grace=grace
+            )
+            late.append(time.perf_counter() - began - floor)
+            assert out.startswith("timed out"), out
+        figures[label] = round(statistics.median(late) * 1000, 1)
+    return figures
+
+
 async def measure(questions: int, seconds: float) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="nanobot-bench-agent-"))
     os.environ["NANOBOT_HOME"] = str(home / "home")
@@ -185,6 +211,7 @@ async def measure(questions: int, seconds: float) -> dict[str, Any]:
     (source / "facts.md").write_text("\n".join(fact for fact, _ in FACTS.values()) + "\n")
     ingest(source, "facts")
     result: dict[str, Any] = {"model": "SmolLM2-135M-Instruct (embedded)"}
+    result["shell_stop"] = await shell_stop(home)
     async with Workbench(config("auto", home)) as workbench:
         result["hello_prompt_tokens"] = await hello_tokens(workbench, config("auto", home))
         result["tool_use"] = {}

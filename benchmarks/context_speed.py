@@ -4,6 +4,10 @@
   (literal and regex): median wall time per search, and the ratio ours / grep's. Both
   print every matching line with its number; grep's output goes to /dev/null, ours is
   built as Python objects (which grep never has to do).
+- ctx_search latency on the indexed ~1M-token haystack: 3-word queries, median and p99
+  (the first query, which opens the index, apart), against GNU `grep -ciE` counting the
+  lines that hold any of the same words in the same text (a full scan: what the index
+  saves).
 - ctx_slice latency on a 1 GB volume: random 50-line slices, median and p99, and the
   time to open the volume; the reference is reading the same bytes with a plain
   seek+read of the source file at known offsets.
@@ -93,6 +97,43 @@ def grep_vs_gnu(haystack_file: Path, runs: int) -> dict[str, object]:
     return results
 
 
+def search_vs_gnu(volume_name: str, haystack_file: Path, runs: int) -> dict[str, object]:
+    from benchmarks.haystack import WORDS
+    from nanobot_tui.engine.context.search import search
+    from nanobot_tui.engine.context.volume import Volume
+
+    rng = random.Random(7)
+    queries = [rng.sample(WORDS, 3) for _ in range(max(runs, 21))]
+    ours: list[float] = []
+    theirs: list[float] = []
+    with Volume.open(volume_name) as volume:
+        began = time.perf_counter()
+        search(volume, "index opening query")
+        first = time.perf_counter() - began
+        for words in queries:  # interleaved, so drift hits both alike
+            began = time.perf_counter()
+            result = search(volume, " ".join(words))
+            ours.append(time.perf_counter() - began)
+            assert result.hits, words
+            began = time.perf_counter()
+            done = subprocess.run(
+                ["grep", "-ciE", "|".join(words), str(haystack_file)],
+                stdout=subprocess.DEVNULL,
+                env=C_LOCALE,
+            )
+            theirs.append(time.perf_counter() - began)
+            assert done.returncode == 0
+    ours_sorted = sorted(ours)
+    return {
+        "queries": len(queries),
+        "firstMs": round(first * 1000, 3),
+        "searchMs": median_ms(ours),
+        "searchP99Ms": round(ours_sorted[max(0, int(len(ours) * 0.99) - 1)] * 1000, 3),
+        "gnuGrepMs": median_ms(theirs),
+        "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
+    }
+
+
 def make_big_file(path: Path, source: Path, gigabytes: float) -> int:
     """Repeat the haystack's text until the file holds `gigabytes` GB."""
     block = source.read_bytes()
@@ -180,6 +221,7 @@ def main() -> int:
 
         ingest(single, "single")
         out["grep"] = grep_vs_gnu(single, args.runs)
+        out["search"] = search_vs_gnu("hay0", single, args.runs)
 
         big = work / "big.txt"
         written = make_big_file(big, single, args.gb)

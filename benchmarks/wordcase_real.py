@@ -20,7 +20,7 @@ import tempfile
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
     from nanobot_tui.engine.serving.slots import ServerSpec
-    from nanobot_tui.engine.voting import maths as maker
+    from nanobot_tui.engine.voting import maths
     from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
     from nanobot_tui.engine.voting.calibration import calibrate
     from nanobot_tui.engine.voting.domains.wordcase import WordCase
@@ -47,9 +47,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         summary = await run_domain(domain, sampler, VoteConfig(k=args.k), max_steps=args.steps)
     p = cal.p_valid if getattr(cal, "p_valid", None) else cal.p
     s = summary.to_dict()
-    projected_error = 1 - maker.p_vote(p, args.k)
+    projected_error = 1 - maths.p_vote(p, args.k)
     return {
-        "calibration": {"p": round(cal.p, 4), "pValid": round(p, 4), "samples": args.samples},
+        "calibration": {
+            "p": round(cal.p, 4),
+            "pValid": round(p, 4),
+            "samples": args.samples,
+            "secondsPerSample": round(cal.seconds_per_sample, 3),
+        },
         "k": args.k,
         "steps": s["steps"],
         "errors": s["errors"],
@@ -58,7 +63,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "projectedErrors": round(projected_error * s["steps"], 1),
         "singleSampleError": round(1 - p, 4),
         "samplesPerStep": round(s["mean_samples_per_step"], 2),
-        "projectedSamplesPerStep": round(maker.expected_samples(p, args.k), 2),
+        "projectedSamplesPerStep": round(maths.expected_samples(p, args.k), 2),
         "seconds": round(s["seconds"], 1),
         "stopped": s["stopped"],
         "undecided": s["undecided"],

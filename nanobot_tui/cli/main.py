@@ -63,13 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     from nanobot_tui.cli import agent as cli_agent
     from nanobot_tui.cli import context as cli_context
     from nanobot_tui.cli import run as cli_run
-    from nanobot_tui.cli import runs as cli_process
+    from nanobot_tui.cli import runs as cli_runs
     from nanobot_tui.cli import setup as cli_setup
 
     cli_agent.add_commands(sub)
     cli_context.add_commands(sub)
     cli_run.add_commands(sub)
-    cli_process.add_commands(sub)
+    cli_runs.add_commands(sub)
     cli_setup.add_commands(sub)
     return parser
 

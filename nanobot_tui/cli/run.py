@@ -75,13 +75,13 @@ def projection(
 ) -> dict[str, Any]:
     """MAKER's projection as JSON-safe data; p ≤ 0.5 gives an infeasible plan with the
     reason instead of a run that would never end."""
-    from nanobot_tui.engine.voting import maths as maker
+    from nanobot_tui.engine.voting import maths
 
     try:
-        plan = maker.project(
+        plan = maths.project(
             p, steps, target, tokens_per_sample=tokens_per_sample, samples_per_s=samples_per_s
         )
-    except maker.Infeasible as exc:
+    except maths.Infeasible as exc:
         return {"feasible": False, "p": p, "steps": steps, "target": target, "reason": str(exc)}
     return {"feasible": True, **plan.to_dict()}
 
@@ -108,7 +108,7 @@ async def _calibrate(args: argparse.Namespace) -> int:
     from nanobot_tui.cli.progress import TerminalProgress
     from nanobot_tui.config import load_config
     from nanobot_tui.engine.serving.workbench import Workbench
-    from nanobot_tui.engine.voting import calibration_store as stats
+    from nanobot_tui.engine.voting import calibration_store
     from nanobot_tui.engine.voting.calibration import calibrate
     from nanobot_tui.engine.voting.samplers.model import LLMSampler
 
@@ -129,7 +129,7 @@ async def _calibrate(args: argparse.Namespace) -> int:
             progress=lambda done, total: bar.update("sample", done, total),
         )
     bar.finish()
-    await stats.record_calibration(result)
+    await calibration_store.record_calibration(result)
     plan = projection(
         result.p,
         steps,
@@ -200,7 +200,7 @@ async def _pick_k(args: argparse.Namespace, domain: Domain) -> int:
     """k from --k, or MAKER's k_min for p (the simulated p, or the model's latest
     calibration); UsageError without a calibration, NanobotError for p <= 0.5."""
     from nanobot_tui.config import load_config
-    from nanobot_tui.engine.voting import maths as maker
+    from nanobot_tui.engine.voting import maths
 
     if args.k is not None:
         return args.k
@@ -208,11 +208,11 @@ async def _pick_k(args: argparse.Namespace, domain: Domain) -> int:
     steps = min(domain.total_steps(), args.max_steps or domain.total_steps())
     if kind != "simulated":
         from nanobot_tui.engine.serving.workbench import Workbench
-        from nanobot_tui.engine.voting import calibration_store as stats
+        from nanobot_tui.engine.voting import calibration_store
 
         workbench = Workbench(load_config()[0], only_slots=(args.slot,))
         model = workbench.slots[args.slot].display_name
-        latest = await stats.latest_calibration(model, domain.name)
+        latest = await calibration_store.latest_calibration(model, domain.name)
         if latest is None:
             raise UsageError(
                 f"no calibration of {model} on {domain.name} yet: run "
@@ -221,8 +221,8 @@ async def _pick_k(args: argparse.Namespace, domain: Domain) -> int:
         p = latest.p
     assert p is not None
     try:
-        return maker.k_min(p, steps, args.target)
-    except maker.Infeasible as exc:
+        return maths.k_min(p, steps, args.target)
+    except maths.Infeasible as exc:
         raise NanobotError(f"infeasible: {exc}") from None
 
 

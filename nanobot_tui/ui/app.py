@@ -21,8 +21,7 @@ from textual.theme import Theme
 
 from nanobot_tui import __version__
 from nanobot_tui.config import Config
-from nanobot_tui.ui import hangup as terminal
-from nanobot_tui.ui import palette, themes
+from nanobot_tui.ui import hangup, palette, themes
 from nanobot_tui.ui.engine_app import EngineApp, EngineOptions
 from nanobot_tui.ui.keymap import apply_keymap
 from nanobot_tui.ui.screens.main import MainScreen
@@ -115,19 +114,19 @@ class NanobotApp(EngineApp):
         base = super().get_driver_class()
         if constants.DRIVER is not None or not hasattr(base, "run_input_thread"):
             return base  # a driver chosen by environment, or not the Linux/macOS one
-        return terminal.hangup_driver_class(base, self.hang_up)
+        return hangup.hangup_driver_class(base, self.hang_up)
 
     def _watch_terminal(self) -> None:
         if self.is_headless:
             return
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.hang_up)
-        fd = terminal.stdin_fd()
+        fd = hangup.stdin_fd()
         if fd is not None:
             self.set_interval(HANGUP_POLL_S, lambda: self._check_terminal(fd))
 
     def _check_terminal(self, fd: int) -> None:
-        if terminal.terminal_hung_up(fd):
+        if hangup.terminal_hung_up(fd):
             self.hang_up()
 
     def hang_up(self) -> None:

@@ -93,6 +93,7 @@ def test_bad_regex_is_one_line(repo: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.model
+@pytest.mark.timeout(300)  # ingest, a server start and a model call: slow on shared cores
 def test_ask_answers_with_sources(repo: Path, nanobot_home: Path) -> None:
     """The whole path through a subprocess: config-less start of the embedded model."""
     env = {**os.environ, "NANOBOT_HOME": str(nanobot_home)}

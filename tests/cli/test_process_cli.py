@@ -1,15 +1,20 @@
 """The commands of durable runs: a detached run outlives its terminal and `status`
 follows it; pause, resume and cancel from the command line; runs, traces, attach, and
-one-line errors for unknown ids."""
+one-line errors for unknown ids. A test that acts on a run in the middle holds its runner
+still meanwhile (see tests/engine/runs/runner_hold.py).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,8 @@ import psutil
 import pytest
 
 from nanobot_tui.cli import main as cli
+from nanobot_tui.engine.runs.store.places import all_run_ids
+from tests.engine.runs.runner_hold import HANG_GUARD_S, held_when, hold, let_go, wait_pending
 
 
 def nanobot(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -35,59 +42,8 @@ def status_json(run_id: str) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-def in_a_terminal(args: list[str]) -> tuple[int, str]:
-    """Run `nanobot ARGS` as the session leader of a fresh pseudo-terminal, read what it
-    prints until it exits, then hang the terminal up (as a closed SSH session does).
-    Returns (its pid, its output)."""
-    pid, fd = os.forkpty()
-    if pid == 0:  # the child: its own session, the pty its controlling terminal
-        try:
-            os.execv(sys.executable, [sys.executable, "-m", "nanobot_tui", *args])
-        finally:
-            os._exit(127)
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:  # EIO: the terminal's last writer is gone
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, code = os.waitpid(pid, 0)
-    os.close(fd)  # the hangup: SIGHUP for whatever is left in that terminal's session
-    assert os.waitstatus_to_exitcode(code) == 0, b"".join(chunks).decode(errors="replace")
-    return pid, b"".join(chunks).decode(errors="replace")
-
-
-def test_a_detached_run_outlives_its_terminal_and_status_follows_it() -> None:
-    terminal_pid, output = in_a_terminal(
-        ["run", "hanoi", "--disks", "17", "--sampler", "simulated:0.99", "--detach"]
-    )
-    run_id = output.strip().splitlines()[-1].strip()  # the run id is the last line
-    assert run_id.endswith(run_id.split("-")[-1]) and "hanoi17" in run_id
-    seen_running = False
-    deadline = time.monotonic() + 90
-    while True:
-        st = status_json(run_id)
-        if st["status"] == "running":
-            seen_running = True
-            worker = st["pid"]
-            assert worker and worker != terminal_pid and psutil.pid_exists(worker)
-            assert os.getsid(worker) == worker  # a session of its own, not the terminal's
-            assert 0 <= st["steps_done"] <= st["steps_total"] == 131_071
-        if st["status"] == "completed":
-            break
-        assert st["status"] == "running", st
-        assert time.monotonic() < deadline, "the detached run did not finish"
-        time.sleep(0.2)
-    assert seen_running
-    assert st["reason"] == "solved" and st["steps_done"] == 131_071 and st["errors"] == 0
-    assert st["pid"] is None and st["eta_s"] == 0.0
-    assert st["nodes"]["completed"] > 131_071 and st["votes"]["mean"] >= 3
-
-
-def wait_for(run_id: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+def wait_for(run_id: str, predicate: Any, timeout: float = HANG_GUARD_S) -> dict[str, Any]:
+    """`nanobot status RUN --json` once `predicate` holds for it."""
     deadline = time.monotonic() + timeout
     while True:
         st = status_json(run_id)
@@ -97,14 +53,101 @@ def wait_for(run_id: str, predicate: Any, timeout: float = 60) -> dict[str, Any]
         time.sleep(0.1)
 
 
+def runner_pid(output: str) -> int:
+    """The pid in a detached start's first line, "detached runner pid P; log: PATH"."""
+    found = re.search(r"detached runner pid (\d+);", output)
+    assert found, output
+    return int(found[1])
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    """`nanobot ARGS` started, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nanobot_tui", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+@contextmanager
+def in_a_terminal(
+    args: list[str], on_output: Callable[[str], object] = lambda _: None
+) -> Iterator[tuple[int, str]]:
+    """Run `nanobot ARGS` as the session leader of a fresh pseudo-terminal and read what
+    it prints until it exits (`on_output` sees all of it so far after every read); yield
+    (its pid, its output), then hang the terminal up (as a closed SSH session does)."""
+    pid, fd = os.forkpty()
+    if pid == 0:  # the child: its own session, the pty its controlling terminal
+        try:
+            os.execv(sys.executable, [sys.executable, "-m", "nanobot_tui", *args])
+        finally:
+            os._exit(127)
+    try:
+        chunks = []
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+            on_output(b"".join(chunks).decode(errors="replace"))
+        _, code = os.waitpid(pid, 0)
+        output = b"".join(chunks).decode(errors="replace")
+        assert os.waitstatus_to_exitcode(code) == 0, output
+        yield pid, output
+    finally:
+        os.close(fd)  # the hangup: SIGHUP for whatever is left in that terminal's session
+
+
+def test_a_detached_run_outlives_its_terminal_and_status_follows_it() -> None:
+    held: list[int] = []
+
+    def hold_the_runner(output: str) -> None:  # from the moment the terminal names it
+        if not held and "detached runner pid" in output:
+            held.append(runner_pid(output))
+            hold(held[0])
+
+    args = ["run", "hanoi", "--disks", "16", "--sampler", "simulated:0.99", "--detach"]
+    try:
+        with in_a_terminal(args, hold_the_runner) as (terminal_pid, output):
+            run_id = output.strip().splitlines()[-1].strip()  # the run id is the last line
+            assert "hanoi16" in run_id and held
+        worker = held[0]
+        # The terminal has exited and hung up while the runner was held mid-run: it is
+        # still there, in a session of its own, not the terminal's.
+        assert worker != terminal_pid and psutil.pid_exists(worker)
+        assert os.getsid(worker) == worker
+        let_go(worker)
+        with held_when(run_id, lambda st: st.status == "running") as seen:
+            assert seen.pid == worker
+            st = status_json(run_id)
+            assert st["status"] == "running" and st["pid"] == worker
+            assert 0 <= st["steps_done"] < st["steps_total"] == 65_535
+    finally:
+        for pid in held:
+            let_go(pid)
+    st = wait_for(run_id, lambda st: st["status"] != "running")
+    assert st["status"] == "completed", st
+    assert st["reason"] == "solved" and st["steps_done"] == 65_535 and st["errors"] == 0
+    assert st["pid"] is None and st["eta_s"] == 0.0
+    assert st["nodes"]["completed"] > 65_535 and st["votes"]["mean"] >= 3
+
+
 def test_pause_resume_and_cancel_from_the_command_line() -> None:
     out = nanobot("run", "hanoi", "--disks", "19", "--sampler", "simulated:0.99", "--detach")
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.strip().splitlines()[-1]
-    wait_for(run_id, lambda st: st["steps_done"] > 0 and st["pid"])
-
-    paused = nanobot("pause", run_id[:-2])  # a unique prefix will do
-    assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
+    worker = runner_pid(out.stdout)
+    with held_when(run_id, lambda st: st.steps_done > 0) as seen:
+        assert seen.pid == worker
+        pausing = start("pause", run_id[:-2])  # a unique prefix will do
+        wait_pending(worker, signal.SIGUSR1)
+    out_text, err_text = pausing.communicate(timeout=HANG_GUARD_S)
+    assert pausing.returncode == 0 and "paused" in out_text, err_text
     st = status_json(run_id)
     assert st["status"] == "paused" and st["pid"] is None
     assert 0 < st["steps_done"] < st["steps_total"]
@@ -112,14 +155,18 @@ def test_pause_resume_and_cancel_from_the_command_line() -> None:
 
     resumed = nanobot("resume", run_id, "--detach")
     assert resumed.returncode == 0 and resumed.stdout.strip().splitlines()[-1] == run_id
-    st = wait_for(run_id, lambda st: st["status"] == "running" and st["steps_done"] > at)
-    assert nanobot("resume", run_id).returncode == 1  # a runner is on it already
-
-    listed = json.loads(nanobot("runs", "--json").stdout)
-    assert [r["status"] for r in listed if r["id"] == run_id] == ["running"]
-
-    cancelled = nanobot("cancel", run_id)
-    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    worker = runner_pid(resumed.stdout)
+    with held_when(run_id, lambda st: st.steps_done > at) as seen:
+        assert seen.pid == worker
+        st = status_json(run_id)
+        assert st["status"] == "running" and st["steps_done"] > at
+        assert nanobot("resume", run_id).returncode == 1  # a runner is on it already
+        listed = json.loads(nanobot("runs", "--json").stdout)
+        assert [r["status"] for r in listed if r["id"] == run_id] == ["running"]
+        cancelling = start("cancel", run_id)
+        wait_pending(worker, signal.SIGTERM)
+    out_text, err_text = cancelling.communicate(timeout=HANG_GUARD_S)
+    assert cancelling.returncode == 0 and "cancelled" in out_text, err_text
     st = status_json(run_id)
     assert st["status"] == "cancelled" and st["pid"] is None
     again = nanobot("resume", run_id)
@@ -195,24 +242,18 @@ def test_attach_opens_the_app_on_the_run(
 
 
 def test_ctrl_c_stops_a_foreground_run_cleanly_and_resume_goes_on() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nanobot_tui", "run", "hanoi", "--disks", "19", "--sampler",
-         "simulated:0.99"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    proc = start("run", "hanoi", "--disks", "19", "--sampler", "simulated:0.99")
     try:
-        deadline = time.monotonic() + 60
-        run_id = None
-        while run_id is None:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not all_run_ids():  # the run is created before it runs
             assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
-            runs = json.loads(nanobot("runs", "--json").stdout)
-            if runs and runs[0]["steps_done"] > 0 and runs[0]["status"] == "running":
-                run_id = runs[0]["id"]
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+            time.sleep(0.01)
+        [run_id] = all_run_ids()
+        with held_when(run_id, lambda st: st.status == "running" and st.steps_done > 0) as seen:
+            assert seen.pid == proc.pid  # a foreground run: the command is its runner
+            proc.send_signal(signal.SIGINT)
+            wait_pending(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()

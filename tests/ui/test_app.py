@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
 from pathlib import Path
 
 import pytest
@@ -18,19 +16,13 @@ from nanobot_tui.engine.agent.loop import AgentEvent, AnswerDelta
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.panes.chat import Answer, ChatPane, Note, UserMessage
 from nanobot_tui.ui.panes.meter import HardwareMeter
+from tests.conftest import until
 
 
 def small_config(**main: object) -> Config:
     """Every slot on the embedded model, one small server: quick to start."""
     slot = SlotConfig(model="smollm2-135m-instruct", context_size=2048, temperature=0.0)
     return Config(local=LocalConfig(main=slot.model_copy(update=main)))
-
-
-async def until(predicate, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def text_of(widget: Static) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from textual.widgets import Collapsible, DataTable, Input, Static
 from textual.worker import WorkerState
 
 from nanobot_tui.config import AgentConfig, Config, LocalConfig, SlotConfig
+from nanobot_tui.engine.agent import delegate
 from nanobot_tui.engine.agent.delegate import Delegation
 from nanobot_tui.engine.agent.loop import (
     AgentEvent,
@@ -50,7 +51,8 @@ from nanobot_tui.ui.panes.chat import (
 from nanobot_tui.ui.screens.sessions import SessionPicker
 from nanobot_tui.ui.widgets.agent_tree import AgentTree
 from nanobot_tui.ui.widgets.tool_block import ToolBlock
-from tests.ui.test_app import text_of, until
+from tests.conftest import until
+from tests.ui.test_app import text_of
 
 TURN_LINE = r"\d+ rounds? · [\d,]+ prompt tokens · "
 
@@ -218,7 +220,7 @@ async def test_a_replayed_event_log_draws_calls_results_and_notes() -> None:
         pane.busy = True
         await pane.show_event(ToolCalls(5, [ToolCall("call_9", "list_dir", "{}")]))
         pane.post_message(ChatPane.TurnEnded(pane.turn, "stopped"))
-        await until(lambda: not pane.busy, timeout=5)
+        await until(lambda: not pane.busy)
         await pilot.pause()
         last = list(pane.query(ToolBlock))[-1]
         assert last.query_one(Collapsible).title == "⊘ cancelled"
@@ -231,7 +233,7 @@ def test_replayed_chat_pane_snapshot(snap_compare: Any) -> None:
     app = quiet_app()
 
     async def draw(pilot: Any) -> None:
-        await until(lambda: app.engine_state.ready, timeout=10)
+        await until(lambda: app.engine_state.ready)
         pane = pane_of(app)
         app.screen.maximize(pane)
         await replay(pane, REPLAY_QUESTION, REPLAY_EVENTS)
@@ -409,7 +411,7 @@ async def test_escape_cancels_a_running_turn(tmp_path: Path) -> None:
         assert workers and workers[0].is_running, "the answer ended before Esc could stop it"
         worker = workers[0]
         await pilot.press("escape")
-        await until(lambda: not pane.busy, timeout=10)
+        await until(lambda: not pane.busy)
         await pilot.pause()
         assert worker.state == WorkerState.CANCELLED
         assert "stopped" in text_of(pane.query_one("#chat-status", Static))
@@ -430,21 +432,30 @@ async def test_escape_cancels_a_running_turn(tmp_path: Path) -> None:
 # --- delegations in the process tree pane -----------------------------------------------
 
 
-async def test_the_agent_tree_shows_the_sessions_delegations() -> None:
+async def test_the_agent_tree_shows_the_sessions_delegations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The clock a running delegation's time is read from, pinned: the tree shows the same
+    # time however long it takes to draw.
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(delegate, "time", SimpleNamespace(time=lambda: now[0]))
     app = quiet_app()
     async with app.run_test(size=(140, 44)) as pilot:
         tree = app.screen.query_one("#agent-tree", AgentTree)
         assert not tree.display
         app.use_session("demo")
-        started = time.time() - 5
+        started = now[0] - 5
         task = "Summarise README.md and list every command it mentions, with its flags"
         app.note_delegation(Delegation(1, task, "demo-sub1", started=started))
-        await until(lambda: tree.display, timeout=5)
+        await until(lambda: tree.display)
         await pilot.pause()
         root, task_line, numbers = tree.labels()
         assert root == "chat · demo"
         assert task_line == "◐ Summarise README.md and list ev…"
         assert numbers == "5.0 s · 0 rounds · 0 calls"
+        # While it runs, its time goes on between records: the tree redraws it each tick.
+        now[0] += 2
+        await until(lambda: tree.labels()[2] == "7.0 s · 0 rounds · 0 calls")
         node = tree.root.children[0]
 
         first = Delegation(1, task, "demo-sub1", started=started)
@@ -457,7 +468,7 @@ async def test_the_agent_tree_shows_the_sessions_delegations() -> None:
         )
         # A late record from a session the chat has left is not shown.
         app.note_delegation(Delegation(7, "old work", "elsewhere-sub7"))
-        await until(lambda: len(tree.root.children) == 2, timeout=5)
+        await until(lambda: len(tree.root.children) == 2)
         await pilot.pause()
         assert tree.root.children[0] is node  # relabelled in place
         assert tree.labels() == [

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from textual.binding import Binding
-from textual.command import CommandPalette
 from textual.widgets import Input, Static
 
 from nanobot_tui.engine.runs.control import cancel_run
@@ -25,7 +23,9 @@ from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.main import MainScreen
 from nanobot_tui.ui.screens.path_prompt import PathPrompt
 from nanobot_tui.ui.screens.setup import SetupScreen
-from tests.ui.test_app import small_config, until
+from tests.conftest import until
+from tests.ui.palette import run_command
+from tests.ui.test_app import small_config
 from tests.ui.test_process_pane import (
     hanoi,
     make_run,
@@ -51,17 +51,7 @@ def plain(widget: Static) -> str:
 
 
 async def started(app: NanobotApp) -> None:
-    await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
-
-
-async def run_command(pilot: Any, title: str) -> None:
-    """Open the palette, type a command's title, run the best match."""
-    await pilot.press("ctrl+p")
-    await until(lambda: isinstance(pilot.app.screen, CommandPalette))
-    palette = pilot.app.screen
-    palette.query_one(Input).value = title
-    await pilot.pause(0.6)  # the palette searches in the background
-    await pilot.press("enter")
+    await until(lambda: isinstance(app.screen, MainScreen))
 
 
 def test_every_binding_nanobot_declares_has_an_id_that_means_one_thing() -> None:
@@ -106,7 +96,7 @@ async def test_a_keymap_rebinds_quit_and_the_footer_and_help_show_it() -> None:
         await pilot.pause()
         assert app.is_running
         await pilot.press("ctrl+x")
-        await until(lambda: not app.is_running, timeout=10)
+        await until(lambda: not app.is_running)
 
 
 async def test_help_screen_lists_keys_by_pane_commands_and_files() -> None:
@@ -163,7 +153,7 @@ async def test_palette_starts_a_durable_run_the_process_pane_follows() -> None:
         async with app.run_test(size=SIZE) as pilot:
             await started(app)
             await run_command(pilot, "Start a durable run")
-            await until(lambda: app.attached_run is not None, timeout=60)
+            await until(lambda: app.attached_run is not None)
             pane = app.screen.query_one(ProcessTree)
             await watching(pane, str(app.attached_run))
             assert pane.status is not None and pane.status.domain.startswith("hanoi")
@@ -186,8 +176,7 @@ async def test_palette_resume_and_inspect_act_on_the_process_pane() -> None:
         assert stored_status(stopped) == "completed"
         # Pause: the run is not running, so nothing is asked of the runner.
         await run_command(pilot, "Pause the watched run")
-        await pilot.pause(0.3)
-        assert any("nothing to pause" in n.message for n in app._notifications)
+        await until(lambda: any("nothing to pause" in n.message for n in app._notifications))
         assert stored_status(stopped) == "completed"
         # Inspect: the node under the cursor (the first block).
         await run_command(pilot, "Inspect the selected node")
@@ -217,7 +206,7 @@ async def test_palette_ingests_a_folder_and_the_volumes_pane_shows_it(tmp_path: 
         await pilot.press("enter")
         await until(lambda: isinstance(app.screen, MainScreen))
         pane = app.screen.query_one(VolumeBrowser)
-        await until(lambda: [v["name"] for v in pane.volumes] == ["notes"], timeout=60)
+        await until(lambda: [v["name"] for v in pane.volumes] == ["notes"])
         assert pane.volumes[0]["files"] == 2
 
 

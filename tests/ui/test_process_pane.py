@@ -32,7 +32,9 @@ from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.main import MainScreen
 from nanobot_tui.ui.screens.runs import RunsScreen
 from nanobot_tui.ui.widgets.run_tree import PAGE, More
-from tests.ui.test_app import small_config, until
+from tests.conftest import until
+from tests.ui.palette import run_command
+from tests.ui.test_app import small_config
 
 SIZE = (140, 44)
 
@@ -96,10 +98,7 @@ def shown(widget: Static) -> str:
 
 async def watching(pane: ProcessTree, run_id: str) -> None:
     """Until the pane shows `run_id` (read at least once)."""
-    await until(
-        lambda: pane.run_id == run_id and pane.status is not None and pane.run_tree.display,
-        timeout=10,
-    )
+    await until(lambda: pane.run_id == run_id and pane.status is not None and pane.run_tree.display)
 
 
 def stored_status(run_id: str) -> str:
@@ -108,9 +107,9 @@ def stored_status(run_id: str) -> str:
         return store.status().status
 
 
-async def shows(pane: ProcessTree, status: str, timeout: float = 60.0) -> None:
+async def shows(pane: ProcessTree, status: str) -> None:
     """Until the pane's header says the run is `status`."""
-    await until(lambda: pane.status is not None and pane.status.status == status, timeout)
+    await until(lambda: pane.status is not None and pane.status.status == status)
 
 
 class SlowSampler(SeededSimulatedSampler):
@@ -224,7 +223,7 @@ async def test_labels_update_in_place_while_a_run_goes() -> None:
         seen: list[int] = []
         polls = pane.polls
         while not task.done():
-            await until(lambda last=polls: pane.polls > last, timeout=10)
+            await until(lambda last=polls: pane.polls > last)
             polls = pane.polls
             assert pane.status is not None
             seen.append(pane.status.steps_done)
@@ -253,7 +252,8 @@ async def test_p_pauses_a_going_run_and_r_resumes_it_detached() -> None:
     async with attached_to(rid) as (_app, pilot, pane):
         # The runner is this process, as a detached one would be its own: `p` signals it.
         task = run_slowly(SLOW, rid, install_signals=True)
-        await shows(pane, "running", timeout=10)
+        await until(lambda: pane.status is not None and pane.status.steps_done > 0)
+        assert pane.status.status == "running"
         await pilot.press("p")
         paused = await asyncio.wait_for(task, timeout=60)
         assert paused.status == "paused" and 0 < paused.steps_done < 2047
@@ -367,10 +367,7 @@ async def test_the_runs_list_picks_another_run() -> None:
         assert pane.shown_header().splitlines()[0] == f"stopped · {second}"
 
         # The palette opens the same list; Esc leaves the choice as it was.
-        await pilot.press("ctrl+p")
-        await pilot.press(*"Pick a run")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await run_command(pilot, "Pick a run")
         await until(lambda: isinstance(app.screen, RunsScreen) and bool(app.screen.runs))
         await pilot.press("escape")
         await until(lambda: isinstance(app.screen, MainScreen))
@@ -426,7 +423,7 @@ def test_inspect_screen_snapshot(snap_compare, nanobot_home: Path) -> None:
     app = quiet_app(attach_run=run_id)
 
     async def open_step(pilot) -> None:  # type: ignore[no-untyped-def]
-        await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
+        await until(lambda: isinstance(app.screen, MainScreen))
         await app.push_screen(InspectScreen(run_id, node_id))
         await until(lambda: isinstance(app.screen, InspectScreen) and app.screen.loaded)
         await pilot.pause()

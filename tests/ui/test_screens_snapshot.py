@@ -5,8 +5,10 @@ test_setup_screen.py.)
 What would change from one run to the next is pinned: the runs have fixed ids and seeds
 and their clock-dependent values are set in their stores; the volume is ingested from a
 fixed folder; the hardware meter reads a fixed sample (FixedHardwareSampler); the app
-runs no model server. Update with `pytest tests/test_screens_snapshot.py
---snapshot-update`, then look at the SVGs."""
+runs no model server. Before a picture of the main screen, the test waits until each pane
+shown has drawn what it reads in the background (`settled`), never for a fixed time.
+Update with `pytest tests/ui/test_screens_snapshot.py --snapshot-update`, then look at the
+SVGs."""
 
 from __future__ import annotations
 
@@ -18,16 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import OptionList, Static
 
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.runs.store import db_path
 from nanobot_tui.hardware import HardwareSample
 from nanobot_tui.ui.panes import meter
+from nanobot_tui.ui.panes.meter import HardwareMeter
 from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.panes.volumes import VolumeBrowser
+from nanobot_tui.ui.panes.votes import VoteCounter
 from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.main import MainScreen
-from tests.ui.test_app import until
+from tests.conftest import until
+from tests.ui.test_app import text_of
 from tests.ui.test_process_pane import fixed_run, hanoi, make_run, quiet_app, watching
 
 SIZES = [(120, 36), (80, 24)]
@@ -82,8 +88,28 @@ def snapshot_volume() -> str:
 
 
 async def on_main(app: Any) -> MainScreen:
-    await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
+    await until(lambda: isinstance(app.screen, MainScreen))
     return app.screen
+
+
+async def settled(screen: MainScreen) -> None:
+    """Until each pane shown draws what it reads in the background: the process and votes
+    panes their first poll, the volumes pane its list, the meter its first sample and the
+    servers, the chat its status once the (empty) workbench is up."""
+    process = screen.query_one(ProcessTree)
+    votes = screen.query_one(VoteCounter)
+    volumes = screen.query_one(VolumeBrowser)
+    hardware = screen.query_one(HardwareMeter)
+    chat = screen.query_one("#chat")
+    drawn = [
+        (process, lambda: process.shown_header() != ""),
+        (votes, lambda: votes.shown("header") != ""),
+        (volumes, lambda: volumes.query_one("#volumes-list", OptionList).option_count > 0),
+        (hardware, lambda: "CPU" in text_of(hardware.hardware)),
+        (hardware, lambda: "no model servers" in text_of(hardware.servers)),
+        (chat, lambda: "ready" in text_of(chat.query_one("#chat-status", Static))),
+    ]
+    await until(lambda: all(check() for pane, check in drawn if pane.display))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["120x36", "80x24"])
@@ -98,7 +124,7 @@ def test_main_screen_with_a_run(snap_compare: Any, size: tuple[int, int]) -> Non
         pane.run_tree.focus()
         await pilot.press("space")  # the first block, open
         await until(lambda: len(pane.run_tree.root.children[0].children) == 10)
-        await pilot.pause(0.3)
+        await settled(screen)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
 
@@ -129,7 +155,6 @@ def test_volume_browser(snap_compare: Any, size: tuple[int, int]) -> None:
         await until(lambda: [v["name"] for v in pane.volumes] == [name])
         pane.open_volume(name)
         await until(lambda: pane.is_open)
-        await pilot.press("space")  # open the first folder (docs/)
-        await pilot.pause(0.3)
+        await settled(screen)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)

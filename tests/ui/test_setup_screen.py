@@ -18,15 +18,16 @@ from nanobot_tui.models.download import part_path
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.screens.main import MainScreen
 from nanobot_tui.ui.screens.setup import SetupApp, SetupScreen
+from tests.conftest import until
 from tests.fake_hub import FakeHubServer, files_under, hub, sha256_of
 from tests.setup_fakes import COPY_ID, FAKE_HARDWARE, GIB, copy_on_hub
-from tests.ui.test_app import small_config, text_of, until
+from tests.ui.test_app import small_config, text_of
 
 __all__ = ["copy_on_hub", "hub"]  # fixtures, imported for pytest
 
 
 async def ready(app: App[Any]) -> SetupScreen:
-    await until(lambda: isinstance(app.screen, SetupScreen) and app.screen.ready, timeout=30)
+    await until(lambda: isinstance(app.screen, SetupScreen) and app.screen.ready)
     assert isinstance(app.screen, SetupScreen)
     return app.screen
 
@@ -85,7 +86,7 @@ async def test_walk_with_back_a_failed_download_and_a_retry(
         assert screen.step == "download" and screen.download_state == "idle"
         assert hub.seen == []  # nothing starts before Enter
         await pilot.press("enter")
-        await until(lambda: screen.download_state == "failed", timeout=30)
+        await until(lambda: screen.download_state == "failed")
         error = shown(screen, "#download-error")
         assert "not found (404)" in error and "\n" not in error.strip()
         assert files_under(nanobot_home / "models") == []
@@ -95,7 +96,7 @@ async def test_walk_with_back_a_failed_download_and_a_retry(
         assert screen.step == "download"
         hub.fail_status = None
         await pilot.press("r")
-        await until(lambda: screen.download_state == "done", timeout=60)
+        await until(lambda: screen.download_state == "done")
         copy = nanobot_home / "models" / COPY_ID / "SmolLM2-copy.Q4_1.gguf"
         assert sha256_of(copy) == sha256_of(embedded_model)
         assert not part_path(copy).exists()
@@ -139,8 +140,9 @@ async def test_back_during_a_download_keeps_the_part_and_resumes_later(
         assert screen.step == "download" and screen.download_state == "running"
         copy = nanobot_home / "models" / COPY_ID / "SmolLM2-copy.Q4_1.gguf"
         await until(lambda: part_path(copy).exists() and part_path(copy).stat().st_size > 0)
-        status = shown(screen, "#download-status")
-        assert status.startswith("SmolLM2-copy Q4_1: ") and "/s · ETA " in status
+        # The progress line comes with the sink's next report, after the first bytes.
+        await until(lambda: "/s · ETA " in shown(screen, "#download-status"))
+        assert shown(screen, "#download-status").startswith("SmolLM2-copy Q4_1: ")
 
         await pilot.press("escape")
         assert screen.step == "models" and screen.download_state == "idle"
@@ -151,7 +153,7 @@ async def test_back_during_a_download_keeps_the_part_and_resumes_later(
 
         hub.block_delay_s = 0.0
         await pilot.press("enter", "enter")
-        await until(lambda: screen.download_state == "done", timeout=60)
+        await until(lambda: screen.download_state == "done")
         assert hub.ranges() == [f"bytes={kept}-"]
         assert sha256_of(copy) == sha256_of(embedded_model)
 
@@ -176,13 +178,13 @@ async def test_pushed_from_the_main_app_and_back(nanobot_home: Path) -> None:
     app = NanobotApp(small_config(), workbench=Workbench(small_config(), only_slots=()))
     results: list[Path | None] = []
     async with app.run_test(size=(120, 36)) as pilot:
-        await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
+        await until(lambda: isinstance(app.screen, MainScreen))
         app.push_screen(SetupScreen(hardware=FAKE_HARDWARE), callback=results.append)
         screen = await ready(app)
         await pilot.press("enter")
         assert screen.step == "models"
         await pilot.press("escape", "escape")
-        await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
+        await until(lambda: isinstance(app.screen, MainScreen))
     assert results == [None]
 
 

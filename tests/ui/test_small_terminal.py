@@ -23,7 +23,7 @@ from textual.widgets import Input
 from nanobot_tui import paths
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.screens.main import NARROW_WIDTH, MainScreen, PaneStrip
-from tests.ui.test_app import until
+from tests.conftest import until
 from tests.ui.test_process_pane import hanoi, make_run, quiet_app, watching
 
 SMALL = (80, 24)
@@ -38,7 +38,7 @@ def shown_panes(screen: MainScreen) -> list[str]:
 
 
 async def main_screen(app: NanobotApp) -> MainScreen:
-    await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
+    await until(lambda: isinstance(app.screen, MainScreen))
     screen = app.screen
     assert isinstance(screen, MainScreen)
     return screen
@@ -229,7 +229,7 @@ def hang_up(tmp_path: Path, *, controlling: bool) -> None:
         assert len(idle) / 3.0 < 2048, idle[-500:]
         os.close(master)  # the terminal goes away
         master = -1
-        proc.wait(timeout=15)
+        proc.wait(timeout=60)  # a hang guard: it exits on its own
     finally:
         if master >= 0:
             os.close(master)
@@ -240,7 +240,7 @@ def hang_up(tmp_path: Path, *, controlling: bool) -> None:
     assert proc.returncode == 0, errors[-2000:]
     assert "Traceback" not in errors and "Error" not in errors, errors[-2000:]
     # The servers were stopped by the app (not left to die with it): gone, pid file removed.
-    psutil.wait_procs(servers, timeout=10)
+    psutil.wait_procs(servers, timeout=60)
     assert not any(server.is_running() for server in servers)
     assert list(paths.run_dir().glob("servers-*.json")) == []
 

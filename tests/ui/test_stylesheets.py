@@ -16,7 +16,7 @@ from textual.screen import Screen
 
 import nanobot_tui.ui
 from nanobot_tui.ui.screens.main import MainScreen
-from tests.ui.test_app import until
+from tests.conftest import until
 from tests.ui.test_process_pane import quiet_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +64,6 @@ async def test_the_styles_load_from_another_working_directory(
     monkeypatch.chdir(tmp_path)
     app = quiet_app()
     async with app.run_test(size=(120, 36)):
-        await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
+        await until(lambda: isinstance(app.screen, MainScreen))
         # main.tcss: the right column is 44 cells wide.
         assert app.screen.query_one("#right").size.width == 44

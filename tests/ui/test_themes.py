@@ -30,7 +30,9 @@ from nanobot_tui.ui.themes import (
     parse_theme,
     remember_theme,
 )
-from tests.ui.test_app import small_config, until
+from tests.conftest import until
+from tests.ui.palette import choose, open_palette
+from tests.ui.test_app import small_config
 from tests.ui.test_process_pane import quiet_app
 
 SHIPPED = ("nanobot-dark", "nanobot-light", "nanobot-high-contrast")
@@ -89,7 +91,7 @@ async def test_app_registers_shipped_and_user_themes_and_warns_about_bad_ones() 
     write_user_theme("notes.txt", "not a theme: ignored")
     app = quiet_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
+        await until(lambda: isinstance(app.screen, MainScreen))
         for name in (*SHIPPED, "mine"):
             assert name in app.available_themes
         assert app.theme == DEFAULT_THEME  # the config never chose one
@@ -121,17 +123,13 @@ async def test_a_theme_picked_in_the_palette_is_saved_in_the_config() -> None:
     save_config(on_disk)
     app = quiet_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
-        await pilot.press("ctrl+p")
-        await until(lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"theme")
-        await pilot.pause(0.5)
-        await pilot.press("enter")  # Textual's Theme command: a palette of themes
-        await until(lambda: isinstance(app.screen, CommandPalette))
-        await pilot.pause(0.3)
-        await pilot.press(*"nanobot-light")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, MainScreen))
+        commands = await open_palette(pilot)
+        await choose(pilot, commands, "Theme")  # Textual's command: a palette of themes
+        await until(lambda: isinstance(app.screen, CommandPalette) and app.screen is not commands)
+        themes = app.screen
+        assert isinstance(themes, CommandPalette)
+        await choose(pilot, themes, "nanobot-light")
         await until(lambda: app.theme == "nanobot-light")
         await until(lambda: load_config()[0].ui.theme == "nanobot-light")
     saved, _ = load_config()
@@ -202,12 +200,16 @@ async def test_no_color_renders_the_panes_in_greys(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("NO_COLOR", "1")
     app = quiet_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await until(lambda: isinstance(app.screen, MainScreen), timeout=10)
-        await pilot.pause(0.3)
+        await until(lambda: isinstance(app.screen, MainScreen))
         assert app.no_color
         assert any(isinstance(f, ReadableMonochrome) for f in app._filters)
-        for pane in ("#chat", "#process", "#volumes", "#meter", "#votes"):
-            assert app.screen.query_one(pane).display
+        panes = [
+            app.screen.query_one(p) for p in ("#chat", "#process", "#volumes", "#meter", "#votes")
+        ]
+        assert all(pane.display for pane in panes)
+        # The screenshot draws what is laid out: wait until every pane has its place.
+        await until(lambda: all(pane.region.area for pane in panes))
+        await pilot.pause()
         svg = app.export_screenshot()
     # Every colour drawn is a grey (the window's frame around the screen aside).
     fills = {m.lower() for m in re.findall(r'fill(?:="|:\s*)(#[0-9a-fA-F]{6})', svg)}

@@ -14,7 +14,8 @@ from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.panes.volumes import EMPTY_HINT, VolumeBrowser
 from nanobot_tui.ui.screens.viewer import FileView, FileViewer
 from nanobot_tui.units import human_bytes
-from tests.ui.test_app import small_config, until
+from tests.conftest import until
+from tests.ui.test_app import small_config
 
 SIZE = (140, 40)
 
@@ -77,11 +78,11 @@ def on_screen(view: FileView, line: int) -> bool:
 async def open_volume(pilot, name: str) -> VolumeBrowser:
     pane = browser(pilot.app)
     listing = pane.query_one("#volumes-list", OptionList)
-    await until(lambda: any(o.id == name for o in listing.options), timeout=10)
+    await until(lambda: any(o.id == name for o in listing.options))
     listing.focus()
     listing.highlighted = next(i for i, o in enumerate(listing.options) if o.id == name)
     await pilot.press("enter")
-    await until(lambda: pane.is_open and pane.volume is not None, timeout=10)
+    await until(lambda: pane.is_open and pane.volume is not None)
     await pilot.pause()
     return pane
 
@@ -93,7 +94,7 @@ async def test_empty_state_then_refresh(tmp_path: Path) -> None:
         pane = browser(app)
         assert pane.border_title == "Volumes"
         listing = pane.query_one("#volumes-list", OptionList)
-        await until(lambda: listing.option_count == 1, timeout=10)
+        await until(lambda: listing.option_count == 1)
         assert prompts(listing) == [EMPTY_HINT]
         # Ingest now, then `r` on the list shows the new volume.
         (tmp_path / "a.txt").write_text("one\ntwo\n")
@@ -125,7 +126,7 @@ async def search_opens_the_viewer_at_the_hit(pilot: Pilot[None], rocket: list[st
     await pilot.press(*"zephyr secret code")
     await pilot.press("enter")
     hits = pane.query_one("#volume-hits", OptionList)
-    await until(lambda: bool(pane.hits), timeout=10)
+    await until(lambda: bool(pane.hits))
     first = str(hits.get_option_at_index(0).prompt)
     assert first.startswith("src/pkg/rocket.py:")
     assert "7315" in first
@@ -164,7 +165,7 @@ async def grep_hits_open_at_their_line(pilot: Pilot[None], rocket: list[str]) ->
     query.focus()
     query.value = r"re:def \w+\("
     await pilot.press("enter")
-    await until(lambda: len(pane.hits) == 2, timeout=10)
+    await until(lambda: len(pane.hits) == 2)
     hits = pane.query_one("#volume-hits", OptionList)
     greet = rocket.index("def greet(name: str) -> str:") + 1
     assert str(hits.get_option_at_index(0).prompt) == (
@@ -194,7 +195,7 @@ async def test_list_tree_search_grep_and_viewer(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         pane = browser(app)
         listing = pane.query_one("#volumes-list", OptionList)
-        await until(lambda: listing.option_count == 2, timeout=10)
+        await until(lambda: listing.option_count == 2)
         shown = prompts(listing)
         assert shown[0].startswith("notes\n") and shown[1].startswith("proj\n")
         with Volume.open("proj") as volume:
@@ -242,7 +243,7 @@ async def test_list_tree_search_grep_and_viewer(tmp_path: Path) -> None:
         query.value = "re:("
         await pilot.press("enter")
         status = pane.query_one("#volumes-status", Static)
-        await until(lambda: "invalid pattern" in str(status.render()), timeout=10)
+        await until(lambda: "invalid pattern" in str(status.render()))
 
         # Escape goes back from the volume to the list (and closes the volume).
         await pilot.press("escape")
@@ -273,7 +274,7 @@ async def test_viewer_jumps_through_a_million_lines(tmp_path: Path) -> None:
         viewer = FileViewer(volume, "big.log", 900_000)
         await app.push_screen(viewer)
         view = viewer.view
-        await until(lambda: on_screen(view, 900_000), timeout=10)
+        await until(lambda: on_screen(view, 900_000))
         assert viewer_row(view, 900_000) == "0900000 entry"
         assert viewer.sub_title.startswith("1,000,000 lines")
         assert view.virtual_size.height == 1_000_000
@@ -281,17 +282,17 @@ async def test_viewer_jumps_through_a_million_lines(tmp_path: Path) -> None:
         assert len(view._blocks) <= 4
         # The end, then line 1, by keyboard.
         await pilot.press("G")
-        await until(lambda: on_screen(view, 1_000_000), timeout=10)
+        await until(lambda: on_screen(view, 1_000_000))
         assert viewer_row(view, 1_000_000) == "1000000 entry"
         await pilot.press("ctrl+g")
         await pilot.press(*"123456", "enter")
-        await until(lambda: on_screen(view, 123_456), timeout=10)
+        await until(lambda: on_screen(view, 123_456))
         assert viewer_row(view, 123_456) == "0123456 entry"
         assert view.target == 123_456
         # Two jumps in a row: the view ends at the second, whatever order the reads land.
         view.jump_to(500_000)
         view.jump_to(750_000)
-        await until(lambda: on_screen(view, 750_000), timeout=10)
+        await until(lambda: on_screen(view, 750_000))
         await until(lambda: not any(w.is_running for w in app.workers if w.node is view))
         await pilot.pause()
         assert on_screen(view, 750_000)

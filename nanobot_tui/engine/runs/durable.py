@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from contextlib import AsyncExitStack
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -47,14 +47,10 @@ from nanobot_tui.engine.voting.runner import VoteMonitor
 from nanobot_tui.engine.voting.samplers.seeded import SeededSimulatedSampler, StreamSimulatedSampler
 from nanobot_tui.engine.voting.samples import Sampler
 
+if TYPE_CHECKING:
+    from nanobot_tui.engine.llm.openai import LLMClient
+
 SWITCH_INTERVAL_S = 0.001  # the GIL switch interval while a session runs
-
-
-@runtime_checkable
-class _Probed(Protocol):
-    """A model client that can say whether its server is up (an OpenAI-compatible one)."""
-
-    async def health(self) -> str: ...
 
 
 async def start_run(spec: RunSpec, run_id: str | None = None) -> str:
@@ -79,9 +75,9 @@ async def execute(
     `monitor` is fed every step (the vote counter pane); `stop` (or `control.stop()`)
     ends the run cleanly after the current step with status "stopped", `control.pause()`
     / `control.cancel()` with "paused" / "cancelled". `sampler` replaces the spec's real
-    sampler (its `health()` tells when a dead server is back); `budgets` replace the
-    spec's for this session. RunLocked if another runner has the run, RunError if it
-    cannot run (cancelled, unreadable)."""
+    sampler; `health` tells when its dead model server is back (default: see
+    `server_health`); `budgets` replace the spec's for this session. RunLocked if
+    another runner has the run, RunError if it cannot run (cancelled, unreadable)."""
     rid = resolve_run_id(run_id)
     with RunLock(rid), RunStore.open(rid, readonly=True) as reader:
         meta = reader.meta()
@@ -154,11 +150,7 @@ async def _sampler_for(
             sampler = simulated_sampler(spec, domain, meta)
         else:
             sampler = await _local_sampler(stack, spec, domain)
-    if not sampler.simulated and health is None:
-        client = getattr(sampler, "client", None)  # a model sampler's client
-        if isinstance(client, _Probed):
-            health = client_health(client)
-    return sampler, health
+    return sampler, health if health is not None else server_health(sampler)
 
 
 async def _local_sampler(stack: AsyncExitStack, spec: RunSpec, domain: Domain) -> Sampler:
@@ -188,7 +180,25 @@ def simulated_sampler(spec: RunSpec, domain: Domain, meta: dict[str, Any]) -> Sa
     return cls(domain, spec.p, spec.wrong_choices, spec.seed, red_flag_rate=spec.red_flag_rate)
 
 
-def client_health(client: _Probed) -> Health:
+def server_health(sampler: Sampler) -> Health | None:
+    """How a run tells that `sampler`'s model server is back after a round in which every
+    request failed: the /health of an OpenAI-compatible client's server (a local one the
+    ServerManager restarts; a cloud one is probed through /models). None where there is
+    no server to wait for: a simulated sampler, and a cloud client without a health
+    endpoint (Anthropic's), whose transport retries a passing failure itself; a round
+    that fails after those retries fails the run, resumably."""
+    if sampler.simulated:
+        return None
+    # Imported here: a simulated run never loads the model clients.
+    from nanobot_tui.engine.llm.openai import LLMClient
+    from nanobot_tui.engine.voting.samplers.model import LLMSampler
+
+    if isinstance(sampler, LLMSampler) and isinstance(sampler.client, LLMClient):
+        return client_health(sampler.client)
+    return None
+
+
+def client_health(client: LLMClient) -> Health:
     async def ready() -> bool:
         return await client.health() == "ok"
 

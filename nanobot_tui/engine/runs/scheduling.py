@@ -18,7 +18,15 @@ from collections.abc import Iterator
 from time import perf_counter
 
 from nanobot_tui.engine.runs.control import RunError
-from nanobot_tui.engine.runs.session import MixedStep, PlainRun, Session, StepResult, Watch
+from nanobot_tui.engine.runs.session import (
+    Failed,
+    MixedStep,
+    PlainRun,
+    Session,
+    StepResult,
+    Stopped,
+    Watch,
+)
 from nanobot_tui.engine.runs.store import RunStore, StepOut, describe, to_json
 from nanobot_tui.engine.voting.ahead_by_k import StepRecord, vote
 from nanobot_tui.engine.voting.domains import Domain, Step
@@ -214,7 +222,10 @@ def mixed_row(s: Session, sampler: Sampler, index: int, record: StepRecord) -> M
 
 async def run_concurrently(s: Session, remaining: Iterator[Step]) -> None:
     """Vote the remaining steps, `spec.workers` at a time, in the tree's order (workers
-    take the next step as they free up), then set the session's ending."""
+    take the next step as they free up), then set the session's ending. A worker whose
+    model server is gone for good (Failed), or that was asked to stop while it waited for
+    one (Stopped), ends the session as the other workers finish their steps; every
+    finished step is handed to the writer, however the session ends."""
     exhausted = False
     started = 0
 
@@ -230,11 +241,23 @@ async def run_concurrently(s: Session, remaining: Iterator[Step]) -> None:
                 s.ending = ("stopped", reason)
                 return
             started += 1
-            await _one_of_many(s, sampler, step)
+            try:
+                await _one_of_many(s, sampler, step)
+            except Failed as exc:
+                if s.ending is None:
+                    s.ending = ("failed", str(exc))
+                return
+            except Stopped:  # control.request is set: the session ends with it
+                return
 
-    await asyncio.gather(*(worker(s.worker_sampler()) for _ in range(s.spec.workers)))
-    rows, s.rows = s.rows, []
-    s.handoff([], rows, inflight=[])
+    workers = [asyncio.create_task(worker(s.worker_sampler())) for _ in range(s.spec.workers)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:  # after an unexpected error, no worker outlives the session
+            task.cancel()
+        rows, s.rows = s.rows, []
+        s.handoff([], rows, inflight=[])
     if exhausted and s.ending is None and s.control.request is None and not s.inflight:
         s.ending = ("completed", "")
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nanobot_tui.engine.llm.errors import LLMError
-from nanobot_tui.engine.voting import maths as maker
+from nanobot_tui.engine.voting import maths
 from nanobot_tui.engine.voting.domains import Domain, ParseError, Step
 from nanobot_tui.engine.voting.samples import (
     DEFAULT_TOKEN_CAP,
@@ -341,7 +341,7 @@ def plan(
     )
     if p <= 0.5:
         return replace(given, reason=infeasible_reason(p))
-    proj = maker.project(
+    proj = maths.project(
         p,
         steps,
         target,

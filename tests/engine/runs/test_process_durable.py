@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -33,6 +33,7 @@ from nanobot_tui.engine.voting.samplers.seeded import (
     uniform_table,
 )
 from nanobot_tui.engine.voting.samples import Sample
+from tests.engine.runs.runner_hold import HANG_GUARD_S, held_when
 
 STEP_COLUMNS = (
     "step, node, status, input, answer, votes, rounds, samples, valid, red_flags, "
@@ -62,7 +63,9 @@ def step_rows(run_id: str) -> list[tuple[Any, ...]]:
 class Scripted:
     """A FAKE sampler (not a model, not the simulated one): every sample is the step's
     truth, except at chosen steps, where on the chosen attempts its samples alternate
-    between the truth and a wrong answer, so no answer ever gets k ahead."""
+    between the truth and a wrong answer, so no answer ever gets k ahead. `before[i]` is
+    awaited once, before step i's first sample: a test acts at a known step (pauses the
+    run, holds it, outlasts a budget), never after a guessed time."""
 
     def __init__(
         self,
@@ -71,14 +74,14 @@ class Scripted:
         simulated: bool,
         undecided: dict[int, set[int] | None] | None = None,
         tokens: int = 0,
-        delay: float = 0.0,
+        before: dict[int, Callable[[], Awaitable[None]]] | None = None,
     ) -> None:
         self.domain = domain
         self.simulated = simulated
         self.name = "fake scripted sampler"
         self.undecided = undecided or {}
         self.tokens = tokens
-        self.delay = delay
+        self.before = dict(before or {})
         self.attempt = 1
         self.calls: list[tuple[int, int, int]] = []  # (step, attempt, paraphrase)
 
@@ -86,8 +89,9 @@ class Scripted:
         self.attempt = attempt
 
     async def sample(self, step: Step, temperatures: list[float], paraphrase: int = 0):
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        hook = self.before.pop(step.index, None)
+        if hook is not None:
+            await hook()
         self.calls.append((step.index, self.attempt, paraphrase))
         truth = self.domain.truth(step)
         attempts = self.undecided.get(step.index, set())
@@ -215,24 +219,36 @@ async def test_token_budget_stops_cleanly_and_resume_goes_on() -> None:
 
 
 async def test_wall_clock_budget() -> None:
+    """The session stops after the step that used up its seconds (step 3 outlasts the
+    budget here; on a slow machine an earlier one may), never later, and records the
+    time it ran."""
     h = Hanoi(8)
     rid = await start_run(hanoi_spec(8, budgets=Budgets(seconds=0.3)))
-    t0 = time.perf_counter()
-    st = await execute(rid, sampler=Scripted(h, simulated=True, delay=0.01))
-    assert st.status == "stopped" and "wall time" in (st.reason or "")
-    assert 0 < st.steps_done < 255 and time.perf_counter() - t0 < 2.0
+    fake = Scripted(h, simulated=True, before={3: lambda: asyncio.sleep(0.4)})
+    st = await execute(rid, sampler=fake)
+    assert st.status == "stopped"
+    assert st.reason == "budget: 0.3 s of wall time used in this session"
+    assert 1 <= st.steps_done <= 4  # 255 if the budget did not stop it
+    assert max(call[0] for call in fake.calls) == st.steps_done - 1  # no step after it
+    assert st.elapsed_s >= 0.3
     st = await execute(rid, budgets=Budgets(steps=10_000))
-    assert st.status == "completed"
+    assert st.status == "completed" and st.steps_done == 255
 
 
 # --- pause, cancel, stop -----------------------------------------------------------------
 
 
-class SlowStream(StreamSimulatedSampler):
-    """The runner's simulated sampler, a millisecond a round (as if waiting on a model)."""
+class PausingStream(StreamSimulatedSampler):
+    """The runner's simulated sampler, asking `control` for a pause while it draws for
+    step `at` (as `nanobot pause` would, mid-step)."""
+
+    def __init__(self, domain: Hanoi, p: float, *, control: Control, at: int) -> None:
+        super().__init__(domain, p, seed=0)
+        self.control, self.at = control, at
 
     async def sample(self, step, temperatures, paraphrase=0):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(0.001)
+        if step.index == self.at:
+            self.control.pause()
         return await super().sample(step, temperatures, paraphrase)
 
 
@@ -243,15 +259,9 @@ async def test_pause_then_resume_continues_exactly() -> None:
     await execute(straight)
     rid = await start_run(spec)
     control = Control()
-
-    async def pause_soon() -> None:
-        await asyncio.sleep(0.15)
-        control.pause()
-
-    pauser = asyncio.create_task(pause_soon())
-    st = await execute(rid, control=control, sampler=SlowStream(h, 0.8, seed=0))
-    await pauser
-    assert st.status == "paused" and 0 < st.steps_done < 511
+    pausing = PausingStream(h, 0.8, control=control, at=200)
+    st = await execute(rid, control=control, sampler=pausing)
+    assert st.status == "paused" and st.steps_done == 201  # the step in hand, no more
     st = await execute(rid)
     assert st.status == "completed" and st.steps_done == 511
     assert step_rows(rid) == step_rows(straight)  # as if it had never paused
@@ -261,25 +271,27 @@ async def test_cancel_is_final_and_stop_is_resumable() -> None:
     h = Hanoi(9)
     rid = await start_run(hanoi_spec(9))
     control = Control()
-    task = asyncio.create_task(
-        execute(rid, control=control, sampler=Scripted(h, simulated=True, delay=0.002))
+
+    async def cancel() -> None:
+        control.cancel()
+
+    st = await execute(
+        rid, control=control, sampler=Scripted(h, simulated=True, before={50: cancel})
     )
-    await asyncio.sleep(0.1)
-    control.cancel()
-    st = await task
-    assert st.status == "cancelled"
+    assert st.status == "cancelled" and st.steps_done == 51  # the step in hand, no more
     with pytest.raises(RunError, match="cancelled"):
         await execute(rid)
 
     other = await start_run(hanoi_spec(9))
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        execute(other, stop=stop, sampler=Scripted(h, simulated=True, delay=0.002))
-    )
-    await asyncio.sleep(0.1)
-    stop.set()
-    st = await task
-    assert st.status == "stopped" and 0 < st.steps_done < 511
+
+    async def set_stop() -> None:
+        stop.set()
+
+    st = await execute(other, stop=stop, sampler=Scripted(h, simulated=True, before={50: set_stop}))
+    # `stop` is seen when the runner next yields to the event loop: after step 50, and
+    # long before the run's end.
+    assert st.status == "stopped" and st.reason == "stopped" and 50 < st.steps_done < 511
     assert (await execute(other)).status == "completed"
 
 
@@ -370,10 +382,18 @@ async def test_skip_is_impossible_where_the_next_step_depends_on_it() -> None:
 async def test_a_second_runner_is_refused() -> None:
     h = Hanoi(8)
     rid = await start_run(hanoi_spec(8))
-    first = asyncio.create_task(execute(rid, sampler=Scripted(h, simulated=True, delay=0.002)))
-    await asyncio.sleep(0.1)
+    voting, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:  # the first runner, lock taken, waits in its first step
+        voting.set()
+        await release.wait()
+
+    fake = Scripted(h, simulated=True, before={0: hold})
+    first = asyncio.create_task(execute(rid, sampler=fake))
+    await asyncio.wait_for(voting.wait(), HANG_GUARD_S)
     with pytest.raises(RunLocked, match=f"already being run by pid {os.getpid()}"):
         await execute(rid)
+    release.set()
     assert (await first).status == "completed"
 
 
@@ -386,15 +406,15 @@ def test_a_killed_runners_lock_is_taken_over() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    done = 0
-    while done < 2000:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-        with RunStore.open(rid) as store:
-            done = store.status().steps_done
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        # Killed where it is held, a few thousand steps in (runner_hold.py): mid-run,
+        # whatever the machine's speed.
+        with held_when(rid, lambda st: st.steps_done >= 2000) as seen:
+            assert seen.pid == proc.pid
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
     with RunStore.open(rid) as store:
         st = store.status()
     assert st.status == "stopped" and st.pid is None  # the dead runner's "running"

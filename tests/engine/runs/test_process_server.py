@@ -21,6 +21,7 @@ from nanobot_tui.engine.serving.manager import ServerManager, ServerState, resol
 from nanobot_tui.engine.serving.slots import ServerSpec
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
+from tests.engine.runs.runner_hold import HANG_GUARD_S
 
 
 class InFlight(LLMSampler):
@@ -75,7 +76,14 @@ async def test_a_killed_model_server_is_waited_for_and_the_run_goes_on(
                     break
             assert not run.done(), run
         os.kill(first_pid, signal.SIGKILL)
-        st = await asyncio.wait_for(run, 240)
+        try:
+            st = await asyncio.wait_for(run, HANG_GUARD_S)
+        except TimeoutError:  # say where it hangs, before pytest's own timeout does
+            pytest.fail(
+                f"the run did not end: the server is {server.state.value} at "
+                f"{server.base_url} after {server.restarts} restart(s); the sampler asks "
+                f"{sampler.client.base_url}"
+            )
         assert server.restarts == 1 and server.state is ServerState.READY
         assert server.pid not in (None, first_pid)
     assert st.status == "completed", st.reason

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from typing import Any
+import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -24,9 +24,10 @@ from nanobot_tui.engine.runs.control import (
 )
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import Budgets, RunSpec
-from nanobot_tui.engine.runs.store import RunNotFound, RunStatus
+from nanobot_tui.engine.runs.store import RunNotFound
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.errors import NanobotError, UsageError
+from tests.engine.runs.runner_hold import HANG_GUARD_S, held_when, wait_pending
 
 
 def hanoi_spec(disks: int) -> RunSpec:
@@ -48,16 +49,6 @@ def stopped_run(disks: int, steps: int) -> str:
         return rid
 
     return asyncio.run(go())
-
-
-def wait_for(run_id: str, ok: Any, timeout: float = 60.0) -> RunStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        st = run_status(run_id)
-        if ok(st):
-            return st
-        assert time.monotonic() < deadline, f"condition not met: {st}"
-        time.sleep(0.05)
 
 
 def test_pause_and_cancel_without_a_runner_record_the_status() -> None:
@@ -108,13 +99,18 @@ def test_a_run_a_runner_is_just_taking_is_not_marked() -> None:
 
 
 def test_start_pause_resume_and_cancel_a_detached_runner() -> None:
+    """Each request reaches the runner while it is held still mid-run (runner_hold.py),
+    from a thread: pause_run and cancel_run wait for the runner to act on it."""
     rid = start_detached(hanoi_spec(19))
     assert rid == run_status(rid[:-3]).run_id and "hanoi19" in rid
-    st = wait_for(rid, lambda st: st.pid is not None and st.steps_done > 0)
-    runner = st.pid
-    assert runner != os.getpid() and os.getsid(runner) == runner  # a session of its own
-
-    line = pause_run(rid)
+    with ThreadPoolExecutor(1) as thread:
+        with held_when(rid, lambda st: st.steps_done > 0) as st:
+            runner = st.pid
+            assert runner is not None and runner != os.getpid()
+            assert os.getsid(runner) == runner  # a session of its own
+            pausing = thread.submit(pause_run, rid)
+            wait_pending(runner, signal.SIGUSR1)
+        line = pausing.result(timeout=HANG_GUARD_S)
     assert line.startswith(f"run {rid}: paused (") and "nanobot pause" in line
     st = run_status(rid)
     assert st.status == "paused" and st.pid is None and 0 < st.steps_done < st.steps_total
@@ -122,11 +118,15 @@ def test_start_pause_resume_and_cancel_a_detached_runner() -> None:
 
     line = resume_detached(rid, Budgets(seconds=60.0))
     assert line.startswith("detached runner pid ") and line.endswith(f"{rid}/runner.log")
-    st = wait_for(rid, lambda st: st.pid is not None and st.steps_done > at)
-    with pytest.raises(RunError, match=f"^run {rid} is already running \\(pid {st.pid}\\)$"):
-        resume_detached(rid)
-
-    line = cancel_run(rid)
+    with ThreadPoolExecutor(1) as thread:
+        with held_when(rid, lambda st: st.steps_done > at) as st:
+            with pytest.raises(
+                RunError, match=f"^run {rid} is already running \\(pid {st.pid}\\)$"
+            ):
+                resume_detached(rid)
+            cancelling = thread.submit(cancel_run, rid)
+            wait_pending(st.pid, signal.SIGTERM)
+        line = cancelling.result(timeout=HANG_GUARD_S)
     assert line.startswith(f"run {rid}: cancelled (") and "nanobot cancel" in line
     st = run_status(rid)
     assert st.status == "cancelled" and st.pid is None and st.steps_done < st.steps_total
