@@ -1,1 +1,2 @@
-"""Textual screens and widgets. Talks to the engine through its async API and messages."""
+"""The Textual app: screens/, panes/ and widgets/ over the engine, which they call directly
+(in workers) and hear from through messages."""
