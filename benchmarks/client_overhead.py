@@ -82,13 +82,15 @@ class Pair:
         base_url: str,
         model: str | None,
         transport: Callable[[], httpx.AsyncBaseTransport | None] = lambda: None,
+        api_key: str | None = None,
     ) -> None:
         from nanobot_tui.engine.llm.openai import LLMClient
         from nanobot_tui.engine.llm.request import ChatRequest
 
-        self.client = LLMClient(base_url, model=model, transport=transport())
+        self.client = LLMClient(base_url, api_key=api_key, model=model, transport=transport())
         self.request = ChatRequest(MESSAGES, temperature=0.0, max_tokens=1)
-        self.http = httpx.AsyncClient(transport=transport(), timeout=60.0)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.http = httpx.AsyncClient(transport=transport(), timeout=60.0, headers=headers)
         self.url = base_url + "/v1/chat/completions"
         # The exact bodies LLMClient sends (same keys, same order).
         self.body: dict[str, Any] = {"messages": MESSAGES}
@@ -153,9 +155,9 @@ class Pair:
         return elapsed
 
 
-async def record_answers(base_url: str, model: str) -> tuple[bytes, bytes]:
+async def record_answers(base_url: str, model: str, api_key: str) -> tuple[bytes, bytes]:
     """The real server's bytes for one chat and one stream answer, to replay in the fake."""
-    pair = Pair(base_url, model)
+    pair = Pair(base_url, model, api_key=api_key)
     try:
         chat = await pair.http.post(pair.url, json=pair.body)
         stream = await pair.http.post(pair.url, json=pair.stream_body)
@@ -215,8 +217,9 @@ async def measure(runs: int, fake_runs: int) -> dict[str, object]:
     # No /metrics polling in the same loop: it would land in random samples.
     async with ServerManager([spec], resolve_runtime("embedded"), stats_interval=3600) as manager:
         base_url = manager.url("main")
-        real = await compare(Pair(base_url, spec.model_id), runs)
-        chat_bytes, stream_bytes = await record_answers(base_url, spec.model_id)
+        key = manager.api_key  # the servers take requests with nanobot's key only
+        real = await compare(Pair(base_url, spec.model_id, api_key=key), runs)
+        chat_bytes, stream_bytes = await record_answers(base_url, spec.model_id, key)
 
     fake_url = "http://fake-llama.invalid"
     chat_pair = Pair(fake_url, spec.model_id, fake_transport(chat_bytes, "application/json"))

@@ -8,7 +8,10 @@ one line naming the file, the field and what is wrong.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +130,16 @@ class Config(_Section):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
 
+    def holds_keys(self) -> bool:
+        """Whether any API key is set (every field whose name ends in `api_key`)."""
+
+        def walk(value: object) -> bool:
+            if isinstance(value, dict):
+                return any((str(k).endswith("api_key") and v) or walk(v) for k, v in value.items())
+            return False
+
+        return walk(self.model_dump())
+
     def to_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         return json.dumps(data, indent=2) + "\n"
@@ -172,7 +185,7 @@ def load_config(path: Path | None = None, *, tier: Tier | None = None) -> tuple[
     """
     path = path or paths.config_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except FileNotFoundError:
         if tier is None:
             from nanobot_tui.hardware import detect
@@ -182,6 +195,47 @@ def load_config(path: Path | None = None, *, tier: Tier | None = None) -> tuple[
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"cannot read: {_reason(exc)}") from None
     return parse_config(text, path), True
+
+
+# A config is a few KB; anything past this is not one (and is never read whole).
+MAX_CONFIG_BYTES = 1 << 20
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file, read only if it is a regular file of at most
+    MAX_CONFIG_BYTES: a FIFO would block the open and the read, and a link to /dev/zero
+    would read until memory ran out. Raises OSError (strerror says why, in words) or
+    UnicodeDecodeError."""
+    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_CONFIG_BYTES:
+            limit = f"{MAX_CONFIG_BYTES // 2**20} MiB"
+            raise OSError(errno.EFBIG, f"too large (a config is at most {limit})", str(path))
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
 
 
 def parse_config(text: str, path: Path) -> Config:

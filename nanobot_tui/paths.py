@@ -30,8 +30,19 @@ def logs_dir() -> Path:
 
 
 def ensure(path: Path) -> Path:
-    """Create a folder (and its parents) readable by its owner only; return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create a folder (and its parents) readable by its owner only; return it.
+
+    Every folder created here is 0700, the parents too (NANOBOT_HOME itself is usually
+    created as the parent of its first subfolder, and holds keys and sessions); folders
+    that exist already are left as they are."""
+    missing: list[Path] = []
+    here = path
+    while not here.exists() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)  # an existing path: checks it is one
     return path
 
 
@@ -63,3 +74,8 @@ def skills_dir() -> Path:
 def user_themes_dir() -> Path:
     """Themes the user adds, next to the ones shipped in the repository's themes/."""
     return home() / "themes"
+
+
+def screenshots_dir() -> Path:
+    """The app's screenshots, when there is no Downloads folder to put them in."""
+    return home() / "screenshots"

@@ -309,3 +309,51 @@ def test_api_keys_stay_out_of_repr() -> None:
     # Still there to be used and saved.
     assert cfg.providers.openai.api_key == SECRET
     assert SECRET in cfg.to_json()
+
+
+# --- a config.json that is no file, or far too big: refused in one line, never a hang ----
+
+
+def test_a_fifo_as_config_is_refused_at_once(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: `doctor` hung. Not any more."""
+    path = tmp_path / "config.json"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not a regular file" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_link_to_dev_zero_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not a regular file" in str(info.value)
+
+
+def test_a_huge_config_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    with path.open("wb") as fh:
+        fh.truncate(2**34)  # 16 GiB, sparse: reading it whole would exhaust memory
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "too large" in str(info.value)
+
+
+def test_a_link_to_a_real_config_still_works(tmp_path: Path) -> None:
+    real = write(tmp_path / "dotfiles" / "nanobot.json", {"ui": {"theme": "nord"}})
+    path = tmp_path / "config.json"
+    path.symlink_to(real)
+    assert load_config(path)[0].ui.theme == "nord"
+
+
+def test_nanobot_home_is_created_for_its_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "fresh" / "nanobot"
+    monkeypatch.setenv("NANOBOT_HOME", str(home))
+    paths.ensure(paths.runs_dir())
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE(paths.runs_dir().stat().st_mode) == 0o700
+    save_config(Config(), paths.config_path())
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700

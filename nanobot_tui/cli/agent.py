@@ -15,12 +15,17 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from nanobot_tui.cli.common import EXIT_OK, EXIT_USAGE, fail, positive_int
+from nanobot_tui.text import printable
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.agent.loop import AgentEvent, TurnDone
 
 
+NOTE_CHARS = 200  # a tool call's arguments on stderr, at most
+
+
 def _note(text: str) -> None:
+    text = printable(text)  # model-supplied: no control sequences reach the terminal
     sys.stderr.write(f"\x1b[2m{text}\x1b[0m\n" if sys.stderr.isatty() else f"{text}\n")
 
 
@@ -87,19 +92,23 @@ class _Turn:
             ToolDone,
             TurnDone,
         )
+        from nanobot_tui.engine.llm.errors import clip, one_line
 
         if isinstance(event, AnswerDelta) and not self.quiet:
-            sys.stdout.write(event.text)
+            sys.stdout.write(printable(event.text))
             sys.stdout.flush()
         elif isinstance(event, ToolCalls):
             for call in event.calls:
                 if not self.quiet:
-                    _note(f"→ {call.name}({call.arguments})")
+                    # The arguments can be a whole file (write_file): one clipped line.
+                    _note(f"→ {call.name}({clip(one_line(call.arguments), NOTE_CHARS)})")
         elif isinstance(event, ToolDone):
             r = event.result
             self.tools.append({"name": r.name, "ok": r.ok, "elapsedSeconds": round(r.elapsed_s, 4)})
             if not self.quiet:
                 first = r.content.splitlines()[0] if r.content else ""
+                # A failed tool's content already says "error: " (for the model).
+                first = first if r.ok else first.removeprefix("error: ")
                 _note(f"  {'ok' if r.ok else 'error'}: {first[:100]}")
         elif isinstance(event, CallProblem) and not self.quiet:
             _note(f"  unreadable tool call: {event.problem}")
@@ -126,8 +135,22 @@ class _Turn:
         }
 
 
+def _message_text(arg: str) -> str:
+    """The message as text: from argv or stdin's bytes, bytes that are not UTF-8 as U+FFFD
+    (Python keeps them as lone surrogates, which nothing downstream can write)."""
+    if arg == "-":
+        raw = getattr(sys.stdin, "buffer", None)  # None: stdin replaced by a text stream
+        if raw is not None:
+            return raw.read().decode("utf-8", "replace")
+        arg = sys.stdin.read()
+    try:
+        return arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no undecodable byte makes
+        return arg.encode("utf-8", "replace").decode("utf-8")
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
-    message = args.message if args.message != "-" else sys.stdin.read()
+    message = _message_text(args.message)
     if not message.strip():
         return fail("agent: the message is empty", EXIT_USAGE)
     try:

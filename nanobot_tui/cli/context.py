@@ -16,8 +16,9 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, positive_int
 from nanobot_tui.cli.common import fail as _fail
+from nanobot_tui.text import printable
 from nanobot_tui.units import human_bytes
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         report = ingest(args.path, args.name, progress=show, index=not args.no_index)
     except VolumeError as exc:
         bar.finish()
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), exc.exit_code)  # 2 for bad input, 1 for a full disk
     except KeyboardInterrupt:
         bar.finish()
         return _fail("ingest interrupted; the volume is as it was before", 130)
@@ -128,7 +129,7 @@ def cmd_grep(args: argparse.Namespace) -> int:
         )
     else:
         for hit in result.hits:
-            print(f"{hit.file}:{hit.fline}:{hit.text}")
+            print(printable(f"{hit.file}:{hit.fline}:{hit.text}"))
         if result.truncated:
             print(f"… stopped at {args.max} hits (--max N for more)", file=sys.stderr)
     return EXIT_OK if result.hits else EXIT_FAIL  # grep's convention: 1 when nothing matched
@@ -142,16 +143,26 @@ def cmd_slice(args: argparse.Namespace) -> int:
         return _fail(f"slice: END ({args.end}) is before START ({args.start})", EXIT_USAGE)
     try:
         with Volume.open(args.name) as volume:
+            n_lines = volume.n_lines
             lines = volume.lines(args.start, args.end)
     except VolumeError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    if args.start > n_lines:  # an END past the end shows what there is; a START cannot
+        return _fail(
+            f"slice: START ({args.start}) is past the end of {args.name} "
+            f"({n_lines} line{'' if n_lines == 1 else 's'})",
+            EXIT_USAGE,
+        )
     if args.json:
         _print_json(
             [{"vline": x.vline, "file": x.file, "line": x.fline, "text": x.text} for x in lines]
         )
         return EXIT_OK
     for line in lines:
-        print(f"{line.vline}\t{line.file}:{line.fline}\t{line.text}" if args.numbers else line.text)
+        shown = (
+            f"{line.vline}\t{line.file}:{line.fline}\t{line.text}" if args.numbers else line.text
+        )
+        print(printable(shown))
     return EXIT_OK
 
 
@@ -195,8 +206,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{len(result.hits)} hits by {result.method} in {result.seconds * 1000:.1f} ms")
     for h in result.hits:
-        print(f"#{h.chunk:<5} {h.score:7.3f}  {h.file}:{h.first_fline}-{h.last_fline}")
-        print(f"        {h.preview}")
+        print(printable(f"#{h.chunk:<5} {h.score:7.3f}  {h.file}:{h.first_fline}-{h.last_fline}"))
+        print(printable(f"        {h.preview}"))
     return EXIT_OK
 
 
@@ -227,10 +238,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.to_dict())
         return EXIT_OK
-    print(result.answer)
+    print(printable(result.answer))
     print()
     for citation in result.citations:
-        print(f"  source: {citation}")
+        print(printable(f"  source: {citation}"))
     return EXIT_OK
 
 
@@ -292,8 +303,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("slice", help="print volume lines START..END (1-based, inclusive)")
     p.add_argument("name")
-    p.add_argument("start", type=int)
-    p.add_argument("end", type=int)
+    p.add_argument("start", type=positive_int)
+    p.add_argument("end", type=positive_int)
     p.add_argument("-n", "--numbers", action="store_true", help="show line numbers and files")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_slice)
@@ -301,7 +312,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("search", help="rank a volume's chunks for a query")
     p.add_argument("name")
     p.add_argument("query")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=positive_int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
@@ -309,6 +320,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("name")
     p.add_argument("question")
     p.add_argument("--slot", choices=("main", "rlm"), default="main", help="which model reads")
-    p.add_argument("--top", type=int, default=3, help="how many search hits to read")
+    p.add_argument("--top", type=positive_int, default=3, help="how many search hits to read")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ask)

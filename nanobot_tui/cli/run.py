@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from nanobot_tui.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
+    number_type,
     positive_float,
     positive_int,
     probability,
@@ -30,6 +31,10 @@ from nanobot_tui.errors import NanobotError, UsageError
 if TYPE_CHECKING:
     from nanobot_tui.engine.runs.spec import RunSpec
     from nanobot_tui.engine.voting.domains import Domain
+
+
+non_negative_int = number_type(int, "whole number", lambda v: v >= 0, "at least 0")
+fanout_type = number_type(int, "whole number", lambda v: v >= 2, "at least 2")
 
 
 def domain_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,8 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _domain_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--disks", type=int, default=10, help="Hanoi: number of disks")
-    p.add_argument("--words", type=int, default=300, help="wordcase: number of words")
+    p.add_argument("--disks", type=positive_int, default=10, help="Hanoi: number of disks")
+    p.add_argument("--words", type=positive_int, default=300, help="wordcase: number of words")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slot", choices=("main", "rlm", "memory"), default="rlm")
     p.add_argument("--target", type=probability, default=0.95, help="P(every step right)")
@@ -270,7 +275,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("run", help="run a domain step by step with MAKER voting")
     p.add_argument("domain", choices=DOMAINS)
-    p.add_argument("--k", type=int, help="votes ahead to win a step (default: from p)")
+    p.add_argument("--k", type=positive_int, help="votes ahead to win a step (default: from p)")
     p.add_argument(
         "--sampler",
         type=parse_sampler,
@@ -281,14 +286,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--max-tokens", type=positive_int, help="budget: stop after these tokens")
     p.add_argument("--max-seconds", type=positive_float, help="budget: stop after this time")
     p.add_argument("--detach", action="store_true", help="run in the background (own session)")
-    p.add_argument("--retries", type=int, default=2, help="votes again for an undecided step")
+    p.add_argument(
+        "--retries", type=non_negative_int, default=2, help="votes again for an undecided step"
+    )
     p.add_argument(
         "--on-fail",
         choices=("escalate", "skip"),
         default="escalate",
         help="after the retries: fail the run, or skip the step where possible",
     )
-    p.add_argument("--fanout", type=positive_int, default=10, help="children per tree node")
+    p.add_argument("--fanout", type=fanout_type, default=10, help="children per tree node")
     p.add_argument(
         "--concurrency", type=positive_int, help="independent steps at once (default: CPU cores)"
     )
@@ -306,8 +313,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "calibrate", help="measure p on a domain and project k, votes, tokens and time"
     )
     p.add_argument("--domain", choices=DOMAINS, default="hanoi")
-    p.add_argument("--samples", type=int, default=100, help="random steps to sample")
+    p.add_argument("--samples", type=positive_int, default=100, help="random steps to sample")
     p.add_argument("--p", type=probability, help="no sampling: only the arithmetic, from this p")
-    p.add_argument("--steps", type=int, help="steps of the planned run (default: the task's)")
+    p.add_argument(
+        "--steps", type=positive_int, help="steps of the planned run (default: the task's)"
+    )
     _domain_options(p)
     p.set_defaults(func=cmd_calibrate)

@@ -52,7 +52,8 @@ async def run_foreground(
     run_id: str, budgets: Budgets | None = None, *, quiet: bool = False
 ) -> tuple[RunStatus, VoteMonitor]:
     """Run `run_id` in this process with a live line on stderr; Ctrl-C (or SIGTERM) stops
-    it cleanly after the current step, resumable. Returns (status, monitor)."""
+    it cleanly (a real model's step in flight is cancelled and left pending), resumable.
+    Returns (status, monitor)."""
     from nanobot_tui.cli.progress import TerminalProgress
     from nanobot_tui.engine.runs.durable import execute
     from nanobot_tui.engine.voting.runner import VoteMonitor

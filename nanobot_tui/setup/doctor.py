@@ -1,14 +1,16 @@
 """`nanobot doctor`: what nanobot sees and whether it can run, as text or JSON.
 
 Problems make the exit status 1 (an invalid config, no runtime, a slot with no model at
-all, a configured model that will not fit); warnings do not (a recommended model not yet
-downloaded, so the slot falls back to another).
+all, a model file that is no readable GGUF, a configured model that will not fit);
+warnings do not (a recommended model not yet downloaded, so the slot falls back to
+another).
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,12 +76,19 @@ def _slot_report(
         report.problems.append(f"slot {slot.name}: {slot.note}")
         return entry
     if slot.note:
-        # Falling back from the tier's defaults is the plan before `nanobot setup`; falling
-        # back from a model the user's config names is a problem to fix.
-        (report.problems if config_exists else report.warnings).append(
-            f"slot {slot.name}: {slot.note}"
-        )
-    if slot.model_id != "custom":
+        # Falling back from the tier's defaults is the plan before `nanobot setup` has
+        # downloaded them (the config may name them already: setup writes them); falling
+        # back from a model of the user's own choice is a problem to fix.
+        recommended = catalog.recommended_models(hardware.tier).get(slot.name)
+        chosen = config_exists and (wanted.path is not None or wanted.model != recommended)
+        (report.problems if chosen else report.warnings).append(f"slot {slot.name}: {slot.note}")
+    if slot.model_id == "custom":
+        # A file named by `path` gets the same GGUF check as a catalog model's.
+        try:
+            sizing.read_gguf_facts(slot.path)
+        except sizing.GgufError as exc:
+            report.problems.append(f"slot {slot.name}: {exc}")
+    else:
         model = catalog.get(slot.model_id)
         quant = next(q for q in model.quants if q.name == slot.quant)
         try:
@@ -120,6 +129,19 @@ def _ports() -> dict[str, Any]:
     return {"host": "127.0.0.1", "canBindFreePort": can_bind, "running": running}
 
 
+def _check_key_file_mode(path: Path, report: DoctorReport) -> None:
+    """A config holding API keys that others may read (a user-made 0644 file): say so.
+    nanobot writes it 0600 itself, and any save of the config makes it 0600."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        report.warnings.append(
+            f"{path} holds API keys and is readable by others (mode {mode:04o}): chmod 600 {path}"
+        )
+
+
 def build_report(
     *, hardware: HardwareInfo | None = None, config_path: Path | None = None
 ) -> DoctorReport:
@@ -142,6 +164,8 @@ def build_report(
             report.warnings.append(
                 f"no config at {config_path}: using the {hardware.tier} tier's defaults"
             )
+        elif config.holds_keys():
+            _check_key_file_mode(config_path, report)
     except ConfigError as exc:
         report.data["config"] = {
             "path": str(config_path),

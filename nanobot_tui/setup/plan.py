@@ -28,6 +28,7 @@ from nanobot_tui.config import (
     SlotName,
     default_config,
     load_config,
+    read_config_text,
     save_config,
 )
 from nanobot_tui.engine.serving.slots import SLOT_NAMES
@@ -381,7 +382,7 @@ class ExistingConfig:
 def read_existing(path: Path | None = None) -> ExistingConfig:
     path = path or paths.config_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)  # never a FIFO or /dev/zero
     except FileNotFoundError:
         return ExistingConfig(path, None, None)
     except (OSError, UnicodeDecodeError) as exc:

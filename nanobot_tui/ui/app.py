@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterable
 from typing import Unpack
 
+from platformdirs import user_downloads_path
 from textual import constants, events, on, work
 from textual.app import SystemCommand
 from textual.binding import Binding
@@ -19,7 +20,7 @@ from textual.driver import Driver
 from textual.screen import Screen
 from textual.theme import Theme
 
-from nanobot_tui import __version__
+from nanobot_tui import __version__, paths
 from nanobot_tui.config import Config
 from nanobot_tui.ui import hangup, palette, themes
 from nanobot_tui.ui.engine_app import EngineApp, EngineOptions
@@ -38,6 +39,16 @@ class NanobotApp(EngineApp):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("question_mark", "help", "Help", id="app.help_alt", show=False),
+        # Textual's Keys panel (palette: Keys) has no key of its own to close it. Only
+        # while it is shown (check_action): otherwise Esc goes on to the focused widget.
+        Binding(
+            "escape",
+            "hide_help_panel",
+            "Close the keys panel",
+            id="app.hide_keys",
+            show=False,
+            priority=True,
+        ),
     ]
 
     def __init__(self, config: Config, **options: Unpack[EngineOptions]) -> None:
@@ -86,6 +97,22 @@ class NanobotApp(EngineApp):
         problem = themes.remember_theme(name, self.config)
         if problem:
             self.call_from_thread(self.notify, problem, severity="warning")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "hide_help_panel":
+            return bool(self.screen.query("HelpPanel"))
+        return super().check_action(action, parameters)
+
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """The palette's Screenshot: into the Downloads folder, or NANOBOT_HOME/screenshots
+        where there is none (Textual's own would fail to write it)."""
+        if path is None:
+            downloads = user_downloads_path()
+            folder = downloads if downloads.is_dir() else paths.ensure(paths.screenshots_dir())
+            path = str(folder)
+        return super().deliver_screenshot(filename, path, time_format)
 
     def action_help(self) -> None:
         from nanobot_tui.ui.screens.help import HelpScreen

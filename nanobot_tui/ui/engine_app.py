@@ -21,7 +21,8 @@ from textual.worker import Worker
 from nanobot_tui.config import Config
 from nanobot_tui.engine.agent.build import AgentKit, build_agent, open_session
 from nanobot_tui.engine.agent.delegate import Delegation
-from nanobot_tui.engine.serving.manager import ServerEvent, ServerStartError
+from nanobot_tui.engine.serving.manager import ServerStartError
+from nanobot_tui.engine.serving.status import ServerEvent
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.domains.hanoi import Hanoi

@@ -13,6 +13,8 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.widget import Widget
 
+from nanobot_tui.text import printable
+
 EIGHTHS = " ▏▎▍▌▋▊▉"
 
 # Node status -> icon and style: the process tree, the inspect screen and the agent tree.
@@ -40,7 +42,8 @@ RUN_STYLES = {
 
 
 def fit(text: str, width: int) -> str:
-    """`text` cut to `width` cells, with an ellipsis when cut."""
+    """`text` cut to `width` cells, with an ellipsis when cut (control sequences removed)."""
+    text = printable(text)
     if cell_len(text) <= width:
         return text
     out = ""
@@ -59,8 +62,8 @@ def pad(text: str, width: int, *, right: bool = False) -> str:
 
 
 def one_line(text: str, limit: int) -> str:
-    """Whitespace collapsed, cut to `limit` characters."""
-    flat = " ".join(text.split())
+    """Whitespace collapsed, cut to `limit` characters (control sequences removed)."""
+    flat = " ".join(printable(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -199,3 +202,10 @@ def screen_shown(widget: Widget) -> bool:
         return False
     above = stack[stack.index(screen) + 1 :]
     return all(other.styles.background.a < 1 for other in above)
+
+
+# --- the model servers ----------------------------------------------------------------
+
+# The palette command that starts again the servers that are down, and how to reach it.
+RESTART_SERVERS = "Restart the model servers"
+RESTART_HINT = f"ctrl+p › {RESTART_SERVERS}"

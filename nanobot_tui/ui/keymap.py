@@ -2,8 +2,9 @@
 `{"app.quit": "ctrl+x", "chat.stop": "escape,ctrl+g"}`.
 
 Every binding nanobot declares carries an id ("area.action"); the keymap replaces the
-keys of the ids it names. An id that no binding carries, or a key that is not a plain
-string, is left out with one warning line each: a typo never stops the app.
+keys of the ids it names. An id that no binding carries, or a key Textual does not know
+(`"notakey"`, `"ctl+x"`, `"f99"`), is left out with one warning line each, and that
+binding keeps its default: a typo never stops the app, nor takes a key away.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from textual import keys as textual_keys
 from textual.app import App
 from textual.binding import Binding
 from textual.dom import DOMNode
@@ -25,6 +27,34 @@ LAZY_MODULES = (
 )
 # One key: modifiers joined by "+", then a key name or a single character.
 KEY = re.compile(r"^([a-z]+\+)*([a-z0-9_]+|[^\s,+])$")
+MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
+
+
+def _key_names() -> frozenset[str]:
+    """Every key name Textual can send: its named keys (f1..f24, escape, pageup, ...),
+    their aliases, and the names it gives printable characters ("question_mark", "plus")."""
+    names = {
+        key.value.rsplit("+", 1)[-1] for key in textual_keys.Keys if not key.value.startswith("<")
+    }
+    for name, aliases in textual_keys.KEY_ALIASES.items():
+        names.update(alias.rsplit("+", 1)[-1] for alias in [name, *aliases])
+    names.update(textual_keys.KEY_TO_UNICODE_NAME, textual_keys.KEY_NAME_REPLACEMENTS.values())
+    names.update(textual_keys._character_to_key(chr(c)) for c in range(0x21, 0x7F))
+    return frozenset(names)
+
+
+KEY_NAMES = _key_names()
+
+
+def known_key(key: str) -> bool:
+    """Whether `key` (e.g. "ctrl+x", "f5", "?") names a key Textual can report: each
+    modifier at most once, then a known key name or one printable character."""
+    if not KEY.match(key):
+        return False
+    *mods, name = key.split("+")
+    if len(set(mods)) != len(mods) or not MODIFIERS.issuperset(mods):
+        return False
+    return name in KEY_NAMES or (len(name) == 1 and name.isprintable())
 
 
 def _subclasses(cls: type) -> Iterator[type]:
@@ -67,7 +97,7 @@ def check_keymap(keymap: dict[str, str], known: set[str]) -> tuple[dict[str, str
             warnings.append(f"keymap: no binding has the id {binding_id!r}{hint}")
             continue
         parts = [part.strip() for part in str(keys).split(",")]
-        if not keys or not all(KEY.match(part) for part in parts):
+        if not keys or not all(known_key(part) for part in parts):
             warnings.append(f"keymap: {binding_id}: not a key: {keys!r} (e.g. 'ctrl+x' or 'f5')")
             continue
         usable[binding_id] = ",".join(parts)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from nanobot_tui.engine.agent.delegate import Delegation
-from nanobot_tui.engine.serving.manager import ServerEvent
+from nanobot_tui.engine.serving.status import ServerEvent
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from textual.widget import Widget
 
 from nanobot_tui.errors import NanobotError
 from nanobot_tui.ui.engine_app import EngineApp
-from nanobot_tui.ui.format import error_line
+from nanobot_tui.ui.format import RESTART_SERVERS, error_line
 from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.panes.volumes import VolumeBrowser
 from nanobot_tui.ui.screens.inspect_node import InspectScreen
@@ -83,6 +83,11 @@ def commands(app: EngineApp, screen: Screen[Any]) -> Iterator[SystemCommand]:
         "Setup…",
         "hardware, tier and models: pick and fetch the models for the three slots",
         lambda: open_setup(app),
+    )
+    yield SystemCommand(
+        RESTART_SERVERS,
+        "start again every model server that is down (the Hardware meter shows which)",
+        lambda: restart_servers(app),
     )
     yield SystemCommand(
         "Help: keys and commands",
@@ -197,6 +202,30 @@ def ingest_folder(app: EngineApp, path: str | None) -> None:
 
     app.notify(f"ingesting {folder}…")
     in_background(app, run, ingested, "ingest failed", "ingest a folder")
+
+
+def restart_servers(app: EngineApp) -> None:
+    """Every model server that is down, started again (on the app's loop, where the
+    servers' manager lives)."""
+    workbench = app.workbench
+    if workbench is None or not app.engine_state.ready:
+        why = app.engine_state.error or "they are still starting"
+        app.notify(f"the model servers are not running: {why}", severity="warning")
+        return
+
+    async def restart() -> None:
+        try:
+            labels = await workbench.restart()
+        except NanobotError as exc:
+            app.notify(str(exc), title="the restart failed", severity="error")
+            return
+        if labels:
+            app.notify(f"restarted: {', '.join(labels)}", title="model servers")
+        else:
+            app.notify("no model server is down", title="model servers")
+
+    app.notify("restarting the model servers that are down…")
+    app.run_worker(restart(), group="palette", exit_on_error=False, description="restart servers")
 
 
 def open_setup(app: EngineApp) -> None:

@@ -115,3 +115,42 @@ def test_ask_answers_with_sources(repo: Path, nanobot_home: Path) -> None:
     assert answer["answer"]
     assert answer["citations"] and answer["citations"][0]["file"] == "notes.txt"
     assert answer["promptTokens"] < 1000
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["slice", "repo", "100", "120"], "past the end"),  # the volume has 11 lines
+        (["slice", "repo", "12", "12"], "past the end"),
+        (["slice", "repo", "-3", "2"], "start"),
+        (["slice", "repo", "0", "2"], "start"),
+        (["slice", "repo", "1", "-1"], "end"),
+        (["search", "repo", "port", "--top", "0"], "--top"),
+        (["search", "repo", "port", "--top", "-2"], "--top"),
+        (["ask", "repo", "which port?", "--top", "0"], "--top"),
+    ],
+)
+def test_a_slice_or_search_that_can_show_nothing_says_why(
+    repo: Path, argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once these printed nothing and exited 0."""
+    run(capsys, "ingest", str(repo))
+    try:
+        code, out, err = run(capsys, *argv)
+    except SystemExit as exc:  # argparse's own check: one usage line, exit 2
+        code, captured = exc.code, capsys.readouterr()
+        out, err = captured.out, captured.err.splitlines()[-1] + "\n"
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and needle in err
+
+
+def test_a_slice_that_runs_past_the_end_shows_what_there_is(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "ingest", str(repo))
+    _, out, _ = run(capsys, "volumes", "--json")
+    n_lines = json.loads(out)[0]["lines"]
+    assert n_lines == 11
+    _, whole, _ = run(capsys, "slice", "repo", "1", str(n_lines))
+    code, out, _ = run(capsys, "slice", "repo", str(n_lines - 1), "500")
+    assert code == 0 and out.splitlines() == whole.splitlines()[-2:]

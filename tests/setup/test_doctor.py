@@ -287,3 +287,67 @@ def test_to_json_has_every_section() -> None:
     assert set(data["slots"]) == {"main", "rlm", "memory"}
     assert data["tier"]["name"] == "potato"
     assert data["hardware"]["tier"] == "potato"
+
+
+# --- every model file is checked; a fresh install is not a failure -----------------------
+
+
+def _bad_model(kind: str, embedded: Path, where: Path) -> Path:
+    """A custom model file that is no model: empty, cut short, or random bytes."""
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{kind}.gguf"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(embedded.read_bytes()[: embedded.stat().st_size // 2])
+    else:
+        path.write_bytes(bytes(range(256)) * 64)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random"])
+def test_a_custom_model_file_that_is_no_gguf_is_a_problem(
+    kind: str, embedded_model: Path, tmp_path: Path
+) -> None:
+    bad = _bad_model(kind, embedded_model, tmp_path / "models")
+    write_config({"local": {"main": {"path": str(bad)}}})
+    report = build_report(hardware=no_gpu())
+    assert report.ok is False
+    assert [p for p in report.problems if str(bad) in p], report.problems
+    assert all("\n" not in p for p in report.problems)
+    assert not format_report(report).endswith("All is well.")
+
+
+def test_a_good_custom_model_file_passes(embedded_model: Path) -> None:
+    write_config({"local": {"main": {"path": str(embedded_model)}}})
+    report = build_report(hardware=no_gpu())
+    assert report.ok, report.problems
+
+
+def test_a_fresh_setup_whose_recommended_models_are_not_downloaded_is_ok() -> None:
+    """The config names the tier's own recommendations (as `nanobot setup` writes them),
+    none downloaded yet, and the embedded model stands in: a suggestion, exit 0."""
+    recommended = catalog.recommended_models(Tier.POTATO)
+    write_config({"local": {name: {"model": model} for name, model in recommended.items()}})
+    report = build_report(hardware=no_gpu())
+    assert report.ok, report.problems
+    assert len(fallback_warnings(report)) == 3
+    assert format_report(report).endswith("\nAll is well.")
+
+
+def test_a_config_with_keys_that_others_can_read_is_warned_about() -> None:
+    path = write_config({"providers": {"openai": {"apiKey": "sk-test-secret"}}})
+    path.chmod(0o644)
+    report = build_report(hardware=no_gpu())
+    warned = [w for w in report.warnings if "API keys" in w]
+    assert warned == [
+        f"{path} holds API keys and is readable by others (mode 0644): chmod 600 {path}"
+    ]
+    assert "sk-test-secret" not in format_report(report)
+    path.chmod(0o600)
+    assert not [w for w in build_report(hardware=no_gpu()).warnings if "API keys" in w]
+
+
+def test_a_config_without_keys_may_be_world_readable() -> None:
+    write_config({"ui": {"theme": "nord"}}).chmod(0o644)
+    assert not [w for w in build_report(hardware=no_gpu()).warnings if "API keys" in w]

@@ -25,6 +25,7 @@ from nanobot_tui.config import AgentConfig, Config, LocalConfig, SlotConfig
 from nanobot_tui.engine.agent import delegate
 from nanobot_tui.engine.agent.delegate import Delegation
 from nanobot_tui.engine.agent.loop import (
+    CANCELLED,
     AgentEvent,
     AnswerDelta,
     CallProblem,
@@ -37,7 +38,7 @@ from nanobot_tui.engine.agent.loop import (
 from nanobot_tui.engine.agent.sessions import Session, SessionStore
 from nanobot_tui.engine.agent.tools.registry import ToolResult
 from nanobot_tui.engine.llm.results import ToolCall, Usage
-from nanobot_tui.engine.serving.manager import parse_metrics
+from nanobot_tui.engine.serving.metrics import parse_metrics
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.panes.chat import (
@@ -389,9 +390,9 @@ async def test_constrained_tool_calls_show_as_blocks(tmp_path: Path) -> None:
 LONG_ANSWER = 3000  # tokens: room for a long answer, far more than Esc lets through
 
 
-async def tokens_predicted(url: str) -> float:
+async def tokens_predicted(url: str, headers: dict[str, str]) -> float:
     """Tokens the model server has generated so far, cancelled requests' included."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=headers) as http:
         metrics = parse_metrics((await http.get(f"{url}/metrics")).text)
     return metrics.get("llamacpp:tokens_predicted_total", 0.0)
 
@@ -404,7 +405,8 @@ async def test_escape_cancels_a_running_turn(tmp_path: Path) -> None:
         kit = await app.agent_kit()
         kit.agent.max_tokens = LONG_ANSWER
         url = app.workbench.manager.url("main")  # type: ignore[union-attr]
-        before = await tokens_predicted(url)
+        key = app.workbench.manager.auth_headers  # type: ignore[union-attr]
+        before = await tokens_predicted(url, key)
         await ask(pilot, "Count from 1 to 1000, one number per line.")
         await until(lambda: bool(pane.query(Answer)) and bool(pane.query(Answer).last().source))
         workers = [w for w in app.workers if w.group == "agent"]
@@ -418,15 +420,18 @@ async def test_escape_cancels_a_running_turn(tmp_path: Path) -> None:
         assert [text_of(n) for n in pane.query(Note)][-1] == "⊘ stopped"
         # The stream was closed: the server stopped generating before the answer's end (a
         # server that went on would go idle only after all LONG_ANSWER tokens).
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(headers=key) as http:
             while any(s["is_processing"] for s in (await http.get(f"{url}/slots")).json()):
                 await asyncio.sleep(0.1)
-        assert await tokens_predicted(url) - before < LONG_ANSWER
-        # The question is kept with what had been shown, marked cancelled: the turns still
-        # alternate and the next one can go on.
+        assert await tokens_predicted(url, key) - before < LONG_ANSWER
+        # The question is kept, and an assistant note that the answer was stopped (what
+        # had been shown is kept apart, for display, not given back to the model): the
+        # turns still alternate and the next one can go on.
         said = kit.session.all_messages()
         assert said[-2] == {"role": "user", "content": "Count from 1 to 1000, one number per line."}
-        assert said[-1]["role"] == "assistant" and said[-1]["content"].endswith("[cancelled]")
+        assert said[-1] == {"role": "assistant", "content": CANCELLED}
+        shown = pane.query(Answer).last().source.strip()
+        assert shown and kit.session.records()[-1]["partial"] == shown
 
 
 # --- delegations in the process tree pane -----------------------------------------------

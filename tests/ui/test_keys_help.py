@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from textual.binding import Binding
 from textual.widgets import Input, Static
@@ -233,3 +234,73 @@ async def test_f1_opens_help_over_another_screen_and_f1_goes_back() -> None:
         await until(lambda: isinstance(app.screen, HelpScreen))
         await pilot.press("f1")  # F1 again closes it
         await until(lambda: isinstance(app.screen, InspectScreen))
+
+
+@pytest.mark.parametrize(
+    "keys", ["notakey", "ctrl+notakey", "ctl+x", "f99", "escape,nokey", "ctrl+ctrl+x"]
+)
+def test_a_key_name_textual_does_not_know_is_refused(keys: str) -> None:
+    """`"app.quit": "notakey"` once disabled quitting for good: a key nothing can press."""
+    usable, warnings = check_keymap({"app.quit": keys}, set(nanobot_bindings()))
+    assert usable == {}
+    assert warnings == [f"keymap: app.quit: not a key: {keys!r} (e.g. 'ctrl+x' or 'f5')"]
+
+
+@pytest.mark.parametrize(
+    "keys", "ctrl+x f5 escape question_mark ? shift+f2 alt+enter a ctrl+shift+up space plus".split()
+)
+def test_key_names_textual_knows_are_kept(keys: str) -> None:
+    usable, warnings = check_keymap({"app.quit": keys}, set(nanobot_bindings()))
+    assert (usable, warnings) == ({"app.quit": keys}, [])
+
+
+async def test_a_keymap_naming_no_real_key_keeps_the_default_quit() -> None:
+    app = keyed_app({"app.quit": "notakey"})
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app)
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+        assert any("not a key: 'notakey'" in note for note in notes)
+        await pilot.press("ctrl+q")
+        await until(lambda: not app.is_running)
+
+
+async def test_the_keys_panel_closes_with_escape_and_escape_still_reaches_the_chat() -> None:
+    from textual.widgets import HelpPanel
+
+    app = quiet_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app)
+        await run_command(pilot, "Keys")
+        await until(lambda: bool(app.screen.query(HelpPanel)))
+        await pilot.press("escape")
+        await until(lambda: not app.screen.query(HelpPanel))
+        # No panel: Esc is the focused widget's again (the chat's "stop", a no-op here).
+        assert isinstance(app.screen, MainScreen)
+        prompt = app.screen.query_one("#prompt", Input)
+        prompt.value = "kept"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert prompt.value == "kept" and isinstance(app.screen, MainScreen)
+
+
+@pytest.mark.parametrize("downloads", [False, True])
+async def test_the_screenshot_command_saves_even_without_a_downloads_folder(
+    downloads: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nanobot_home: Path
+) -> None:
+    home = tmp_path / "user"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DOWNLOAD_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))  # no user-dirs.dirs
+    if downloads:
+        (home / "Downloads").mkdir()
+    folder = home / "Downloads" if downloads else nanobot_home / "screenshots"
+    app = quiet_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app)
+        await run_command(pilot, "Screenshot")
+        await until(lambda: any("screenshot" in n.message.lower() for n in app._notifications))
+        await until(lambda: folder.is_dir() and any(folder.glob("*.svg")))
+        notes = [n.message for n in app._notifications]
+        assert any("Saved screenshot to" in note and str(folder) in note for note in notes), notes

@@ -253,3 +253,22 @@ def test_a_hung_up_terminal_ends_the_app_cleanly(tmp_path: Path) -> None:
 @pytest.mark.model
 def test_a_terminal_at_end_of_file_ends_the_app_cleanly(tmp_path: Path) -> None:
     hang_up(tmp_path, controlling=False)  # no signal: the hang-up is seen by polling
+
+
+@pytest.mark.parametrize("size", [SMALL, WIDE])
+async def test_attach_starts_with_the_focus_on_the_process_pane(size: tuple[int, int]) -> None:
+    """`nanobot attach RUN` is about the run: the focus starts in the Process pane (its
+    keys in the footer), never in the chat's prompt, at 80x24 and at 120x36."""
+    run_id = await make_run(hanoi(6), steps=30)
+    app = quiet_app(attach_run=run_id)
+    async with app.run_test(size=size) as pilot:
+        screen = await main_screen(app)
+        pane = screen.query_one("#process")
+        await watching(pane, run_id)  # type: ignore[arg-type]
+        await pilot.pause()
+        await until(lambda: app.focused is pane.run_tree)  # type: ignore[attr-defined]
+        keys = {binding.key for (_, binding, _, _) in screen.active_bindings.values()}
+        assert "r" in keys and "p" in keys  # the pane's keys, not the chat's
+        await pilot.press("p")
+        await pilot.pause()
+        assert screen.query_one("#prompt", Input).value == ""

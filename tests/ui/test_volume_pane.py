@@ -299,3 +299,32 @@ async def test_viewer_jumps_through_a_million_lines(tmp_path: Path) -> None:
         assert viewer_row(view, 750_000) == "0750000 entry"
         await pilot.press("escape")
         await until(lambda: not isinstance(app.screen, FileViewer))
+
+
+@pytest.mark.model
+async def test_a_backtracking_grep_leaves_the_app_answering(tmp_path: Path) -> None:
+    """re:(a+)+$ over lines of a's and then a b: Python's re took hours there, holding
+    the GIL, so the app froze. The grep answers, a pattern RE2 lacks is one line, and
+    ctrl+q then quits."""
+    evil = tmp_path / "evil.txt"
+    evil.write_text(("a" * 80 + "b\n") * 20 + "aaaa\n")
+    ingest(evil, name="evil")
+    app = NanobotApp(small_config())
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_volume(pilot, "evil")
+        query = pane.query_one("#volume-query", Input)
+        status = pane.query_one("#volumes-status", Static)
+        query.focus()
+        query.value = "re:(a+)+$"
+        await pilot.press("enter")
+        await until(lambda: "grep · 1 hits" in str(status.render()))
+        assert [str(o.prompt) for o in pane.query_one("#volume-hits", OptionList).options] == [
+            "evil.txt:21: aaaa"
+        ]
+        query.focus()
+        query.value = "re:(?<=a)b"
+        await pilot.press("enter")
+        await until(lambda: "lookahead and lookbehind are not supported" in str(status.render()))
+        await until(lambda: app.engine_state.ready or bool(app.engine_state.error))
+        await pilot.press("ctrl+q")
+        await until(lambda: not app.is_running)

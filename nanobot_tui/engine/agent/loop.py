@@ -16,6 +16,7 @@ of the conversation is compacted by the memory slot's model when it would not fi
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
@@ -38,7 +39,7 @@ from nanobot_tui.engine.agent.tool_protocol import (
 )
 from nanobot_tui.engine.agent.tools.registry import ToolRegistry, ToolResult
 from nanobot_tui.engine.llm.chat_client import ChatClient
-from nanobot_tui.engine.llm.errors import LLMError
+from nanobot_tui.engine.llm.errors import LLMError, StatusError
 from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.llm.results import ChatResult, StreamDone, TextDelta, ToolCall, Usage
@@ -51,6 +52,11 @@ MIN_ANSWER_TOKENS = 128
 KEEP_RECENT = 4
 SUMMARY_TOKENS = 300
 _NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
+# What the model is told in place of an answer that was cut (the session keeps the text).
+CANCELLED = "(The user stopped this answer before it was finished.)"
+FAILED = "(This answer was cut off: the model server failed.)"
+# Times a request the server refused as too long is fitted again, with its count learnt.
+FIT_RETRIES = 3
 FINAL_NOTE = "Tool budget used up: answer now, from what you have, without calling tools."
 
 
@@ -110,6 +116,7 @@ class TurnDone:
     stopped: str | None
     usage: Usage  # summed over the turn's requests
     last_prompt_tokens: int
+    cut: bool = False  # the answer stopped at the token limit (max_tokens), not by itself
 
 
 AgentEvent = AnswerDelta | ToolCalls | ToolDone | CallProblem | Compacted | RoundDone | TurnDone
@@ -166,14 +173,16 @@ class Agent:
             state.stopped = "rounds" if round_no > self.max_rounds else "strikes"
         t0 = time.perf_counter()
         kept: list[dict[str, Any]] = []
-        sent: list[dict[str, Any]] = []
-        max_tokens = self.max_tokens
+        shown: list[str] = []
+        result: ChatResult | None = None
         try:
-            async for event in self._fit(state.user_text, final):
-                if isinstance(event, Compacted):
-                    yield event
+            async for item in self._request(state, final, shown):
+                if isinstance(item, ChatResult):
+                    result = item
+                elif isinstance(item, tuple):
+                    kept = item[0]
                 else:
-                    kept, sent, max_tokens = event
+                    yield item
         except CompactionError as exc:
             # Nothing to send: the system prompt and the newest message alone do not fit
             # the window. Said, and the session stays as it was.
@@ -182,19 +191,8 @@ class Agent:
             yield TurnDone(answer, round_no, "context", state.total, state.last_prompt)
             state.done = True
             return
-        shown: list[str] = []
-        result: ChatResult | None = None
-        try:
-            async for item in self._ask(sent, max_tokens, final, shown):
-                if isinstance(item, AnswerDelta):
-                    yield item
-                else:
-                    result = item
-        except asyncio.CancelledError:
-            # Keep what was shown, so the session alternates user/assistant.
-            partial = "".join(shown).strip()
-            note = f"{partial} [cancelled]" if partial else "[cancelled]"
-            self.session.append_message({"role": "assistant", "content": note})
+        except (asyncio.CancelledError, LLMError) as exc:
+            self._record_cut(shown, cancelled=isinstance(exc, asyncio.CancelledError))
             raise
         assert result is not None
         state.total = _add(state.total, result.usage)
@@ -208,7 +206,8 @@ class Agent:
             self.session.append_message({"role": "assistant", "content": answer})
             self.session.sync()
             yield _round_done(round_no, result, t0)
-            yield TurnDone(answer, round_no, state.stopped, state.total, state.last_prompt)
+            cut = result.finish_reason == "length"
+            yield TurnDone(answer, round_no, state.stopped, state.total, state.last_prompt, cut)
             state.done = True
         elif parsed.problem:
             state.strikes += 1
@@ -222,6 +221,46 @@ class Agent:
                 yield step
 
     # --- one request ----------------------------------------------------------------------
+
+    async def _request(
+        self, state: _Turn, final: bool, shown: list[str]
+    ) -> AsyncIterator[Compacted | AnswerDelta | ChatResult | tuple[list[dict[str, Any]], int]]:
+        """Fit the conversation into the window and ask: the compactions, the answer's
+        deltas, the messages as kept (with the answer budget), then the result. When the
+        server counts more tokens than the estimate said (or has a smaller window than
+        configured) it says so in its refusal: the estimator learns the server's count
+        and window, and the request is fitted again, a bounded number of times."""
+        for attempt in range(FIT_RETRIES + 1):
+            kept: list[dict[str, Any]] = []
+            sent: list[dict[str, Any]] = []
+            max_tokens = self.max_tokens
+            async for event in self._fit(state.user_text, final):
+                if isinstance(event, Compacted):
+                    yield event
+                else:
+                    kept, sent, max_tokens = event
+            yield kept, max_tokens
+            try:
+                async for item in self._ask(sent, max_tokens, final, shown):
+                    yield item
+                return
+            except StatusError as exc:
+                over = context_overflow(exc)
+                if over is None or shown:
+                    raise
+                counted, window = over
+                if attempt == FIT_RETRIES:
+                    raise CompactionError(
+                        f"the server counts {counted or 'more'} tokens for the shortest "
+                        f"form of this conversation, more than its window of "
+                        f"{window or self.context_size}"
+                    ) from exc
+                if window:
+                    self.context_size = min(self.context_size, window)
+                estimate = self.estimator.estimate(kept, self._request_tools())
+                if not counted or counted <= estimate:
+                    counted = int(estimate * 1.25) + 1
+                self.estimator.observe(kept, counted, self._request_tools())
 
     async def _fit(
         self, user_text: str, final: bool
@@ -285,9 +324,15 @@ class Agent:
         )
         text: list[str] = []
         decided: bool | None = None  # True: prose, shown; False: a call, held back
+        # A constrained reply is JSON; the text of its {"answer": ...} is readable as it comes.
+        answer = _AnswerStream() if isinstance(self.protocol, ConstrainedTools) else None
         async with aclosing(self.client.stream_chat(request)) as stream:
             async for event in stream:
-                if isinstance(event, TextDelta):
+                if isinstance(event, TextDelta) and answer is not None:
+                    if readable := answer.feed(event.text):
+                        shown.append(readable)
+                        yield AnswerDelta(readable)
+                elif isinstance(event, TextDelta):
                     text.append(event.text)
                     if decided is None:
                         looks = self.protocol.looks_like_call("".join(text))
@@ -341,6 +386,20 @@ class Agent:
                 self._append_result(ToolResult(call.id, call.name, None, note, False, 0.0), note)
             raise
 
+    def _record_cut(self, shown: list[str], *, cancelled: bool) -> None:
+        """An answer stopped by the user or cut by a failure: the session keeps what was
+        shown (`partial`, for display) and, so the turns alternate, an assistant message
+        that says the answer was cut. The model is given the note, not the partial text,
+        which it would otherwise take up and repeat."""
+        record: dict[str, Any] = {
+            "type": "message",
+            "message": {"role": "assistant", "content": CANCELLED if cancelled else FAILED},
+        }
+        partial = "".join(shown).strip()
+        if partial:
+            record["partial"] = partial
+        self.session.append(record)
+
     def _append_result(self, result: ToolResult, content: str) -> None:
         self.session.append_message(
             {
@@ -354,6 +413,74 @@ class Agent:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+_ANSWER_HEAD = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class _AnswerStream:
+    """The text of a constrained reply's `{"answer": "..."}` string as it streams: `feed`
+    takes the reply's next characters and returns the answer's text they complete. A
+    tool call (another first key) gives nothing."""
+
+    def __init__(self) -> None:
+        self.head = ""  # the reply before the answer's string starts
+        self.inside = False
+        self.ended = False
+        self.escape = ""  # an escape sequence begun and not finished
+        self.high = 0  # the first half of a surrogate pair, waiting for its second
+
+    def feed(self, chunk: str) -> str:
+        if self.ended:
+            return ""
+        if not self.inside:
+            self.head += chunk
+            found = _ANSWER_HEAD.match(self.head)
+            if found is None:
+                if len(self.head) > 64 or not _could_open_answer(self.head):
+                    self.ended = True
+                return ""
+            self.inside = True
+            chunk, self.head = self.head[found.end() :], ""
+        out: list[str] = []
+        for ch in chunk:
+            if self.escape:
+                self.escape += ch
+                if self.escape[1] == "u":
+                    if len(self.escape) == 6:
+                        out.append(self._unicode(self.escape[2:]))
+                        self.escape = ""
+                else:
+                    out.append(_ESCAPES.get(self.escape[1], self.escape[1]))
+                    self.escape = ""
+            elif ch == "\\":
+                self.escape = ch
+            elif ch == '"':
+                self.ended = True
+                break
+            else:
+                out.append(ch)
+        return "".join(out)
+
+    def _unicode(self, digits: str) -> str:
+        """One \\uXXXX escape; a surrogate pair's halves are joined into one character."""
+        try:
+            code = int(digits, 16)
+        except ValueError:
+            return "\ufffd"
+        if 0xD800 <= code < 0xDC00:
+            self.high = code
+            return ""
+        high, self.high = self.high, 0
+        if 0xDC00 <= code < 0xE000:
+            return chr(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)) if high else "\ufffd"
+        return chr(code)
+
+
+def _could_open_answer(head: str) -> bool:
+    """Whether `head` may still become the start of `{"answer": "`."""
+    compact = re.sub(r"\s+", "", head)
+    return '{"answer":"'.startswith(compact)
 
 
 @dataclass
@@ -409,6 +536,35 @@ def _add(a: Usage, b: Usage) -> Usage:
         total_tokens=a.total_tokens + b.total_tokens,
         cached_tokens=a.cached_tokens + b.cached_tokens,
     )
+
+
+_COUNTED = (
+    re.compile(r"request \((\d+) tokens\)"),  # llama.cpp
+    re.compile(r"resulted in (\d+) tokens"),  # OpenAI-style APIs
+)
+_WINDOW = (
+    re.compile(r"context size \((\d+) tokens\)"),
+    re.compile(r"maximum context length is (\d+)"),
+)
+
+
+def context_overflow(exc: StatusError) -> tuple[int | None, int | None] | None:
+    """(tokens the server counted, its window) when `exc` is a refusal of a prompt too
+    long for the window (either may be None when unsaid), else None."""
+    text = f"{exc.server_message} {exc}"
+    lowered = text.lower()
+    if exc.status not in (400, 413) or not (
+        "context size" in lowered or "context length" in lowered or "too long" in lowered
+    ):
+        return None
+
+    def number(patterns: tuple[re.Pattern[str], ...]) -> int | None:
+        for pattern in patterns:
+            if found := pattern.search(text):
+                return int(found.group(1))
+        return None
+
+    return number(_COUNTED), number(_WINDOW)
 
 
 def _server_seconds(result: ChatResult) -> float | None:

@@ -130,6 +130,21 @@ def _dump(record: dict[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate (an undecodable byte that Python kept, as in a
+    file name or argv) replaced by U+FFFD, the way a UTF-8 reader would show it."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def _check_record(record: object) -> None:
     if not isinstance(record, dict):
         raise SessionError(f"a session record is a dict, not {type(record).__name__}")
@@ -301,7 +316,12 @@ class Session:
         elif record["type"] == "compaction":
             self._check_compaction(record)
         try:
-            self._writer().write(_dump(record))
+            data = _dump(record)
+        except UnicodeEncodeError:  # text that holds a lone surrogate: write what it shows
+            record = _without_surrogates(record)
+            data = _dump(record)
+        try:
+            self._writer().write(data)
         except OSError as exc:
             raise SessionError(f"cannot write session {self.name}: {exc}") from None
         self._records.append(record)

@@ -22,9 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nanobot_tui.engine.agent.tools.registry import MAX_JSON_DEPTH, json_too_deep
 from nanobot_tui.engine.llm.results import ToolCall
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+_TOO_DEEP = f"your tool call nests deeper than {MAX_JSON_DEPTH} levels; give flat arguments"
 
 
 @dataclass(frozen=True)
@@ -160,14 +162,7 @@ class PromptedTools:
     def looks_like_call(self, prefix: str) -> bool | None:
         """For streaming: True when the answer so far starts like a call (hold it back),
         False when it is prose (show it), None while it cannot be told yet."""
-        head = prefix.lstrip()
-        if not head:
-            return None
-        if head.startswith((CALL_OPEN, "{", "[", "```")):
-            return True
-        if CALL_OPEN.startswith(head) or "```".startswith(head):
-            return None
-        return False
+        return _call_prefix(prefix)
 
 
 class ConstrainedTools(PromptedTools):
@@ -217,6 +212,8 @@ class ConstrainedTools(PromptedTools):
         return out
 
     def parse(self, content: str, native: Sequence[ToolCall], round_no: int) -> Parsed:
+        if json_too_deep(content):
+            return Parsed("", problem=_TOO_DEEP)
         try:
             value = json.loads(content)
         except json.JSONDecodeError:
@@ -249,6 +246,51 @@ def _assistants(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- reading calls ----------------------------------------------------------------------
 
+_FENCE_OPEN = re.compile(r"```[a-zA-Z]*[ \t]*(\n|$)")
+_CALL_KEYS = ('"name"', '"arguments"', '"parameters"', '"args"')
+
+
+def _call_prefix(prefix: str) -> bool | None:
+    """Whether an answer that starts with `prefix` is a tool call: True (hold it back),
+    False (prose: show it), None (cannot be told yet). Decided as soon as the text can no
+    longer be a call's start, so an answer that opens with a code fence, `[` or `{`
+    streams from its first characters unless they are `{"name"`, `[{"name"` and the like."""
+    head = prefix.lstrip()
+    if not head:
+        return None
+    if head.startswith(CALL_OPEN):
+        return True
+    if CALL_OPEN.startswith(head):
+        return None
+    if head.startswith("`"):
+        if "```".startswith(head):
+            return None
+        fence = _FENCE_OPEN.match(head)
+        if fence is None:
+            # "```lang" still being written, or not a fence at all
+            return None if re.fullmatch(r"```[a-zA-Z]*[ \t]*", head) else False
+        if not fence.group(1):
+            return None
+        return _call_prefix(head[fence.end() :]) if head[fence.end() :].strip() else None
+    if head.startswith("["):
+        rest = head[1:].lstrip()
+        return None if not rest else (_object_prefix(rest) if rest[0] == "{" else False)
+    if head.startswith("{"):
+        return _object_prefix(head)
+    return False
+
+
+def _object_prefix(head: str) -> bool | None:
+    """The same for text that starts with `{`: a call when its first key is one of a
+    call's keys."""
+    rest = head[1:].lstrip()
+    if not rest:
+        return None
+    if any(rest.startswith(key) for key in _CALL_KEYS):
+        return True
+    return None if any(key.startswith(rest) for key in _CALL_KEYS) else False
+
+
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 
@@ -258,6 +300,8 @@ def _unfence(text: str) -> str:
 
 def _loads_or_raw(call: dict[str, Any]) -> Any:
     raw = call["function"].get("arguments") or "{}"
+    if json_too_deep(raw):
+        return raw
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
@@ -270,6 +314,8 @@ def _read_calls(
     """The calls in `body` (a JSON list of calls or one call). With explicit=False (a bare
     JSON answer) anything unreadable is taken as prose, not as a failed call."""
     fix = f'write it as {CALL_OPEN}[{{"name": "TOOL", "arguments": {{...}}}}]{CALL_CLOSE}'
+    if json_too_deep(body):
+        return Parsed(prose, problem=_TOO_DEEP) if explicit else Parsed(fallback)
     try:
         value, _ = json.JSONDecoder().raw_decode(body)
     except json.JSONDecodeError as exc:

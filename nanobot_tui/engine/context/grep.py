@@ -1,16 +1,15 @@
 """grep over a volume: every line that matches a pattern, once, in order, like `grep -n`.
 
-A line matches when ``re.search(pattern, line_text)`` would (Python's own regex semantics
-on the line's text, CR removed). The work is done on the memory-mapped text.bin, many
-lines at a time, in one of four ways:
+A line matches when ``re.search(pattern, line_text)`` would (Python's regex syntax and
+meaning on the line's text, CR removed), except that a pattern runs in linear time (RE2,
+see pattern.py: what only a backtracking engine can do is refused in one line). The work
+is done on the memory-mapped text.bin, many lines at a time, in one of three ways:
 
 - a literal (no regex metacharacters, or fixed=True) is found with mmap.find;
 - an ASCII literal ignoring case: pieces lower-cased as bytes, then find;
-- a regex with a literal that every match must contain, rare in the piece: str.find for
+- a regex with a literal that every match must contain, rare in the piece: bytes.find for
   the literal, the pattern tried on the lines that hold it;
-- otherwise the pattern, rewritten so that "$" also ends CRLF lines, runs over decoded
-  pieces of many lines; patterns with lookaround, atomic groups or possessive quantifiers
-  (which can see past the end of a line) run line by line.
+- otherwise the pattern runs over pieces of many lines (UTF-8, CR before LF dropped).
 """
 
 from __future__ import annotations
@@ -19,12 +18,14 @@ import fnmatch
 import mmap
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nanobot_tui.engine.context.pattern import LinePattern, clean_piece, compile_pattern
 from nanobot_tui.engine.context.storage import VolumeInputError
 
 if TYPE_CHECKING:
@@ -98,19 +99,12 @@ def grep_volume(
     if literal and not ignore_case:
         found = scan.literal(pattern)
     else:
-        src = re.escape(pattern) if literal else pattern
-        flags = re.IGNORECASE if ignore_case else 0
-        try:
-            line_rx = re.compile(src, flags)
-            scan_src, exotic, verify = _prepare_regex(src)
-            scan_rx = re.compile(scan_src, flags | re.MULTILINE)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise VolumeInputError(f"invalid pattern {pattern!r}: {exc}") from None
+        rx = compile_pattern(pattern, ignore_case=ignore_case, literal=literal)
         if literal and pattern.isascii():
-            found = scan.nocase(pattern, scan_rx, line_rx)
+            found = scan.nocase(pattern, rx)
         else:
-            musts = _required_literals(src, flags)
-            found = scan.regex(scan_rx, line_rx, exotic, verify, musts)
+            musts = [] if literal else _required_literals(pattern, ignore_case)
+            found = scan.regex(rx, musts)
     truncated = len(found) > max_hits
     found = found[:max_hits]
     hits = [
@@ -180,7 +174,7 @@ class _Scan:
                 break
         return self._hits_at(where)
 
-    def nocase(self, pattern: str, scan_rx: re.Pattern[str], line_rx: re.Pattern[str]) -> Found:
+    def nocase(self, pattern: str, rx: LinePattern) -> Found:
         """An ASCII literal, ignoring case: pieces are lower-cased as bytes (ASCII letters
         only: the same length, so positions hold) and searched with find. Python's
         IGNORECASE also lets i, k and s match four non-ASCII letters (İ ı K ſ); a piece
@@ -200,48 +194,36 @@ class _Scan:
                     [ca + p for p in _find_lines(low, needle, 0, len(low), need)]
                 )
             else:
-                text = raw.decode("utf-8", "replace")
-                found += _scan_piece(text, j0, scan_rx, line_rx, False, need)
+                found += _scan_piece(clean_piece(raw), j0, rx, need)
             if len(found) >= self.limit:
                 return found
         return found
 
-    def regex(
-        self,
-        scan_rx: re.Pattern[str],
-        line_rx: re.Pattern[str],
-        exotic: bool,
-        verify: bool,
-        musts: list[str],
-    ) -> Found:
+    def regex(self, rx: LinePattern, musts: list[str]) -> Found:
         """The first `limit` matching lines.
 
-        Per decoded piece of many lines, one of three ways:
+        Per cleaned piece of many lines (see pattern.clean_piece), one of two ways:
         - a literal that every match must contain (`musts`) is rare in the piece: find
-          it with str.find and check only the lines that hold it, with the line pattern;
-        - otherwise the rewritten pattern runs over the whole piece: a match that stays
-          inside its line's text is a hit; one that runs past it (a pattern that can
-          match "\\n") is checked against that line alone. For patterns without
-          lookaround this finds exactly the lines that re.search finds line by line;
-        - exotic patterns (lookaround, atomic, possessive): line by line.
+          it with bytes.find and check only the lines that hold it, with the line pattern;
+        - otherwise the pattern runs over the whole piece: a match that stays inside its
+          line's text is a hit; one that runs past it (a pattern that can match "\\n")
+          is checked against that line alone. Without lookaround (which RE2 lacks) this
+          finds exactly the lines that a search line by line finds.
         """
         found: Found = []
         if self.mm is None:
             return found
         for ca, cb, j0 in self._pieces():
-            text = self.mm[ca:cb].decode("utf-8", "replace")
+            text = clean_piece(self.mm[ca:cb])
             need = self.limit - len(found)
             resume, j = 0, j0
             if musts:
-                got, resume, j = _scan_candidates(text, j0, musts[0], line_rx, need)
+                must = musts[0].encode("utf-8", "surrogatepass")
+                got, resume, j = _scan_candidates(text, j0, must, rx, need)
                 found += got
                 need -= len(got)
-            if resume < 0 or need <= 0:
-                pass
-            elif exotic:
-                found += _scan_lines(text[resume:], j, line_rx, need)
-            else:
-                found += _scan_piece(text, j, scan_rx, line_rx, verify, need, resume)
+            if resume >= 0 and need > 0:
+                found += _scan_piece(text, j, rx, need, resume)
             if len(found) >= self.limit:
                 return found
         return found
@@ -308,68 +290,18 @@ def _find_lines(buf: mmap.mmap | bytes, needle: bytes, a: int, b: int, limit: in
 # -- regex pieces --------------------------------------------------------------------------
 
 
-def _prepare_regex(pattern: str) -> tuple[str, bool, bool]:
-    """Rewrite a pattern for a search over many lines at once: (rewritten, exotic, verify).
-
-    Outside character classes, "$" and "\\Z" become (?=\\r?$) so that they match at the
-    end of a CRLF line as they do on the line's text, and "\\A" becomes "^" (MULTILINE).
-    A pattern with lookaround, atomic groups or possessive quantifiers can see past the
-    end of a line in the blob, so it is searched line by line instead (exotic=True).
-    verify: every hit must be checked on its line alone (re.search(r"\\B", "") finds
-    nothing, but \\B matches between two newlines).
-    """
-    out: list[str] = []
-    exotic = verify = False
-    i, n = 0, len(pattern)
-    in_class = False
-    class_start = 0
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            esc = pattern[i : i + 2]
-            if not in_class and esc == "\\Z":
-                out.append(r"(?=\r?$)")
-            elif not in_class and esc == "\\A":
-                out.append("^")
-            else:
-                verify = verify or (not in_class and esc == "\\B")
-                out.append(esc)
-            i += 2
-            continue
-        if in_class:
-            # "]" right after "[" or "[^" is a literal member, not the end of the class.
-            if c == "]" and i > class_start:
-                in_class = False
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            class_start = i + 1
-            if pattern[i + 1 : i + 2] == "^":
-                class_start += 1
-        elif c == "$":
-            out.append(r"(?=\r?$)")
-            i += 1
-            continue
-        elif c == "(" and pattern[i + 1 : i + 2] == "?":
-            head = pattern[i + 2 : i + 4]
-            if head[:1] in ("=", "!", ">") or head in ("<=", "<!"):
-                exotic = True
-        elif c in "*+?}" and pattern[i + 1 : i + 2] == "+" and i > 0:
-            exotic = True
-        out.append(c)
-        i += 1
-    return "".join(out), exotic, verify
-
-
-def _required_literals(pattern: str, flags: int) -> list[str]:
+def _required_literals(pattern: str, ignore_case: bool) -> list[str]:
     """Literal strings that every match of `pattern` contains (runs of plain characters at
-    the pattern's top level), longest first; none for case-insensitive patterns."""
+    the pattern's top level), longest first; none for case-insensitive patterns. Read by
+    Python's own parser (no matching: it takes time in the pattern's length only)."""
+    if ignore_case:
+        return []
     try:
         from re import _constants, _parser  # type: ignore[attr-defined]
 
-        parsed = _parser.parse(pattern, flags)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = _parser.parse(pattern, 0)
         if parsed.state.flags & re.IGNORECASE:
             return []
         literal = _constants.LITERAL
@@ -388,18 +320,19 @@ def _required_literals(pattern: str, flags: int) -> list[str]:
     return sorted(good, key=lambda r: (-len(r), r))[:2]
 
 
-def _line_of(text: str, p: int) -> tuple[int, int, str]:
-    """(start, end) of the line holding position p of a piece, and its text (CR dropped)."""
-    ls = text.rfind("\n", 0, p) + 1
-    le = text.find("\n", p)
-    line = text[ls:le]
-    if line.endswith("\r"):
-        line = line[:-1]
-    return ls, le, line
+def _line_of(text: bytes, p: int) -> tuple[int, int, bytes]:
+    """(start, end) of the line holding position p of a cleaned piece, and its text."""
+    ls = text.rfind(b"\n", 0, p) + 1
+    le = text.find(b"\n", p)
+    return ls, le, text[ls:le]
+
+
+def _hit(j: int, line: bytes) -> tuple[int, str]:
+    return j + 1, _clip(line.decode("utf-8", "replace"))
 
 
 def _scan_candidates(
-    text: str, j0: int, must: str, line_rx: re.Pattern[str], need: int
+    text: bytes, j0: int, must: bytes, rx: LinePattern, need: int
 ) -> tuple[Found, int, int]:
     """Matching lines among those holding `must`: (hits, resume, j). When `must` turns out
     to be common, stops at line start `resume` (0-based line j there) for a full scan;
@@ -408,53 +341,31 @@ def _scan_candidates(
     pos = cur = 0
     j = j0
     tried = 0
-    find, search = text.find, line_rx.search
+    find, search = text.find, rx.search_line
     while len(out) < need:
         p = find(must, pos)
         if p < 0:
             break
         tried += 1
         if tried % 64 == 0 and pos < tried * PREFILTER_SPACING:
-            return out, pos, j + text.count("\n", cur, pos)
+            return out, pos, j + text.count(b"\n", cur, pos)
         ls, le, line = _line_of(text, p)
         if search(line):
-            j += text.count("\n", cur, ls)
+            j += text.count(b"\n", cur, ls)
             cur = ls
-            out.append((j + 1, _clip(line)))
+            out.append(_hit(j, line))
         pos = le + 1
     return out, -1, j
 
 
-def _scan_lines(text: str, j0: int, line_rx: re.Pattern[str], need: int) -> Found:
-    """Matching lines, trying the pattern on each line alone."""
-    out: Found = []
-    search = line_rx.search
-    for k, line in enumerate(text.split("\n")[:-1]):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if search(line):
-            out.append((j0 + k + 1, _clip(line)))
-            if len(out) >= need:
-                break
-    return out
-
-
-def _scan_piece(
-    text: str,
-    j0: int,
-    scan_rx: re.Pattern[str],
-    line_rx: re.Pattern[str],
-    verify: bool,
-    need: int,
-    start: int = 0,
-) -> Found:
-    """Matching lines from line start `start` (0-based line j0), running the rewritten
-    pattern over the whole piece."""
+def _scan_piece(text: bytes, j0: int, rx: LinePattern, need: int, start: int = 0) -> Found:
+    """Matching lines from line start `start` (0-based line j0), running the pattern over
+    the whole cleaned piece."""
     out: Found = []
     n = len(text)
     pos = cur = start
     j = j0
-    search = scan_rx.search
+    search = rx.scan.search
     while len(out) < need:
         m = search(text, pos)
         if m is None:
@@ -462,10 +373,10 @@ def _scan_piece(
         p = m.start()
         if p >= n:  # an empty match after the piece's last "\n": no line there
             break
-        j += text.count("\n", cur, p)
+        j += text.count(b"\n", cur, p)
         cur = p
         ls, le, line = _line_of(text, p)
-        if (m.end() <= ls + len(line) and not verify) or line_rx.search(line):
-            out.append((j + 1, _clip(line)))
+        if (m.end() <= ls + len(line) and not rx.verify) or rx.search_line(line):
+            out.append(_hit(j, line))
         pos = le + 1
     return out

@@ -39,7 +39,7 @@ from nanobot_tui.engine.context.storage import (
 )
 from nanobot_tui.engine.context.volume import Volume, VolumeFile, manifest_dict
 from nanobot_tui.engine.context.walk import Scan, Source, reason, walk
-from nanobot_tui.engine.context.writer import FSYNC, TextWriter, read_source
+from nanobot_tui.engine.context.writer import FSYNC, TextWriter, WriteError, read_source
 
 try:
     import fcntl
@@ -190,18 +190,48 @@ def ingest(
     is_dir = source.is_dir()
     if not is_dir and not source.is_file():
         raise VolumeInputError(f"{path} is not a file or a folder")
-    root = str(source)
+    root = printable_path(str(source))
     report = _Progress(progress)
-    paths.ensure(volumes_dir())
+    try:
+        paths.ensure(volumes_dir())
+    except OSError as exc:
+        raise _cannot_write(name, exc) from None
     with _lock(name):
         recover(name)
         if is_dir:
-            scan = walk(root, lambda n, rel: report("scan", n, 0, rel))
+            scan = walk(str(source), lambda n, rel: report("scan", n, 0, rel))
         else:
             st = source.stat()
-            scan = Scan(sources=[Source(source.name, root, st.st_size, st.st_mtime_ns)])
+            scan = Scan(sources=[Source(source.name, str(source), st.st_size, st.st_mtime_ns)])
+        _printable_names(scan)
         report("scan", len(scan.sources), len(scan.sources), force=True)
         return _build(name, root, is_dir, scan, report, index, t0)
+
+
+def printable_path(path: str) -> str:
+    """A path as text that can be stored and shown: a name's bytes that are not UTF-8
+    (which Python keeps as lone surrogates) become \\xNN escapes, as in `caf\\xe9.txt`."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = path.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no byte makes
+            return path.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    return path
+
+
+def _printable_names(scan: Scan) -> None:
+    """The volume's paths as printable text; the sources are still read by their real
+    names."""
+    scan.sources = [
+        s
+        if printable_path(s.rel) is s.rel
+        else Source(printable_path(s.rel), s.abs, s.size, s.mtime_ns)
+        for s in scan.sources
+    ]
+    scan.unreadable = [(printable_path(rel), why) for rel, why in scan.unreadable]
 
 
 def _default_name(path: Path) -> str:
@@ -219,7 +249,11 @@ def _lock(name: str) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    with open(volumes_dir() / f".lock-{name}", "a+b") as fh:
+    try:
+        fh = open(volumes_dir() / f".lock-{name}", "a+b")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise _cannot_write(name, exc) from None
+    with fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -251,7 +285,12 @@ def _build(
     existed = old is not None or (volumes_dir() / name).exists()
     same_root = old is not None and old.root == root
     tmp = work_dir("tmp", name)
-    tmp.mkdir(mode=0o700)
+    try:
+        tmp.mkdir(mode=0o700)
+    except OSError as exc:
+        if old is not None:
+            old.close()
+        raise _cannot_write(name, exc) from None
     installed = False
     writer: TextWriter | None = None
     reader: _Reader | None = None
@@ -287,15 +326,27 @@ def _build(
             index=index_report,
             replaced=replaced and existed and not same_root,
         )
+    except (WriteError, OSError) as exc:
+        # Sources that cannot be read are counted by the reader, so what ends up here
+        # failed to be written: the disk is full, or the folder not writable.
+        error = exc.error if isinstance(exc, WriteError) else exc
+        raise _cannot_write(name, error) from None
     finally:
         if reader is not None:
             reader.release()
         if old is not None:
             old.close()
         if writer is not None:
-            writer.close()
+            writer.abort()
         if not installed:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cannot_write(name: str, exc: OSError) -> VolumeError:
+    return VolumeError(
+        f"cannot write volume {name!r} in {volumes_dir()}: {exc.strerror or exc}; "
+        "the volume is unchanged"
+    )
 
 
 def _nothing_to_ingest(root: str, is_dir: bool, scan: Scan, reader: _Reader) -> str:

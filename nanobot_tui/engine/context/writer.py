@@ -9,10 +9,11 @@ from the previous volume's text.bin, its line starts shifted to their new place.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,58 +79,106 @@ def _char_cut(buf: bytes) -> int:
 # -- the writer ----------------------------------------------------------------------------
 
 
+class WriteError(Exception):
+    """Writing the new volume's files failed (a full disk, a quota): the sources are not
+    at fault. Not an OSError, so that no reader takes it for an unreadable source."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(exc) from exc
+
+
+def _open_out(path: Path) -> BinaryIO:
+    """Open one of the volume's files for writing (one place, so tests can fill the disk)."""
+    return open(path, "wb", buffering=1 << 20)
+
+
 class TextWriter:
-    """Appends file texts to text.bin and their line starts to lines.npy."""
+    """Appends file texts to text.bin and their line starts to lines.npy. Every failure
+    to write raises WriteError."""
 
     def __init__(self, folder: Path) -> None:
-        self.text = open(folder / TEXT, "wb", buffering=1 << 20)  # noqa: SIM115
-        self.lines = open(folder / LINES, "wb", buffering=1 << 20)  # noqa: SIM115
-        self.lines.write(npy_header("<u8", (0,)))
-        self.lines.write(np.zeros(1, "<u8").tobytes())
+        with _writing():
+            self.text = _open_out(folder / TEXT)
+            try:
+                self.lines = _open_out(folder / LINES)
+            except BaseException:
+                self.text.close()
+                raise
+        self._closed = False
         self.offset = 0
         self.n_lines = 0
+        with _writing():
+            self.lines.write(npy_header("<u8", (0,)))
+            self.lines.write(np.zeros(1, "<u8").tobytes())
 
     def mark(self) -> tuple[int, int]:
         return self.offset, self.n_lines
 
     def rollback(self, mark: tuple[int, int]) -> None:
         self.offset, self.n_lines = mark
-        self.text.seek(self.offset)
-        self.text.truncate()
-        self.lines.seek(HEADER_BYTES + 8 * (self.n_lines + 1))
-        self.lines.truncate()
+        with _writing():
+            self.text.seek(self.offset)
+            self.text.truncate()
+            self.lines.seek(HEADER_BYTES + 8 * (self.n_lines + 1))
+            self.lines.truncate()
 
     def piece(self, data: bytes | memoryview) -> None:
         """Text that is valid UTF-8: written, and every newline in it ends a line."""
         if not len(data):
             return
         nl = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-        self.text.write(data)
-        if len(nl):
-            ends = (nl + (self.offset + 1)).astype("<u8")
-            self.lines.write(ends.data.cast("B"))
-            self.n_lines += len(nl)
+        with _writing():
+            self.text.write(data)
+            if len(nl):
+                ends = (nl + (self.offset + 1)).astype("<u8")
+                self.lines.write(ends.data.cast("B"))
+        self.n_lines += len(nl)
         self.offset += len(data)
 
     def reuse(self, text: memoryview, ends: np.ndarray, old_offset: int) -> None:
         """A file's text and its line ends (positions after each "\\n") from an old volume."""
         shifted = (ends.astype(np.int64) + (self.offset - old_offset)).astype("<u8")
-        self.text.write(text)
-        self.lines.write(shifted.data.cast("B"))
+        with _writing():
+            self.text.write(text)
+            self.lines.write(shifted.data.cast("B"))
         self.offset += len(text)
         self.n_lines += len(ends)
 
     def finish(self) -> None:
-        self.lines.seek(0)
-        self.lines.write(npy_header("<u8", (self.n_lines + 1,)))
-        for fh in (self.text, self.lines):
-            fh.flush()
-            if FSYNC:
-                os.fsync(fh.fileno())
+        with _writing():
+            self.lines.seek(0)
+            self.lines.write(npy_header("<u8", (self.n_lines + 1,)))
+            for fh in (self.text, self.lines):
+                fh.flush()
+                if FSYNC:
+                    os.fsync(fh.fileno())
 
     def close(self) -> None:
-        self.text.close()
-        self.lines.close()
+        """Flush and close both files (WriteError if the last bytes cannot be written)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with _writing():
+                self.text.close()
+        finally:
+            with _writing():
+                self.lines.close()
+
+    def abort(self) -> None:
+        """Close both files, dropping what could not be written: the work folder they are
+        in is about to be removed."""
+        with contextlib.suppress(WriteError):
+            self.close()
 
 
 def _open_source(path: str) -> BinaryIO:

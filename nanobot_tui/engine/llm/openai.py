@@ -93,18 +93,12 @@ class LLMClient(TransportClient):
         retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        base = base_url.rstrip("/")
-        if base.endswith("/v1"):
-            self._root, self._api = base[:-3], base
-        else:
-            self._root, self._api = base, base + "/v1"
-        self.base_url = base
+        self.move_to(base_url)
         self.model = model
         self._key = Secret(api_key) if api_key else None
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._chat_url = self._api + "/chat/completions"
         self._transport = Transport(
             _RULES,
             self._root,
@@ -115,6 +109,17 @@ class LLMClient(TransportClient):
             retries=retries,
             transport=transport,
         )
+
+    def move_to(self, base_url: str) -> None:
+        """Send every later request to `base_url` (a restarted server on a new port): the
+        agents and samplers that hold this client follow it."""
+        base = base_url.rstrip("/")
+        if base.endswith("/v1"):
+            self._root, self._api = base[:-3], base
+        else:
+            self._root, self._api = base, base + "/v1"
+        self.base_url = base
+        self._chat_url = self._api + "/chat/completions"
 
     def __repr__(self) -> str:
         key = "'***'" if self._key else "None"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -34,6 +35,24 @@ from nanobot_tui.engine.llm.errors import (
 )
 
 __all__ = ["ApiRules", "Secret", "StatusErrorFactory", "Transport", "TransportClient"]
+
+# A JSON escape of a UTF-16 surrogate. A pair becomes one character when parsed; a lone
+# one stays a lone surrogate, which no UTF-8 writer (stdout, a session file) accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
+
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +232,15 @@ class Transport:
     def decode(self, response: httpx.Response, url: str) -> Any:
         """The response's JSON body; `ResponseFormatError` when it is not JSON."""
         try:
-            return json.loads(response.content)
+            value = json.loads(response.content)
         except ValueError as exc:
             raise ResponseFormatError(
                 f"{url}: malformed JSON from the server ({exc}): "
                 f"{self.scrub(clip(one_line(response.text)))}"
             ) from None
+        if _SURROGATE_ESCAPE_BYTES.search(response.content):
+            value = _without_lone_surrogates(value)
+        return value
 
     def stream_object(self, url: str, data: str, what: str) -> dict[str, Any]:
         """One SSE data line's JSON object (`what` names it in errors: 'stream chunk')."""
@@ -232,6 +254,8 @@ class Transport:
             raise ResponseFormatError(
                 f"{url}: {what} is not a JSON object: {self.scrub(clip(data))}"
             )
+        if _SURROGATE_ESCAPE.search(data):
+            value = _without_lone_surrogates(value)
         return value
 
     def stream_error(self, url: str, data: str, *, typed: bool = False) -> ServerError:

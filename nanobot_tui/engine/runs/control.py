@@ -8,9 +8,11 @@ holds the holder's pid, for the error message.
 
 Stopping. `nanobot pause` writes "pause" to runs/<id>/control and sends SIGUSR1;
 `nanobot cancel` writes "cancel" and sends SIGTERM. The runner's handlers set a request
-that the scheduler checks after every step: it finishes the step in hand, commits, and
-ends with status paused or cancelled. A SIGTERM without a cancel request (a shutdown, a
-plain `kill`) or a SIGINT stops the run the same way with status "stopped": resumable.
+that the scheduler checks after every step, and a real model's vote in flight every
+0.1 s (session.py: its requests are cancelled, the step is left pending, for a resume
+to vote again); it commits and ends with status paused or cancelled. A SIGTERM without
+a cancel request (a shutdown, a plain `kill`) or a SIGINT stops the run the same way with
+status "stopped": resumable.
 
 Detaching. `spawn_worker` starts `python -m nanobot_tui.engine.runs.worker RUN_ID`
 in a new session (setsid: no controlling terminal, so a closed terminal or SSH session
@@ -303,8 +305,8 @@ WAIT_S = 30.0  # how long pause_run and cancel_run wait for the runner to stop
 def pause_run(run_id: str, *, wait: float = WAIT_S) -> str:
     """Pause run `run_id` (or a unique prefix) after its current step, waiting up to
     `wait` seconds for its runner to stop; return the line saying what became of it.
-    RunNotFound or StoreError when it cannot be read, RunError when it is finished or
-    its runner came or went just then."""
+    RunNotFound or StoreError when it cannot be read, RunError when it is finished, its
+    runner came or went just then, or its runner did not stop within `wait`."""
     return _ask(run_id, PAUSE, wait)
 
 
@@ -336,7 +338,10 @@ def _ask(run_id: str, request: str, wait: float) -> str:
         if now.pid is None or now.status != "running":
             return f"run {rid}: {now.status}" + (f" ({now.reason})" if now.reason else "")
         time.sleep(0.1)
-    return f"run {rid}: asked its runner (pid {st.pid}) to {request}; it is finishing a step"
+    raise RunError(
+        f"run {rid}: asked its runner (pid {st.pid}) to {request}, but it has not stopped "
+        f"within {wait:g} s (see {log_path(rid)})"
+    )
 
 
 def run_status(run_id: str) -> RunStatus:

@@ -73,13 +73,15 @@ async def execute(
     """Run (or resume) `run_id` to its end or until stopped; return its status.
 
     `monitor` is fed every step (the vote counter pane); `stop` (or `control.stop()`)
-    ends the run cleanly after the current step with status "stopped", `control.pause()`
-    / `control.cancel()` with "paused" / "cancelled". `sampler` replaces the spec's real
-    sampler; `health` tells when its dead model server is back (default: see
-    `server_health`); `budgets` replace the spec's for this session. RunLocked if
-    another runner has the run, RunError if it cannot run (cancelled, unreadable)."""
+    ends the run cleanly with status "stopped", `control.pause()` / `control.cancel()`
+    with "paused" / "cancelled": after the current step, or at once for a real model's
+    step in flight (its requests cancelled, the step left pending for a resume).
+    `sampler` replaces the spec's real sampler; `health` tells when its dead model
+    server is back (default: see `server_health`); `budgets` replace the spec's for this
+    session. RunLocked if another runner has the run, RunError if it cannot run
+    (cancelled, unreadable), StoreDamaged if its database file is damaged."""
     rid = resolve_run_id(run_id)
-    with RunLock(rid), RunStore.open(rid, readonly=True) as reader:
+    with RunLock(rid), RunStore.open(rid, readonly=True, locked=True) as reader:
         meta = reader.meta()
         spec = reader.spec
         state = meta.get("status")
@@ -283,8 +285,8 @@ async def _drive(s: Session) -> tuple[str, str]:
             await run_in_order(s, first)
     except Failed as exc:
         return "failed", str(exc)
-    except Stopped:
-        return _requested(s.control)
+    except Stopped:  # a request, or the time budget (then `ending` says so)
+        return s.ending or _requested(s.control)
     if s.ending is not None:
         return s.ending
     if s.control.request is not None:

@@ -11,6 +11,13 @@ it) or escalated (the run fails with the reason), as the spec says. A real model
 server that dies shows up as a round of samples all red-flagged `error`: the runner waits
 until the server answers /health again (the ServerManager restarts it) and votes the step
 again, without counting an attempt.
+
+Stopping mid-step. A real model's vote can take minutes (every sample up to a token
+cap's worth of decoding): it is awaited through `interruptible`, which cancels it (and
+so its requests in flight) as soon as a pause, cancel or stop is asked for or the
+session's time budget runs out; the step is then not written, so a resume votes it
+again. A real model's vote also ends after `RED_ROUNDS` rounds in a row in which every
+sample was red-flagged, and the step's error says so.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ from nanobot_tui.engine.voting.samples import RED_ERROR, Forking, Retrying, Samp
 HEARTBEAT_S = 2.0
 SERVER_WAIT_S = 300.0  # how long a run waits for a dead model server to come back
 MAX_LAG = 8  # batches the writer may fall behind before the runner waits for it
+STOP_POLL_S = 0.1  # how often a real model's vote in flight checks for a stop
+CANCEL_WAIT_S = 5.0  # how long a cancelled vote is given to let go of its requests
+RED_ROUNDS = 5  # a real model's vote ends after this many rounds with no valid sample
 
 Health = Callable[[], Awaitable[bool]]
 PlainRun = tuple[int, int, int, int]  # first step, last step, rounds, samples
@@ -85,6 +95,16 @@ class Watch:
 
 def unwrapped(sampler: Sampler) -> Sampler:
     return sampler.inner if isinstance(sampler, Watch) else sampler
+
+
+def red_flagged(record: StepRecord) -> str:
+    """The problem of a vote that ended because its samples were all red-flagged."""
+    flags = ", ".join(f"{why} {n:,}" for why, n in sorted(record.red_flags.items()))
+    if record.valid == 0:
+        what = f"all {record.samples:,} samples of {record.rounds:,} rounds were red-flagged"
+    else:
+        what = f"the last {record.red_rounds:,} rounds drew only red-flagged samples"
+    return f"red_flagged: {what} ({flags})"
 
 
 def cfg_for(cfg: VoteConfig, attempt: int) -> VoteConfig:
@@ -138,6 +158,8 @@ class Session:
     def __post_init__(self) -> None:
         storage = self.meta.get("storage") or {}
         self.cfg = self.spec.vote
+        if not self.sampler.simulated and self.cfg.max_red_rounds is None:
+            self.cfg = replace(self.cfg, max_red_rounds=RED_ROUNDS)
         self.simulated = self.sampler.simulated
         self.canonical = bool(storage.get("canonical_inputs"))
         self.truth_answers = bool(storage.get("truth_answers"))
@@ -183,6 +205,34 @@ class Session:
             return f"budget: {b.seconds:g} s of wall time used in this session"
         return None
 
+    def stop_asked(self) -> bool:
+        """Whether the session must stop now: a pause, cancel or stop was asked for, or
+        its time budget ran out (then `ending` says so)."""
+        if self.control.request is not None:
+            return True
+        b = self.budgets
+        if b.seconds is not None and perf_counter() - self.t0 >= b.seconds:
+            if self.ending is None:
+                self.ending = ("stopped", self.over_budget(steps=False) or "budget")
+            return True
+        return False
+
+    async def interruptible(self, work: Awaitable[StepRecord]) -> StepRecord:
+        """Await a real model's vote, or cancel it (its requests in flight with it) and
+        raise Stopped as soon as `stop_asked`: the step stays pending."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
+                if done:
+                    return task.result()
+                if self.stop_asked():
+                    raise Stopped
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
+
     async def heartbeat(self) -> None:
         """Prove the runner alive (and show what it is on) while steps are slow."""
         while True:
@@ -209,7 +259,9 @@ class Session:
             if isinstance(sampler, Watch):
                 sampler.drawn.clear()
             try:
-                return await vote(sampler, step, cfg)
+                if self.simulated:
+                    return await vote(sampler, step, cfg)
+                return await self.interruptible(vote(sampler, step, cfg))
             except ServerDown as exc:
                 self.server_waits += 1
                 await self.wait_for_server(str(exc))
@@ -220,7 +272,7 @@ class Session:
         deadline = perf_counter() + SERVER_WAIT_S
         await asyncio.sleep(0.25)
         while perf_counter() < deadline:
-            if self.control.request is not None:
+            if self.stop_asked():
                 raise Stopped
             with contextlib.suppress(Exception):
                 if await self.health():
@@ -232,6 +284,9 @@ class Session:
         """(answer to go on from, problem): the truth for a simulated sampler, else the
         winner, which must hand on a valid state. problem: "reason: message"."""
         if not record.decided:
+            most = self.cfg.max_red_rounds
+            if most is not None and record.red_rounds >= most:
+                return None, red_flagged(record)
             return None, (
                 f"undecided: no answer {self.cfg.k} votes ahead after {record.rounds} rounds"
             )

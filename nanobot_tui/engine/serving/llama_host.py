@@ -3,7 +3,9 @@
 Run as `python -m nanobot_tui.engine.serving.llama_host -m MODEL.gguf --port N ...`: it takes the
 llama-server flags the server manager uses, starts `xllamacpp.Server` listening on HTTP
 itself, and serves until SIGTERM or SIGINT. The manager treats it exactly like the real
-binary: same argv tail, same /health, same OpenAI-compatible API.
+binary: same argv tail, same environment variables for the API key and CORS
+(`LLAMA_API_KEY`, `LLAMA_ARG_CORS_ORIGINS`, `LLAMA_ARG_CORS_CREDENTIALS`: the key stays
+out of argv, where any local user could read it), same /health, same OpenAI-compatible API.
 """
 
 from __future__ import annotations
@@ -32,11 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embeddings", action="store_true", help="embedding-only server")
     parser.add_argument("--jinja", action="store_true", help="use the model's chat template")
     parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LLAMA_API_KEY", ""),
+        help="the key every request but /health must carry (env LLAMA_API_KEY)",
+    )
+    parser.add_argument(
+        "--cors-origins",
+        default=os.environ.get("LLAMA_ARG_CORS_ORIGINS", "*"),
+        help="allowed CORS origins, comma-separated (env LLAMA_ARG_CORS_ORIGINS)",
+    )
+    parser.add_argument(
+        "--no-cors-credentials",
+        dest="cors_credentials",
+        action="store_false",
+        default=_truthy(os.environ.get("LLAMA_ARG_CORS_CREDENTIALS", "true")),
+        help="do not allow credentials in CORS requests (env LLAMA_ARG_CORS_CREDENTIALS)",
+    )
+    parser.add_argument(
         "--pooling",
         choices=("none", "mean", "cls", "last", "rank"),
         help="embedding pooling; chat models carry none, and /v1/embeddings needs one",
     )
     return parser
+
+
+def _truthy(value: str) -> bool:
+    """llama.cpp's reading of a boolean environment variable."""
+    return value.strip().lower() not in ("false", "0", "off", "disabled", "no")
 
 
 def die_with_parent() -> None:
@@ -88,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if args.alias:
         params.model_alias = {args.alias}
+    if args.api_key:
+        params.api_keys = [key.strip() for key in args.api_key.split(",") if key.strip()]
+    params.cors_origins = args.cors_origins
+    params.cors_origins_explicit = args.cors_origins != "*"
+    params.cors_credentials = args.cors_credentials
 
     # SIGTERM and SIGINT keep (or get back) their default action: the kernel ends the
     # process at once, also while the model is still loading inside Server(), which a

@@ -6,6 +6,11 @@ own process group on a free 127.0.0.1 port; the manager waits on /health (503 wh
 loading), fails fast with the server's last log lines if it exits, restarts a crashed
 server, stops everything with SIGTERM to the group then SIGKILL, and records pids so that
 servers left behind by a crashed nanobot are reaped on the next start.
+
+Each server takes requests only with the API key this manager made (a fresh random one per
+manager, handed over in the environment, never in argv or the log), and allows no other
+web origin (CORS): a web page that finds the port cannot use the model. Every client the
+manager hands out, and its own /metrics polls, carry the key.
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 
@@ -32,9 +38,11 @@ import psutil
 from nanobot_tui import paths
 from nanobot_tui.atomic import write_atomic
 from nanobot_tui.engine.llm.openai import LLMClient
+from nanobot_tui.engine.serving import metrics
 from nanobot_tui.engine.serving.slots import ServerSpec
+from nanobot_tui.engine.serving.status import EventSink, ServerEvent, ServerState, ServerStatus
 from nanobot_tui.errors import NanobotError
-from nanobot_tui.units import human_bytes
+from nanobot_tui.units import format_seconds, human_bytes
 
 HOST = "127.0.0.1"
 HOST_MODULE = "nanobot_tui.engine.serving.llama_host"
@@ -109,65 +117,22 @@ def server_args(spec: ServerSpec, port: int, threads: int) -> list[str]:
     return args
 
 
+def server_env(api_key: str, origin: str) -> dict[str, str]:
+    """What a server reads from its environment, llama-server's variables (the embedded
+    host reads the same): the key requests must carry, and CORS off, the only origin
+    allowed being the server's own, with no credentials. A llama-server too old for the
+    CORS variables ignores them; the key it has read since 2024."""
+    return {
+        "LLAMA_API_KEY": api_key,
+        "LLAMA_ARG_CORS_ORIGINS": origin,
+        "LLAMA_ARG_CORS_CREDENTIALS": "false",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
-
-
-# --- status and events ----------------------------------------------------------------
-
-
-class ServerState(StrEnum):
-    STARTING = "starting"  # process spawned, not answering yet
-    LOADING = "loading"  # answering 503 while the model loads
-    READY = "ready"
-    RESTARTING = "restarting"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    """A snapshot of one server, for the meter, doctor and --json."""
-
-    label: str
-    slots: tuple[str, ...]
-    model: str
-    model_path: str
-    state: ServerState
-    port: int
-    pid: int | None
-    tokens_per_s: float  # generated tokens per second over the last sampling interval
-    in_flight: int  # requests being processed
-    restarts: int
-    message: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "label": self.label,
-            "slots": list(self.slots),
-            "model": self.model,
-            "modelPath": self.model_path,
-            "state": str(self.state),
-            "port": self.port,
-            "pid": self.pid,
-            "tokensPerSecond": round(self.tokens_per_s, 1),
-            "inFlight": self.in_flight,
-            "restarts": self.restarts,
-            "message": self.message,
-        }
-
-
-@dataclass(frozen=True)
-class ServerEvent:
-    """Published on every state change; the UI turns it into a message."""
-
-    status: ServerStatus
-    message: str
-
-
-EventSink = Callable[[ServerEvent], None]
 
 
 # --- one server -----------------------------------------------------------------------
@@ -175,7 +140,7 @@ EventSink = Callable[[ServerEvent], None]
 
 @dataclass
 class _Counters:
-    predicted_total: float = 0.0
+    predicted_total: float = 0.0  # tokens generated so far, in-flight requests' included
     at: float = 0.0
 
 
@@ -186,13 +151,18 @@ class ManagedServer:
     port: int
     log_path: Path
     threads: int
+    api_key: str = field(default="", repr=False)
     state: ServerState = ServerState.STOPPED
     process: asyncio.subprocess.Process | None = None
-    restarts: int = 0
+    restarts: int = 0  # crash restarts over the manager's life, for the meter
+    # When the recent crash restarts were (monotonic): the supervisor gives up only after
+    # `max_restarts` of them within `restart_window` seconds.
+    recent_restarts: deque[float] = field(default_factory=deque)
     tokens_per_s: float = 0.0
     in_flight: int = 0
     message: str = ""
     stopping: bool = False
+    supervisor: asyncio.Task[None] | None = None  # waits for the process to end
     counters: _Counters = field(default_factory=_Counters)
 
     @property
@@ -238,6 +208,7 @@ class ManagedServer:
             # stops the servers in order, and one killpg reaches everything a server spawns.
             self.process = await asyncio.create_subprocess_exec(
                 *command,
+                env={**os.environ, **server_env(self.api_key, self.base_url)},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -313,16 +284,21 @@ class ServerManager:
         health_timeout: float = 300.0,
         stop_timeout: float = 5.0,
         max_restarts: int = 5,
+        restart_window: float = 600.0,
         threads: int | None = None,
         stats_interval: float = 1.0,
     ) -> None:
+        """A server that crashes is restarted, unless it crashed `max_restarts` times in
+        the last `restart_window` seconds: then it is left down (FAILED) until `restart`."""
         self.runtime = runtime
         self.health_timeout = health_timeout
         self.stop_timeout = stop_timeout
         self.max_restarts = max_restarts
+        self.restart_window = restart_window
         self.stats_interval = stats_interval
         self.on_event = on_event
         self._stopped = False
+        self._api_key = secrets.token_urlsafe(32)
         threads = threads or os.cpu_count() or 1
         self.servers = [
             ManagedServer(
@@ -331,13 +307,15 @@ class ServerManager:
                 port=0,
                 log_path=paths.logs_dir() / f"server-{spec.label}.log",
                 threads=threads,
+                api_key=self._api_key,
             )
             for spec in specs
         ]
         self._by_slot: dict[str, ManagedServer] = {
             slot: server for server in self.servers for slot in server.spec.slots
         }
-        self._http = httpx.AsyncClient(verify=False)  # loopback http only: no SSL context
+        # Loopback http only: no SSL context. /health is open; /metrics wants the key.
+        self._http = httpx.AsyncClient(verify=False, headers=self.auth_headers)
         self._clients: dict[str, LLMClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._pid_file = paths.run_dir() / f"servers-{os.getpid()}.json"
@@ -381,6 +359,16 @@ class ServerManager:
         await self._http.aclose()
         self._pid_file.unlink(missing_ok=True)
 
+    @property
+    def api_key(self) -> str:
+        """The key these servers want (kept out of repr, argv and the logs)."""
+        return self._api_key
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The header a request to these servers must carry (for a raw HTTP client)."""
+        return {"Authorization": f"Bearer {self._api_key}"}
+
     def server_for(self, slot: str) -> ManagedServer:
         return self._by_slot[slot]
 
@@ -392,11 +380,42 @@ class ServerManager:
         server = self.server_for(slot)
         key = server.spec.label
         if key not in self._clients:
-            self._clients[key] = LLMClient(server.base_url, model=server.spec.model_id)
+            self._clients[key] = LLMClient(
+                server.base_url, api_key=self._api_key, model=server.spec.model_id
+            )
         return self._clients[key]
 
     def statuses(self) -> list[ServerStatus]:
         return [server.status() for server in self.servers]
+
+    async def restart(self, slot: str | None = None) -> list[str]:
+        """Start again the server behind `slot`, or every server that is down (FAILED), with
+        a fresh count of crash restarts; return the labels of those restarted. A server on
+        its way up already is left to it. Raises ServerStartError if one cannot start."""
+        if self._stopped:
+            raise ServerStartError("the model servers have been stopped")
+        coming_up = (ServerState.STARTING, ServerState.LOADING, ServerState.RESTARTING)
+        if slot is not None:
+            targets = [self.server_for(slot)]
+        else:
+            targets = [s for s in self.servers if s.state is ServerState.FAILED]
+        done = []
+        for server in targets:
+            if server.state in coming_up:
+                continue
+            if server.supervisor is not None:  # this end is asked for: no crash restart
+                server.supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await server.supervisor
+            server.stopping = True
+            await server.terminate(self.stop_timeout)
+            server.recent_restarts.clear()
+            self._set_state(server, ServerState.RESTARTING, "restarting, as asked…")
+            error = await self._start_again(server)
+            if error is not None:
+                raise error
+            done.append(server.spec.label)
+        return done
 
     async def __aenter__(self) -> ServerManager:
         await self.start()
@@ -411,19 +430,34 @@ class ServerManager:
         server.stopping = False
         if server.port == 0:
             server.port = free_port()
+        client = self._clients.get(server.spec.label)
+        if client is not None and client.base_url != server.base_url:
+            client.move_to(server.base_url)  # whoever holds the client follows the server
+        server.counters = _Counters()  # a new process counts its tokens from 0
         self._set_state(server, ServerState.STARTING, "starting…")
         await server.spawn()
-        self._record_pids()
+        try:
+            self._record_pids()
+        except ServerStartError:  # a full disk: stop what nothing would know to clean up
+            await server.terminate(self.stop_timeout)
+            raise
         size = human_bytes(server.spec.size_bytes)
-        await server.wait_healthy(
-            self._http,
-            self.health_timeout,
-            lambda: self._set_state(server, ServerState.LOADING, f"loading the model ({size})…"),
-        )
+        try:
+            await server.wait_healthy(
+                self._http,
+                self.health_timeout,
+                lambda: self._set_state(
+                    server, ServerState.LOADING, f"loading the model ({size})…"
+                ),
+            )
+        except ServerStartError:
+            await server.terminate(self.stop_timeout)  # one not healthy in time may still run
+            raise
         self._set_state(server, ServerState.READY, f"ready on port {server.port}")
-        self._tasks.append(
-            asyncio.create_task(self._supervise(server), name=f"supervise-{server.spec.label}")
+        server.supervisor = asyncio.create_task(
+            self._supervise(server), name=f"supervise-{server.spec.label}"
         )
+        self._tasks.append(server.supervisor)
 
     async def _supervise(self, server: ManagedServer) -> None:
         """Wait for the process to end; if nobody asked it to, restart it."""
@@ -432,33 +466,47 @@ class ServerManager:
         if server.stopping:
             return
         tail = server.log_tail(4)
-        if server.restarts >= self.max_restarts:
+        now = time.monotonic()
+        recent = server.recent_restarts
+        while recent and now - recent[0] > self.restart_window:
+            recent.popleft()
+        if len(recent) >= self.max_restarts:
             self._set_state(
                 server,
                 ServerState.FAILED,
-                f"exited with code {code}; gave up after {server.restarts} restarts",
+                f"down: exited with code {code} after {len(recent)} restarts in "
+                f"{format_seconds(self.restart_window)}",
             )
             return
+        recent.append(now)
         server.restarts += 1
         self._set_state(
             server,
             ServerState.RESTARTING,
-            f"crashed (exit code {code}); restarting, attempt {server.restarts}"
+            f"crashed (exit code {code}); restarting, attempt {len(recent)}"
             + (f": {tail.splitlines()[-1]}" if tail else ""),
         )
-        await asyncio.sleep(min(0.2 * 2 ** (server.restarts - 1), 5.0))
+        await asyncio.sleep(min(0.2 * 2 ** (len(recent) - 1), 5.0))
+        await self._start_again(server)
+
+    async def _start_again(self, server: ManagedServer) -> ServerStartError | None:
+        """Start a server that was running; on failure it is down (FAILED) and the error
+        is returned."""
         try:
             await self._start_one(server)
-        except ServerStartError as exc:
+        except ServerStartError:
             # The port may have been taken meanwhile: one more try on a fresh one.
             server.port = free_port()
             try:
                 await self._start_one(server)
-            except ServerStartError:
-                self._set_state(server, ServerState.FAILED, str(exc))
+            except ServerStartError as exc:
+                self._set_state(server, ServerState.FAILED, f"down: {exc}")
+                return exc
+        return None
 
     async def _sample_stats(self) -> None:
-        """Tokens/s and requests in flight per server, from /metrics, chained polls."""
+        """Tokens/s and requests in flight per server, from /metrics and /slots, chained
+        polls."""
         while True:
             await asyncio.gather(*(self._sample_one(s) for s in self.servers))
             await asyncio.sleep(self.stats_interval)
@@ -467,19 +515,19 @@ class ServerManager:
         if server.state is not ServerState.READY:
             server.tokens_per_s = 0.0
             server.in_flight = 0
+            server.counters = _Counters()
             return
-        try:
-            response = await self._http.get(f"{server.base_url}/metrics", timeout=2.0)
-        except httpx.HTTPError:
+        sample = await metrics.sample(self._http, server.base_url)
+        if sample is None:
             return
-        metrics = parse_metrics(response.text)
+        total, server.in_flight = sample
         now = time.monotonic()
-        total = metrics.get("llamacpp:tokens_predicted_total", 0.0)
         counters = server.counters
-        if counters.at and total >= counters.predicted_total:
+        if counters.at and total < counters.predicted_total:
+            return  # a request ended between the reads: the next poll spans both intervals
+        if counters.at:
             server.tokens_per_s = (total - counters.predicted_total) / (now - counters.at)
         server.counters = _Counters(total, now)
-        server.in_flight = int(metrics.get("llamacpp:requests_processing", 0))
 
     def _set_state(self, server: ManagedServer, state: ServerState, message: str) -> None:
         server.state = state
@@ -496,21 +544,14 @@ class ServerManager:
                 created = psutil.Process(server.pid).create_time()
                 entries.append({"pid": server.pid, "created": created, "port": server.port})
         owner = {"pid": os.getpid(), "created": psutil.Process().create_time()}
-        paths.ensure(self._pid_file.parent)
         record = json.dumps({"owner": owner, "servers": entries})
-        write_atomic(self._pid_file, record, mode=0o644)
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text format, the plain `name value` lines llama.cpp writes."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            values[name] = float(value.split()[0])
-    return values
+        try:
+            paths.ensure(self._pid_file.parent)
+            write_atomic(self._pid_file, record, mode=0o644)
+        except OSError as exc:
+            raise ServerStartError(
+                f"cannot record the model servers in {self._pid_file}: {exc.strerror or exc}"
+            ) from None
 
 
 def _alive(pid: int, created: float) -> bool:

@@ -86,6 +86,10 @@ class Workbench:
     def statuses(self) -> list[ServerStatus]:
         return self.manager.statuses()
 
+    async def restart(self, slot: SlotName | None = None) -> list[str]:
+        """Start again `slot`'s server, or every one that is down; the labels restarted."""
+        return await self.manager.restart(slot)
+
     async def __aenter__(self) -> Workbench:
         await self.start()
         return self

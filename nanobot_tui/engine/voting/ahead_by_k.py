@@ -34,6 +34,10 @@ class VoteConfig:
     temperature_rest: float = 0.1
     token_cap: int = DEFAULT_TOKEN_CAP  # for samplers: longer answers are red-flagged
     paraphrase_after_rounds: int | None = None  # rounds after this use paraphrase 1, 2, ...
+    # This many rounds in a row with no valid sample end the vote undecided (None: no such
+    # bound): a model that only ever answers out of format would otherwise be asked until
+    # max_rounds, at up to a token cap's worth of decoding per sample.
+    max_red_rounds: int | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -42,6 +46,8 @@ class VoteConfig:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples must be >= 1, got {self.max_samples}")
+        if self.max_red_rounds is not None and self.max_red_rounds < 1:
+            raise ValueError(f"max_red_rounds must be >= 1, got {self.max_red_rounds}")
 
 
 @dataclass(slots=True)
@@ -60,6 +66,7 @@ class StepRecord:
     prompt_tokens: int = 0
     latency_s: float = 0.0  # summed per-sample latency (model time)
     wall_s: float = 0.0  # wall time of the whole vote
+    red_rounds: int = 0  # rounds in a row, at the end, that drew no valid sample
 
     @property
     def valid(self) -> int:
@@ -91,6 +98,8 @@ async def vote(sampler: Sampler, step: Step, cfg: VoteConfig) -> StepRecord:
     max_rounds = cfg.max_rounds
     max_samples = cfg.max_samples
     after = cfg.paraphrase_after_rounds
+    max_red = cfg.max_red_rounds
+    dry = 0  # rounds in a row without a valid sample
     votes: dict[Hashable, int] = {}
     red: dict[str, int] = {}
     rounds = samples = ctok = ptok = 0
@@ -102,6 +111,7 @@ async def vote(sampler: Sampler, step: Step, cfg: VoteConfig) -> StepRecord:
         paraphrase = 0 if after is None or rounds <= after else rounds - after
         batch = await sample(step, temps, paraphrase)
         samples += len(batch)
+        dry += 1
         for s in batch:
             ctok += s.completion_tokens
             ptok += s.prompt_tokens
@@ -112,6 +122,7 @@ async def vote(sampler: Sampler, step: Step, cfg: VoteConfig) -> StepRecord:
                 red[reason] = red.get(reason, 0) + 1
             else:
                 votes[key] = votes.get(key, 0) + 1
+                dry = 0
         # Leader and runner-up; ties leave no leader ahead.
         first = second = 0
         leader: Hashable | None = None
@@ -135,9 +146,9 @@ async def vote(sampler: Sampler, step: Step, cfg: VoteConfig) -> StepRecord:
         need = k - margin
         if max_samples is not None:
             need = min(need, max_samples - samples)
-        if rounds >= max_rounds or need <= 0:
+        if rounds >= max_rounds or need <= 0 or (max_red is not None and dry >= max_red):
             return StepRecord(
                 step.index, False, None, None, votes, rounds, samples, red,
-                ctok, ptok, latency, perf_counter() - t0,
+                ctok, ptok, latency, perf_counter() - t0, dry,
             )  # fmt: skip
         temps = [rest] * need

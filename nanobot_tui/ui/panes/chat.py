@@ -19,6 +19,7 @@ from typing import Any
 from rich.text import Text
 from textual import getters, on, work
 from textual.app import ComposeResult
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
@@ -39,10 +40,18 @@ from nanobot_tui.engine.agent.loop import (
 )
 from nanobot_tui.engine.agent.sessions import SessionError, SessionStore
 from nanobot_tui.engine.agent.tools.registry import ToolResult
-from nanobot_tui.engine.llm.errors import LLMError
-from nanobot_tui.engine.serving.manager import ServerEvent, ServerState
+from nanobot_tui.engine.llm.errors import (
+    LLMError,
+    LLMTimeout,
+    RequestError,
+    ResponseFormatError,
+    ServerError,
+    ServerUnavailable,
+)
+from nanobot_tui.engine.serving.status import ServerEvent, ServerState
+from nanobot_tui.text import printable
 from nanobot_tui.ui.engine_app import EngineApp
-from nanobot_tui.ui.format import duration, fit, plural
+from nanobot_tui.ui.format import RESTART_HINT, duration, fit, plural
 from nanobot_tui.ui.messages import EngineState
 from nanobot_tui.ui.screens.sessions import PickedSession, SessionPicker
 from nanobot_tui.ui.widgets.tool_block import Outcome, ToolBlock
@@ -54,20 +63,34 @@ HISTORY_MESSAGES = 120
 # What the loop tells the model after a call it could not read (loop.turn writes it).
 PROBLEM_NOTE = "Tool call error: "
 STOPPED = {"rounds": "tool budget used up", "strikes": "stopped after repeated bad calls"}
+CUT = "✂ cut at the token limit"
 
 log = logging.getLogger(__name__)
 
 
 class UserMessage(Static):
-    pass
+    def __init__(self, content: str, **kwargs: Any) -> None:
+        super().__init__(printable(content), **kwargs)
 
 
 class Answer(Markdown):
-    pass
+    """The model's answer, without terminal control sequences (text.printable)."""
+
+    def __init__(self, markdown: str | None = None, **kwargs: Any) -> None:
+        super().__init__(None if markdown is None else printable(markdown), **kwargs)
+
+    def update(self, markdown: str) -> AwaitComplete:
+        return super().update(printable(markdown))
+
+    def append(self, markdown: str) -> AwaitComplete:
+        return super().append(printable(markdown))
 
 
 class Note(Static):
     """A one-line remark in the transcript: an unreadable call, a compaction, a turn's end."""
+
+    def __init__(self, content: str, **kwargs: Any) -> None:
+        super().__init__(printable(content), **kwargs)
 
 
 def problem_note(problem: str) -> Note:
@@ -80,11 +103,29 @@ def compacted_note(first: int, last: int, summary: str) -> Note:
     return Note(f"⇣ compacted messages {first}–{last}: {short}", classes="compacted", markup=False)
 
 
+def plain_error(exc: LLMError) -> str:
+    """A failed model request as one plain sentence for the chat (the raw text, with its
+    URL and the HTTP library's words, goes to the log)."""
+    if isinstance(exc, ServerUnavailable):
+        return "the model server stopped answering (it may have crashed), so the answer was cut"
+    if isinstance(exc, LLMTimeout):
+        return "the model took too long to answer, so the answer was cut"
+    if isinstance(exc, RequestError):
+        return f"the model server refused the request (HTTP {exc.status})"
+    if isinstance(exc, ServerError):
+        return "the model server failed while answering, so the answer was cut"
+    if isinstance(exc, ResponseFormatError):
+        return "the model server sent an answer that could not be read"
+    return "the model request failed (the log has the details)"
+
+
 def turn_summary(done: TurnDone, wall_s: float) -> str:
     rounds = plural(done.rounds, "round")
     parts = [rounds, f"{done.usage.prompt_tokens:,} prompt tokens", duration(wall_s)]
     if done.stopped:
         parts.append(STOPPED.get(done.stopped, done.stopped))
+    if done.cut:
+        parts.append(CUT)
     return " · ".join(parts)
 
 
@@ -112,7 +153,10 @@ def history_widgets(records: Sequence[dict[str, Any]]) -> list[Widget]:
         elif kind == "message":
             index = next(said)
             following = messages[index + 1] if index + 1 < len(messages) else {}
-            widgets += _message_widgets(record["message"], following, blocks)
+            message = record["message"]
+            if isinstance(record.get("partial"), str):  # a cut answer: what was shown
+                message = {**message, "content": f"{record['partial']}\n\n{message['content']}"}
+            widgets += _message_widgets(message, following, blocks)
     return widgets
 
 
@@ -221,6 +265,7 @@ class ChatPane(Vertical):
         self._answered = False  # the current answer widget got text
         self._blocks: dict[str, ToolBlock] = {}  # this turn's calls by id
         self._wall_s = 0.0  # this turn's rounds, summed
+        self._tokens = 0  # answer tokens streamed in this turn
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="transcript")
@@ -229,7 +274,6 @@ class ChatPane(Vertical):
 
     def on_mount(self) -> None:
         self._title(self.app.session_name)
-        self.prompt.focus()
         self.app.server_signal.subscribe(self, self._server_changed)
         self.app.engine_signal.subscribe(self, self._engine_changed)
 
@@ -247,12 +291,19 @@ class ChatPane(Vertical):
 
     def _server_changed(self, event: ServerEvent) -> None:
         status = event.status
-        if "main" in status.slots and status.state is not ServerState.READY:
+        if "main" not in status.slots:
+            return
+        if status.state is ServerState.FAILED:  # down: say how to bring it back
+            self._status(f"main · {status.model} · {status.message} · {RESTART_HINT}")
+        elif status.state is not ServerState.READY:
             self._status(f"main · {status.model} · {status.message}")
+        elif not self.busy:  # back after a restart: "loading…" is over
+            self._status(f"main · {self._main_name()} · ready")
 
     def _engine_changed(self, state: EngineState) -> None:
         if state.ready:
-            self._status(f"main · {self._main_name()} · ready")
+            if not self.busy:  # a turn's live indicator stays
+                self._status(f"main · {self._main_name()} · ready")
         elif state.error:
             self._status(Text.assemble(("model servers failed: ", "bold red"), state.error))
             if state.detail:
@@ -272,6 +323,7 @@ class ChatPane(Vertical):
         await self.show_user(text)
         self.busy = True
         self.turn += 1
+        self._working("thinking…")
         self.run_turn(text, self.turn)
 
     @work(exclusive=True, group="agent", exit_on_error=False, description="agent turn")
@@ -288,7 +340,8 @@ class ChatPane(Vertical):
         except (RuntimeError, SessionError) as exc:
             note = f"cannot answer: {exc}"
         except LLMError as exc:
-            note = f"error: {exc}"
+            log.warning("agent turn failed: %s", exc)  # the raw text, for the log
+            note = plain_error(exc)
         except Exception as exc:  # a bug must still end the turn with one line, not silence
             log.exception("agent turn failed")
             note = f"error: {type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -310,6 +363,7 @@ class ChatPane(Vertical):
         if message.turn != self.turn:
             return
         self.busy = False
+        self._tokens = 0
         await self._end_answer()
         cancelled = Outcome("cancelled by the user before it finished", False, cancelled=True)
         for block in self._blocks.values():
@@ -324,6 +378,26 @@ class ChatPane(Vertical):
     async def show_user(self, text: str) -> None:
         """The user's message, as the transcript shows it."""
         await self._add(UserMessage(f"› {text}", markup=False))
+
+    def _working(self, doing: str) -> None:
+        """The status line during a turn: what the agent is doing now."""
+        tokens = f" · {plural(self._tokens, 'token')}" if self._tokens else ""
+        self._status(f"main · {self._main_name()} · {doing}{tokens}")
+
+    def _track(self, event: AgentEvent) -> None:
+        """Keep the live indicator up to date with a turn's event."""
+        if isinstance(event, AnswerDelta):
+            self._tokens += 1  # a streamed delta is one token on the servers used here
+            self._working("writing…")
+        elif isinstance(event, ToolCalls):
+            names = ", ".join(dict.fromkeys(call.name for call in event.calls))
+            self._working(f"calling tool {names}")
+        elif isinstance(event, (CallProblem, RoundDone)) or (
+            isinstance(event, ToolDone) and not any(b.running for b in self._blocks.values())
+        ):
+            self._working("thinking…")
+        elif isinstance(event, Compacted):
+            self._working("compacted the conversation, thinking…")
 
     async def show_event(self, event: AgentEvent) -> None:
         """Draw one agent event: the worker's, or one of a replayed event log."""
@@ -354,6 +428,9 @@ class ChatPane(Vertical):
             self._wall_s = 0.0
             await self._add(Note(summary, classes="turn", markup=False))
             self._status(f"main · {self._main_name()} · {summary}")
+            self._tokens = 0
+        if not isinstance(event, TurnDone):
+            self._track(event)
 
     async def _tool_done(self, result: ToolResult) -> None:
         block = self._blocks.get(result.call_id)

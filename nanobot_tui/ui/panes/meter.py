@@ -12,9 +12,10 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
-from nanobot_tui.engine.serving.manager import ServerEvent, ServerState, ServerStatus
+from nanobot_tui.engine.serving.status import ServerEvent, ServerState, ServerStatus
 from nanobot_tui.hardware import HardwareSample, HardwareSampler
 from nanobot_tui.ui.engine_app import EngineApp
+from nanobot_tui.ui.format import RESTART_HINT
 from nanobot_tui.units import human_bytes
 
 BAR_WIDTH = 16
@@ -85,7 +86,7 @@ def hardware_key(sample: HardwareSample) -> tuple[object, ...]:
 
 def render_servers(statuses: list[ServerStatus]) -> Table | Text:
     """Two lines a server, so names fit a narrow column: slots and state, then model and
-    throughput."""
+    throughput; a server that is down adds why and how to restart it."""
     if not statuses:
         return Text("no model servers", style="dim")
     table = Table.grid(padding=(0, 1), expand=True)
@@ -99,6 +100,9 @@ def render_servers(statuses: list[ServerStatus]) -> Table | Text:
             Text(status.model, style="dim"),
             f"{status.tokens_per_s:.0f} tok/s · {status.in_flight} req{restarts}",
         )
+        if status.state is ServerState.FAILED:
+            table.add_row(Text(status.message, style="red"), "")
+            table.add_row(Text(f"restart: {RESTART_HINT}", style="dim"), "")
     return table
 
 
@@ -148,7 +152,16 @@ class HardwareMeter(Vertical):
         self._show_servers()
         self.set_timer(self.INTERVAL, self.take_sample)
 
-    def _server_changed(self, _event: ServerEvent) -> None:
+    def _server_changed(self, event: ServerEvent) -> None:
+        status = event.status
+        if status.state is ServerState.FAILED:
+            why = status.message.removeprefix("down: ")
+            self.app.notify(
+                f"The {status.label} model server is down ({why}). To restart it: {RESTART_HINT}",
+                title="model server down",
+                severity="error",
+                timeout=30,
+            )
         self._show_servers()
 
     def _show_servers(self) -> None:

@@ -359,7 +359,9 @@ class ProcessTree(Vertical):
     def _show_run(self, run_id: str, root: NodeRow, children: list[NodeRow]) -> None:
         """Another run: a new tree, its root expanded with the first page of children."""
         tree = self.run_tree
-        had_focus = self.app.focused is tree
+        # The focus stays on the tree across runs; and a tree that appears in a pane on
+        # screen while nothing has the focus (`nanobot attach` starts so) takes it.
+        had_focus = self.app.focused is tree or (self.app.focused is None and self.display)
         self.run_id = run_id
         self._by_id.clear()
         with self.app.batch_update():

@@ -27,6 +27,7 @@ from textual.worker import get_current_worker
 from nanobot_tui.engine.context.search import SearchError, search
 from nanobot_tui.engine.context.storage import VolumeError, list_volumes
 from nanobot_tui.engine.context.volume import Volume, VolumeFile
+from nanobot_tui.text import printable
 from nanobot_tui.ui.format import human_count, one_line
 from nanobot_tui.ui.screens.viewer import FileViewer
 from nanobot_tui.units import human_bytes
@@ -81,13 +82,13 @@ def build_tree(files: list[VolumeFile]) -> Directory:
 
 def dir_label(folder: Directory) -> Text:
     return Text.assemble(
-        (f"{folder.name}/", "bold"),
+        (printable(f"{folder.name}/"), "bold"),
         (f"  {folder.n_files} files · {human_bytes(folder.size)}", "dim"),
     )
 
 
 def file_label(vfile: VolumeFile) -> Text:
-    name = vfile.path.rsplit("/", 1)[-1]
+    name = printable(vfile.path.rsplit("/", 1)[-1])
     return Text.assemble(name, (f"  {human_bytes(vfile.size)} · {vfile.n_lines:,} lines", "dim"))
 
 
@@ -128,7 +129,7 @@ def search_hit(volume: Volume, hit: SearchHit) -> Hit:
         if 1 <= best <= vfile.n_lines:
             line = best
     label = Text.assemble(
-        (f"{hit.file}:{hit.first_fline}-{hit.last_fline}", "bold"),
+        (printable(f"{hit.file}:{hit.first_fline}-{hit.last_fline}"), "bold"),
         "\n",
         (f"  {one_line(hit.preview, PREVIEW_CHARS)}", "dim"),
     )
@@ -138,7 +139,7 @@ def search_hit(volume: Volume, hit: SearchHit) -> Hit:
 def grep_hit(hit: GrepHit) -> Hit:
     """A line that matched: shown with its place, opened at it."""
     label = Text.assemble(
-        (f"{hit.file}:{hit.fline}:", "bold"), f" {one_line(hit.text, PREVIEW_CHARS)}"
+        (printable(f"{hit.file}:{hit.fline}:"), "bold"), f" {one_line(hit.text, PREVIEW_CHARS)}"
     )
     return Hit(hit.file, hit.fline, label)
 

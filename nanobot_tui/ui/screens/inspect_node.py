@@ -26,6 +26,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Static
 
+from nanobot_tui.text import printable
 from nanobot_tui.ui.format import duration, fit, hbar, millis, plural, status_icon, verdict
 from nanobot_tui.ui.screens.page import PageScreen
 from nanobot_tui.ui.screens.runs import open_run
@@ -54,13 +55,15 @@ def kv_table() -> Table:
 
 
 def compact(value: Any) -> str:
-    """A JSON value on one line, `[1, 0, 2]` style."""
+    """A JSON value on one line, `[1, 0, 2]` style, without control sequences."""
     if isinstance(value, str):
-        return value
+        return printable(value)
     try:
-        return json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+        return printable(
+            json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+        )
     except (TypeError, ValueError):
-        return repr(value)
+        return printable(repr(value))
 
 
 def plain_value(value: Any) -> RenderableType:
@@ -111,9 +114,11 @@ def render_node(row: NodeRow) -> RenderableType:
     else:
         took = "running" if row.started else "–"
     table.add_row("took", took)
-    table.add_row("summary", Text(str(row.summary)) if row.summary else Text("–", style="dim"))
+    table.add_row(
+        "summary", Text(printable(str(row.summary))) if row.summary else Text("–", style="dim")
+    )
     if row.error:
-        table.add_row("error", Text(str(row.error), style="red"))
+        table.add_row("error", Text(printable(str(row.error)), style="red"))
     return section(node_title(row), table)
 
 
@@ -122,9 +127,9 @@ def render_step_node(row: NodeRow, step: StepRow) -> RenderableType:
     table.add_row("status", status_text(step.status))
     table.add_row("index", f"{step.step} (0-based, as the store and the trace count)")
     if row.summary:
-        table.add_row("summary", Text(str(row.summary)))
+        table.add_row("summary", Text(printable(str(row.summary))))
     if step.error or row.error:
-        table.add_row("error", Text(str(step.error or row.error), style="red"))
+        table.add_row("error", Text(printable(str(step.error or row.error)), style="red"))
     return section(node_title(row), table)
 
 
@@ -160,7 +165,7 @@ def render_votes(step: StepRow) -> RenderableType:
             Text("✓" if won else " ", style="bold green"),
             f"{n:,}",
             hbar(n / top, VOTE_BAR, "green" if won else "red"),
-            Text(key, style="bold" if won else ""),
+            Text(printable(key), style="bold" if won else ""),
         )
     counts = sorted(votes.values(), reverse=True)
     margin = counts[0] - (counts[1] if len(counts) > 1 else 0)
@@ -176,7 +181,7 @@ def render_flags(step: StepRow) -> RenderableType:
         return section("red flags", Text("none", style="dim"))
     table = kv_table()
     for reason, n in sorted(flags.items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(Text(reason, style="yellow"), f"{n:,}")
+        table.add_row(Text(printable(reason), style="yellow"), f"{n:,}")
     return section(f"red flags · {sum(flags.values()):,}", table)
 
 
@@ -213,7 +218,7 @@ def render_samples(samples: list[SampleRow]) -> RenderableType:
     table.add_column("tok", justify="right", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     for sample in samples:
-        answer = Text(sample.key if sample.key is not None else "–", style="bold")
+        answer = Text(printable(sample.key) if sample.key is not None else "–", style="bold")
         reply = fit(" ".join((sample.text or "").split()), SAMPLE_TEXT)
         if reply:
             answer.append(f"\n{reply}", "dim")
@@ -221,7 +226,7 @@ def render_samples(samples: list[SampleRow]) -> RenderableType:
             str(sample.attempt),
             str(sample.i + 1),
             answer,
-            Text(sample.red_flag or "", style="yellow"),
+            Text(printable(sample.red_flag or ""), style="yellow"),
             "–" if sample.temperature is None else f"{sample.temperature:.2f}",
             "–" if sample.tokens is None else f"{sample.tokens:,}",
             millis(sample.latency_ms),

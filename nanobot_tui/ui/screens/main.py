@@ -92,7 +92,7 @@ class MainScreen(Screen[None]):
 
     # Textual's auto-focus takes the first focusable widget, shown or not (a pane hidden by
     # the narrow layout, the Process pane's empty tree): keys would go where nobody sees.
-    # The chat focuses its prompt itself; after that the focus is only moved on purpose.
+    # on_mount gives the first focus; after that the focus is only moved on purpose.
     AUTO_FOCUS = ""
 
     BINDINGS = [
@@ -133,6 +133,11 @@ class MainScreen(Screen[None]):
         # `nanobot attach RUN` is about the run: its pane comes first when narrow.
         attached = getattr(self.app, "attached_run", None) and ATTACH_PANE in ids
         self.active_pane = ATTACH_PANE if attached else ids[0] if ids else ""
+        # The first focus, at any width: the chat's prompt, or the run's pane (its keys in
+        # the footer) under `nanobot attach`. Until the run's tree is read that pane has
+        # nothing to focus, so the focus is nowhere; the tree takes it when it shows
+        # (ProcessTree._show_run).
+        self.call_after_refresh(self._focus_pane, self.active_pane)
 
     def on_screen_resume(self) -> None:
         """Back from another screen: a focused widget hidden meanwhile gives the focus up

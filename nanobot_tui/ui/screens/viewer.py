@@ -38,6 +38,7 @@ from textual.widgets import Footer, Header, Input
 from textual.worker import get_current_worker
 
 from nanobot_tui.engine.context.storage import VolumeError
+from nanobot_tui.text import printable
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.volume import Volume, VolumeFile
@@ -49,8 +50,13 @@ MIN_WIDTH = 80  # virtual width before any long line is seen
 MAX_LINE_CHARS = 4000  # longer lines are cut (and not highlighted past this)
 TAB_SIZE = 4
 PLAIN_LANGUAGES = frozenset({"", "text", "log", "txt", "plain"})
-# Control characters would move the terminal's cursor: show them as control pictures.
-_CONTROL = {code: 0x2400 + code for code in range(0x20) if code != 0x09} | {0x7F: 0x2421}
+# Control characters would move the terminal's cursor: show them as control pictures
+# (C0 and DEL), or as U+FFFD (C1: no pictures exist for them).
+_CONTROL = (
+    {code: 0x2400 + code for code in range(0x20) if code != 0x09}
+    | {0x7F: 0x2421}
+    | dict.fromkeys(range(0x80, 0xA0), 0xFFFD)
+)
 
 
 def display_text(text: str) -> str:
@@ -318,7 +324,7 @@ class FileViewer(Screen[None]):
 
     def on_mount(self) -> None:
         vfile = self.vfile
-        self.title = f"{self.volume.name}:{vfile.path}"
+        self.title = printable(f"{self.volume.name}:{vfile.path}")
         self.sub_title = f"{vfile.n_lines:,} lines · {vfile.language or 'text'}"
         self.view.focus()
 

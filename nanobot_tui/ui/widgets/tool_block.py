@@ -24,6 +24,7 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.widgets import Collapsible, Static
 
+from nanobot_tui.text import printable
 from nanobot_tui.ui.format import duration, fit
 from nanobot_tui.units import human_bytes
 
@@ -49,7 +50,7 @@ def call_line(name: str, arguments: str | dict[str, Any] | None) -> Text:
         )
     else:
         shown = fit(" ".join(str(parsed if parsed is not None else "").split()), RAW_ARG_CELLS)
-    return Text.assemble(("▸ ", "dim"), (name, "bold"), f"({shown})")
+    return Text.assemble(("▸ ", "dim"), (printable(name), "bold"), f"({printable(shown)})")
 
 
 def parsed_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -74,7 +75,8 @@ def lexer_for(path: str) -> str | None:
 
 def result_body(content: str, arguments: dict[str, Any], *, dark: bool = True) -> RenderableType:
     """The result as it reads best: numbered file lines highlighted by the file's type,
-    JSON pretty and highlighted, anything else as plain text."""
+    JSON pretty and highlighted, anything else as plain text (control sequences removed)."""
+    content = printable(content)
     theme = "ansi_dark" if dark else "ansi_light"
     path = arguments.get("path")
     if isinstance(path, str) and (lexer := lexer_for(path)):

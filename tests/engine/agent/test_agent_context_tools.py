@@ -167,3 +167,19 @@ async def test_summarize_with_the_real_model(notes: str, llama_server: str) -> N
             assert len(result.content) > len("notes lines 300-302: ")
             too_long = await run(registry, "ctx_summarize", volume="notes", start=1, end=5000)
             assert not too_long.ok and "at most 2,000 at once" in too_long.content
+
+
+async def test_grep_with_a_backtracking_or_unsupported_pattern(tmp_path, store) -> None:
+    """A model's (a+)+$ answers at once (RE2, linear time); lookbehind is a clear error."""
+    from nanobot_tui.engine.context.ingest import ingest
+
+    (tmp_path / "a.txt").write_text(("a" * 64 + "b\n") * 10 + "aaa\n")
+    ingest(tmp_path / "a.txt", name="evil", index=False)
+    registry = ToolRegistry(context_tools(store))
+    result = await run(registry, "ctx_grep", volume="evil", pattern="(a+)+$")
+    assert result.content == "1 hit, file:line [volume line]:\na.txt:11 [11] aaa"
+    result = await run(registry, "ctx_grep", volume="evil", pattern="(?<=a)b")
+    assert not result.ok and result.content == (
+        "error: invalid pattern '(?<=a)b': lookahead and lookbehind are not supported"
+        " (patterns run in linear time, with RE2)"
+    )

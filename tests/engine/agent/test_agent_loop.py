@@ -17,6 +17,7 @@ from nanobot_tui.config import Config, LocalConfig, SlotConfig
 from nanobot_tui.engine.agent.build import build_agent, open_session
 from nanobot_tui.engine.agent.delegate import Delegation, delegate_tool
 from nanobot_tui.engine.agent.loop import (
+    CANCELLED,
     Agent,
     AgentEvent,
     AnswerDelta,
@@ -421,4 +422,4 @@ async def test_a_cancel_while_the_model_answers_keeps_the_turns_alternating() ->
         agent_on(model, echo_registry()), "a slow answer", model.answering
     )
     assert [m["role"] for m in messages] == ["user", "assistant"]
-    assert messages[-1]["content"] == "[cancelled]"
+    assert messages[-1]["content"] == CANCELLED

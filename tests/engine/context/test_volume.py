@@ -253,9 +253,15 @@ GREPS = [
     ("req=4[0-9]{2}", {}),
     ("\ufffd", {}),
     ("日本|😀", {}),
-    ("foo(?!\\()", {}),
-    ("(?<=\\s)beta", {}),
-    ("x++", {}),
+    ("\\wé", {}),
+    ("\\W\\d", {}),
+    ("[\\w]{3}\\S$", {}),
+    ("\\u00e9|\\U0001F600", {}),
+    ("o{,1}k", {}),
+    ("(?P<x>alp)ha", {}),
+    ("[^\\s]{5,}", {}),
+    ("éco", {"ignore_case": True}),
+    ("[a-z]ing", {"ignore_case": True}),
     ("def", {"path_glob": "*.py"}),
     ("o", {"path_glob": "code/*"}),
     ("INFO", {"path_glob": "logs/*.log"}),
@@ -304,6 +310,57 @@ def test_an_invalid_pattern_is_one_clear_line(tree) -> None:
         v.grep("def (foo")
     assert str(err.value).startswith("invalid pattern 'def (foo'")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "lacking"),
+    [
+        ("foo(?!\\()", "lookahead and lookbehind"),
+        ("(?<=\\s)beta", "lookahead and lookbehind"),
+        ("x++", "possessive quantifiers"),
+        ("(a)\\1", "backreferences"),
+        ("(?P<a>x)(?P=a)", "backreferences"),
+        ("(?>ab)", "atomic groups"),
+    ],
+)
+def test_what_a_linear_engine_lacks_is_refused_in_one_line(tree, pattern, lacking) -> None:
+    _, v = tree
+    with pytest.raises(VolumeError) as err:
+        v.grep(pattern)
+    assert str(err.value) == (
+        f"invalid pattern {pattern!r}: {lacking} are not supported"
+        " (patterns run in linear time, with RE2)"
+    )
+
+
+def test_a_backtracking_pattern_runs_in_linear_time(tmp_path: Path, nanobot_home: Path) -> None:
+    """(a+)+$ on a's and then a b backtracks in Python's re for hours (2**n ways); the
+    grep answers, whichever way it searches (whole pieces, the line pattern, the
+    prefilter, ignoring case)."""
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "a.txt").write_text(("a" * 60 + "b\n") * 50 + "aaa\n" + "x" * 60 + "aaaab\n")
+    ingest(src, "evil", index=False)
+    v = Volume.open("evil")
+    assert [h.vline for h in v.grep("(a+)+$").hits] == [51]
+    assert [h.vline for h in v.grep("(a+)+$", ignore_case=True).hits] == [51]
+    assert [h.vline for h in v.grep("(x+x+)+y|a(a|aa)+$").hits] == [51]
+    assert [h.vline for h in v.grep("xxx(x+x+)+$").hits] == []
+    assert [h.vline for h in v.grep("\\B(a|a)+$").hits] == [51]
+
+
+def test_word_edges_on_ascii_words_and_empty_lines(tmp_path: Path, nanobot_home: Path) -> None:
+    """\\b and \\B as in Python on ASCII words (RE2's word edges are ASCII), and \\B
+    never matches in an empty line, as Python's does not."""
+    src = tmp_path / "s"
+    src.mkdir()
+    lines = ["def f", "undef", "", "x", "a-def-b", "", "--"]
+    (src / "a.txt").write_text("\n".join(lines) + "\n")
+    ingest(src, "edges", index=False)
+    v = Volume.open("edges")
+    for pattern in ("\\bdef\\b", "\\Bdef", "\\B", "\\B|^x", "^\\B$", "\\b"):
+        want = [k for k, line in enumerate(lines, 1) if re.search(pattern, line)]
+        assert [h.vline for h in v.grep(pattern).hits] == want, pattern
 
 
 def test_the_fast_paths_agree_with_the_line_by_line_path(tree, monkeypatch) -> None:

@@ -17,8 +17,9 @@ from nanobot_tui.engine.runs import store as store_mod
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import RetryPolicy, RunSpec
 from nanobot_tui.engine.runs.store import RunStore
-from nanobot_tui.engine.serving.manager import ServerManager, ServerState, resolve_runtime
+from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
 from nanobot_tui.engine.serving.slots import ServerSpec
+from nanobot_tui.engine.serving.status import ServerState
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
 from tests.engine.runs.runner_hold import HANG_GUARD_S

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,15 +19,16 @@ import pytest
 from nanobot_tui import paths
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.serving.manager import (
+    Runtime,
     ServerEvent,
     ServerManager,
     ServerStartError,
     ServerState,
-    parse_metrics,
     reap_orphans,
     resolve_runtime,
     server_args,
 )
+from nanobot_tui.engine.serving.metrics import parse_metrics, tokens_in_flight
 from nanobot_tui.engine.serving.slots import ServerSpec
 from tests.conftest import until
 
@@ -130,29 +133,51 @@ async def test_start_chat_crash_restart_stop(embedded_model: Path, no_orphans: N
 
 @pytest.mark.model
 async def test_live_tokens_per_second(embedded_model: Path, no_orphans: None) -> None:
-    """The meter's rate comes from the server's own token counter: positive at the poll
-    that sees the answer's tokens, 0 again at the next one. (How closely it follows the
-    server's timing depends on the machine's load: benchmarks measure that.)"""
+    """The meter's rate is live: positive while an answer is still being generated (llama.cpp
+    counts a request's tokens in /metrics only when it ends; the busy slots' counts in
+    /slots fill the gap), each token is counted once, and it is 0 again when idle. (How
+    closely it follows the server's timing depends on the machine's load: benchmarks
+    measure that.)"""
     async with ServerManager(
         [spec_for(embedded_model)], resolve_runtime("embedded"), stats_interval=0.1
     ) as manager:
         server = manager.server_for("main")
         await until(lambda: server.counters.at > 0)  # the first poll: the baseline
         assert manager.statuses()[0].tokens_per_s == 0.0
-        result = await manager.client("main").chat(
-            ChatRequest(
-                [{"role": "user", "content": "Tell a long story about a dragon."}],
-                max_tokens=64,
-                temperature=0,
-                extra={"ignore_eos": True},
+        answer = asyncio.create_task(
+            manager.client("main").chat(
+                ChatRequest(
+                    [{"role": "user", "content": "Tell a long story about a dragon."}],
+                    max_tokens=64,
+                    temperature=0,
+                    extra={"ignore_eos": True},
+                )
             )
         )
+        await until(lambda: manager.statuses()[0].tokens_per_s > 0 or answer.done())
+        assert not answer.done(), "the rate showed no tokens until the answer had ended"
+        assert manager.statuses()[0].in_flight == 1
+        result = await answer
         assert result.usage.completion_tokens == 64
-        # A poll sets the counter and the rate together and the next comes a full interval
-        # later, so the rate read as soon as the counter moves is that poll's.
-        await until(lambda: server.counters.predicted_total > 0)
-        assert manager.statuses()[0].tokens_per_s > 0
-        await until(lambda: manager.statuses()[0].tokens_per_s == 0.0)  # idle again
+        # The server tells its last token a moment after the answer: wait for it, then
+        # for idle polls. Every token is counted once, none twice.
+        await until(lambda: server.counters.predicted_total == 64)
+        await until(lambda: manager.statuses()[0].tokens_per_s == 0.0)
+        assert server.counters.predicted_total == 64
+
+
+def test_tokens_in_flight_reads_the_busy_slots() -> None:
+    slots = [
+        {"id": 0, "is_processing": False},
+        {"id": 1, "is_processing": True, "next_token": [{"n_decoded": 7}]},
+        {"id": 2, "is_processing": True, "next_token": [{"n_decoded": 3}, {"n_decoded": 2}]},
+        {"id": 3, "is_processing": True},  # still reading its prompt
+    ]
+    assert tokens_in_flight(slots) == 12
+    assert tokens_in_flight({"error": "not enabled"}) == 0
+    assert (
+        tokens_in_flight([None, {"is_processing": True, "next_token": [{"n_decoded": "x"}]}]) == 0
+    )
 
 
 @pytest.mark.model
@@ -291,3 +316,164 @@ async def test_llama_server_binary_runtime(
         assert answer.usage.completion_tokens > 0
         # The manager logs each command it runs: the binary came first.
         assert f"['{binary}', '--model'" in manager.server_for("main").log_path.read_text()
+
+
+@pytest.mark.model
+async def test_servers_want_the_managers_key_and_allow_no_other_origin(
+    embedded_model: Path, no_orphans: None
+) -> None:
+    """A web page (or any local program) that finds the port cannot use the model: a
+    request without nanobot's key is refused, a browser is allowed no other origin, and
+    the key is nowhere in the server's argv or log; nanobot's own client is served."""
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    async with ServerManager([spec_for(embedded_model)], resolve_runtime("embedded")) as manager:
+        url = manager.url("main")
+        async with httpx.AsyncClient() as http:
+            for headers in ({}, {"Authorization": "Bearer guessed"}):
+                refused = await http.post(f"{url}/v1/chat/completions", json=chat, headers=headers)
+                assert refused.status_code == 401
+                assert (await http.get(f"{url}/metrics", headers=headers)).status_code == 401
+            evil = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+            preflight = await http.options(f"{url}/v1/chat/completions", headers=evil)
+            assert preflight.headers.get("access-control-allow-origin") in (None, "", url)
+            assert preflight.headers.get("access-control-allow-credentials") != "true"
+            assert (await http.get(f"{url}/health")).status_code == 200  # open, for probes
+            served = await http.post(
+                f"{url}/v1/chat/completions", json=chat, headers=manager.auth_headers
+            )
+            assert served.status_code == 200
+        answer = await manager.client("main").chat(
+            ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=4)
+        )
+        assert answer.usage.completion_tokens > 0
+        key = manager.auth_headers["Authorization"].removeprefix("Bearer ")
+        server = manager.server_for("main")
+        assert server.pid is not None
+        assert key not in " ".join(psutil.Process(server.pid).cmdline())
+        assert key not in server.log_path.read_text()
+        # The manager's own /metrics polls carry the key too.
+        await until(lambda: server.counters.at > 0)
+
+
+def killed(pid: int) -> None:
+    """SIGKILL `pid` and wait, without yielding to the event loop (so the supervisor cannot
+    act meanwhile) and without reaping it (asyncio does), until it is a zombie: its
+    sockets are closed."""
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid, 30), "the killed server did not exit"
+
+
+@pytest.mark.model
+async def test_restarts_are_counted_in_a_window_and_a_down_server_can_be_restarted(
+    embedded_model: Path, no_orphans: None
+) -> None:
+    """The supervisor gives up on a server that crashes `max_restarts` times within the
+    window, not after `max_restarts` crashes over the app's life; a server it gave up on
+    is down, says so, and `restart` brings it back."""
+    events: list[ServerEvent] = []
+    manager = ServerManager(
+        [spec_for(embedded_model)],
+        resolve_runtime("embedded"),
+        on_event=events.append,
+        max_restarts=1,
+        restart_window=3600.0,
+    )
+    async with manager:
+        server = manager.server_for("main")
+        client = manager.client("main")
+        pid = server.pid
+        assert pid is not None
+        killed(pid)  # the first crash in the window: restarted
+        await until(lambda: server.pid not in (None, pid) and server.state == "ready")
+        # An hour goes by (the record of that restart is aged: no test waits an hour).
+        server.recent_restarts[0] -= 3601.0
+        pid = server.pid
+        assert pid is not None
+        killed(pid)  # the second crash over the server's life, the first in this hour
+        await until(lambda: server.pid not in (None, pid) and server.state == "ready")
+        assert server.restarts == 2
+        pid = server.pid
+        assert pid is not None
+        killed(pid)  # the second within the hour: down
+        await until(lambda: server.state == "failed")
+        assert server.message.startswith("down: exited with code -9 after 1 restarts in 1h00m")
+        assert events[-1].status.state is ServerState.FAILED
+        # Asked to, the manager starts it again; the client held all along is served.
+        assert await manager.restart() == ["main"]
+        assert server.state is ServerState.READY and server.pid not in (None, pid)
+        assert await manager.restart() == []  # nothing is down now
+        answer = await client.chat(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=4))
+        assert answer.usage.completion_tokens > 0
+
+
+def take(sock: socket.socket, port: int) -> None:
+    """Listen on `port`, once the killed server's last thread has let it go (its process
+    shows as a zombie a moment before). No yield to the event loop meanwhile."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sock.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"port {port} still taken"
+            time.sleep(0.01)
+    sock.listen()
+
+
+@pytest.mark.model
+async def test_a_client_follows_its_server_to_a_fresh_port(
+    embedded_model: Path, no_orphans: None
+) -> None:
+    """A crashed server whose port was taken meanwhile comes back on a fresh one; the
+    client handed out before (which agents and samplers hold) goes there too."""
+    async with ServerManager([spec_for(embedded_model)], resolve_runtime("embedded")) as manager:
+        server = manager.server_for("main")
+        client = manager.client("main")
+        old_port, pid = server.port, server.pid
+        assert pid is not None
+        killed(pid)
+        with socket.socket() as blocker:  # another program takes the port meanwhile
+            blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            take(blocker, old_port)
+            await until(lambda: server.state == "ready" and server.port != old_port)
+        assert manager.client("main") is client
+        assert client.base_url == server.base_url == manager.url("main")
+        answer = await client.chat(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=4))
+        assert answer.usage.completion_tokens > 0
+
+
+async def test_the_rate_counts_tokens_while_they_flow_each_once() -> None:
+    """The sampler against a FAKE llama.cpp (httpx.MockTransport serving /metrics and
+    /slots as llama.cpp does: a request's tokens reach /metrics only when it ends). The
+    rate is positive while tokens flow, a request that ends between the two reads counts
+    neither twice nor as a drop, and the total is every token once."""
+    script = [  # (tokens_predicted_total, n_decoded of the busy slot or None)
+        (0, 0),  # the baseline: a request has just begun
+        (0, 10),  # ten tokens, none finished: old meters read 0 here
+        (0, None),  # it ended between the reads: /metrics before, /slots after
+        (25, None),  # its 25 tokens in /metrics
+        (25, None),  # idle
+    ]
+    at = [0]  # the step of the script the fake server answers
+
+    def fake_server(request: httpx.Request) -> httpx.Response:
+        finished, decoded = script[at[0]]
+        if request.url.path == "/metrics":
+            lines = f"llamacpp:tokens_predicted_total {finished}\nllamacpp:requests_processing 1"
+            return httpx.Response(200, text=lines)
+        busy = {"id": 0, "is_processing": True, "next_token": [{"n_decoded": decoded}]}
+        return httpx.Response(200, json=[busy] if decoded is not None else [{"id": 0}])
+
+    spec = ServerSpec(Path("fake.gguf"), "fake", "FAKE", ("main",), 2048, 1, 0)
+    manager = ServerManager([spec], Runtime("embedded", ("fake",), "fake"))
+    manager._http = httpx.AsyncClient(transport=httpx.MockTransport(fake_server))
+    server = manager.server_for("main")
+    server.state = ServerState.READY
+    rates = []
+    for at[0] in range(len(script)):
+        await manager._sample_one(server)
+        rates.append(server.tokens_per_s)
+    await manager._http.aclose()
+    assert rates[0] == 0.0 and rates[1] > 0 and rates[3] > 0 and rates[4] == 0.0
+    assert rates[2] == rates[1]  # the poll that went back was skipped
+    assert server.counters.predicted_total == 25

@@ -72,6 +72,10 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Failures the model caused: their message goes back to it as the result.
 _MODEL_ERRORS = (ToolError, ValueError, OSError, KeyError, TimeoutError)
 _CUT_NOTE = "\n… [cut {n:,} characters; read a narrower range]"
+# JSON nested deeper than this is refused before it is parsed: Python's json recurses once
+# per level, so a model writing "[[[[…" thousands deep would raise RecursionError.
+MAX_JSON_DEPTH = 64
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +133,14 @@ class ToolRegistry:
         ok = False
         try:
             try:
+                if json_too_deep(call.arguments):
+                    raise ToolError(
+                        f"tool call {call.name!r}: the arguments nest deeper than "
+                        f"{MAX_JSON_DEPTH} levels; give them flat"
+                    )
                 arguments = call.parsed_arguments()
-            except ToolCallError as exc:
-                parse_error: ToolCallError | None = exc
+            except (ToolCallError, ToolError) as exc:
+                parse_error: Exception | None = exc
             else:
                 parse_error = None
             tool = self._tools.get(call.name)
@@ -214,6 +223,23 @@ async def _run(tool: Tool, arguments: dict[str, Any]) -> str:
     if not isinstance(out, str):
         raise TypeError(f"tool {tool.name!r} returned {type(out).__name__}, not text")
     return out
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON in `text` (valid or not) opens more than `limit` arrays or objects
+    inside each other; brackets inside strings do not count. Linear in the text."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
 
 
 def _message(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from nanobot_tui.engine.runs.store.create import create_run
 from nanobot_tui.engine.runs.store.db import (
     SAMPLE_TEXT_MAX,
     RunNotFound,
+    StoreDamaged,
     StoreError,
     connect,
     meta_set,
@@ -57,6 +58,7 @@ __all__ = [
     "SampleRow",
     "StepOut",
     "StepRow",
+    "StoreDamaged",
     "StoreError",
     "StoreWriter",
     "connect",

@@ -121,6 +121,86 @@ class RunNotFound(StoreError, UsageError):
     """No run has this id (or a prefix names several): bad input, exit 2."""
 
 
+class StoreDamaged(StoreError):
+    """A run's database file is damaged (truncated, overwritten); str() is one line
+    naming the file and what is wrong with it."""
+
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a run's database file, from its 100-byte header and its size
+    (no page is read): None when nothing shows. A file shorter than the pages its header
+    counts was truncated (a crash, a full disk, a copy cut short); SQLite itself only
+    notices when a query reaches a missing page ("database disk image is malformed")."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if len(head) < 100 or not head.startswith(_HEADER):
+        return "is not a SQLite database (overwritten or cut short)"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    # The header's page count is valid when its change counter matches version-valid-for.
+    if head[24:28] == head[92:96] and pages and size < pages * page:
+        return f"is truncated: {size:,} of its {pages * page:,} bytes are left"
+    return None
+
+
+def runner_holds(path: Path) -> bool:
+    """Whether a process holds the lock of the run whose database is `path` (a probe)."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(path.parent / "lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def check_intact(run_id: str, path: Path, *, locked: bool = False) -> None:
+    """StoreDamaged when the run's database file is damaged. Skipped while another
+    process holds the run (`locked`: this one does): a runner's checkpoint may grow the
+    file after its header."""
+    if not locked and runner_holds(path):
+        return
+    problem = damage(path)
+    if problem is not None and not _wal_covers(path):
+        raise StoreDamaged(
+            f"run {run_id}: its database {path} {problem}; the run cannot be read or "
+            f"resumed (the steps it traced: nanobot traces --run {run_id})"
+        )
+
+
+def _wal_covers(path: Path) -> bool:
+    """Whether SQLite reads the whole store through its write-ahead log anyway: a runner
+    killed in the middle of a checkpoint leaves the main file shorter than its header
+    says, with every page still in the WAL. Checked (PRAGMA quick_check) only then."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        if wal.stat().st_size == 0:
+            return False
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            row = conn.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return False
+    return bool(row) and row[0] == "ok"
+
+
 def to_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 

@@ -19,6 +19,7 @@ from nanobot_tui.engine.runs.store.db import (
     NODE_STATUSES,
     STEP_COLS,
     StoreError,
+    check_intact,
     connect,
     read_meta,
     to_json,
@@ -53,10 +54,12 @@ class RunStore:
         self._layout: Layout | None = None
 
     @classmethod
-    def open(cls, run_id: str, readonly: bool = True) -> RunStore:
-        """Open a run by id (or unique id prefix); RunNotFound if there is none."""
+    def open(cls, run_id: str, readonly: bool = True, *, locked: bool = False) -> RunStore:
+        """Open a run by id (or unique id prefix); RunNotFound if there is none,
+        StoreDamaged if its file is truncated (`locked`: this process holds the run)."""
         rid = resolve_run_id(run_id)
         path = db_path(rid)
+        check_intact(rid, path, locked=locked)
         try:
             conn = connect(path, readonly=readonly)
             conn.execute("SELECT 1 FROM meta LIMIT 1")

@@ -9,7 +9,13 @@ from typing import Any
 
 import psutil
 
-from nanobot_tui.engine.runs.store.db import StoreError, connect, read_meta
+from nanobot_tui.engine.runs.store.db import (
+    StoreDamaged,
+    StoreError,
+    check_intact,
+    connect,
+    read_meta,
+)
 from nanobot_tui.engine.runs.store.places import all_run_ids, db_path
 from nanobot_tui.engine.runs.store.totals import new_totals
 
@@ -137,6 +143,11 @@ def list_runs() -> list[dict[str, Any]]:
     updated."""
     out: list[dict[str, Any]] = []
     for rid in all_run_ids():
+        try:
+            check_intact(rid, db_path(rid))
+        except StoreDamaged as exc:
+            out.append({"id": rid, "status": "damaged", "reason": str(exc)})
+            continue
         try:
             conn = connect(db_path(rid), readonly=True)
             try:
