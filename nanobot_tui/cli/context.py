@@ -293,7 +293,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("grep", help="regex search in a volume (exit 1 when nothing matches)")
     p.add_argument("name", help="volume name")
-    p.add_argument("pattern", help="a Python regular expression (bytes semantics)")
+    p.add_argument(
+        "pattern", help="a regex, Python syntax, linear time (no backreferences or lookaround)"
+    )
     p.add_argument("--max", type=int, default=100, help="stop after N matching lines")
     p.add_argument("-i", "--ignore-case", action="store_true")
     p.add_argument("-F", "--fixed", action="store_true", help="the pattern is a plain string")
