@@ -244,6 +244,8 @@ def parse_config(text: str, path: Path) -> Config:
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise ConfigError(path, f"invalid JSON at {where}: {exc.msg}") from None
+    except RecursionError:  # Python's json recurses once per level: "[[[[…" thousands deep
+        raise ConfigError(path, "invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(path, f"expected a JSON object, found {type(data).__name__}")
     try:

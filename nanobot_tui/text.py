@@ -33,3 +33,16 @@ def printable(text: str) -> str:
     if _ANY_CONTROL.search(text) is None:
         return text
     return _SEQUENCE.sub("", text)
+
+
+_NAME_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def display_name(name: str) -> str:
+    """A file name for a one-line `file:line` form: control characters (a newline, a tab,
+    ESC, ...) shown escaped as the two characters `\\n`, `\\t`, or `\\xNN`, so that a name
+    holding one cannot break the line or forge another. JSON output keeps the real name."""
+    if _NAME_CONTROL.search(name) is None:
+        return name
+    return _NAME_CONTROL.sub(lambda m: _NAME_ESCAPES.get(m[0], f"\\x{ord(m[0]):02x}"), name)

@@ -7,14 +7,17 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from nanobot_tui.text import printable
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 N = TypeVar("N", int, float)
 
 
 def fail(message: str, code: int = EXIT_FAIL) -> int:
-    """Print one line on stderr and return the exit code."""
-    print(f"nanobot: {message}", file=sys.stderr)
+    """Print one line on stderr and return the exit code. A path or a server's reply in the
+    message may hold terminal control sequences: they are dropped, never acted on."""
+    print(f"nanobot: {printable(message)}", file=sys.stderr)
     return code
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, positive_int
 from nanobot_tui.cli.common import fail as _fail
-from nanobot_tui.text import printable
+from nanobot_tui.text import display_name, printable
 from nanobot_tui.units import human_bytes
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def cmd_grep(args: argparse.Namespace) -> int:
         )
     else:
         for hit in result.hits:
-            print(printable(f"{hit.file}:{hit.fline}:{hit.text}"))
+            print(printable(f"{display_name(hit.file)}:{hit.fline}:{hit.text}"))
         if result.truncated:
             print(f"… stopped at {args.max} hits (--max N for more)", file=sys.stderr)
     return EXIT_OK if result.hits else EXIT_FAIL  # grep's convention: 1 when nothing matched
@@ -160,7 +160,9 @@ def cmd_slice(args: argparse.Namespace) -> int:
         return EXIT_OK
     for line in lines:
         shown = (
-            f"{line.vline}\t{line.file}:{line.fline}\t{line.text}" if args.numbers else line.text
+            f"{line.vline}\t{display_name(line.file)}:{line.fline}\t{line.text}"
+            if args.numbers
+            else line.text
         )
         print(printable(shown))
     return EXIT_OK
@@ -206,7 +208,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{len(result.hits)} hits by {result.method} in {result.seconds * 1000:.1f} ms")
     for h in result.hits:
-        print(printable(f"#{h.chunk:<5} {h.score:7.3f}  {h.file}:{h.first_fline}-{h.last_fline}"))
+        place = f"{display_name(h.file)}:{h.first_fline}-{h.last_fline}"
+        print(printable(f"#{h.chunk:<5} {h.score:7.3f}  {place}"))
         print(printable(f"        {h.preview}"))
     return EXIT_OK
 

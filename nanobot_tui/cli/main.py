@@ -8,6 +8,7 @@ a subcommand needs them, so `nanobot --help` and the app's first frame stay quic
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -39,9 +40,11 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from nanobot_tui.setup.doctor import build_report, format_report
+    from nanobot_tui.text import printable
 
     report = build_report()
-    print(report.to_json() if args.json else format_report(report))
+    # A model path from the config may hold control sequences: shown without them.
+    print(report.to_json() if args.json else printable(format_report(report)))
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
@@ -74,7 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_anything() -> None:
+    """Let stdout and stderr print any text: a file name with an undecodable byte (kept as
+    a lone surrogate) or a "\\ud800" from a JSON file is shown escaped, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _print_anything()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

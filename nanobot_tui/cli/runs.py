@@ -1,10 +1,12 @@
-"""`nanobot runs | status | resume | pause | cancel | traces | attach | export`: durable runs.
+"""`nanobot runs [rm | prune] | status | resume | pause | cancel | traces | attach |
+export`: durable runs.
 
 Every `nanobot run` is a durable run (see nanobot_tui/engine/runs/): these commands
 list runs, show one (`status`: the snapshot a script can poll with --json), resume one
 from its last durable step (in the foreground, or detached with --detach), ask its
 runner to pause or cancel after the current step, print its trace lines, and open the
-app on it. A run id may be given by any unique prefix. Errors are one line on stderr:
+app on it; `runs rm` and `runs prune` remove runs (never one a runner holds) and say what
+that freed. A run id may be given by any unique prefix. Errors are one line on stderr:
 exit 2 for an unknown id or bad input, 1 for anything else.
 """
 
@@ -21,6 +23,7 @@ from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, positive_floa
 from nanobot_tui.cli.common import fail as _fail
 
 if TYPE_CHECKING:
+    from nanobot_tui.engine.runs.prune import Removal
     from nanobot_tui.engine.runs.spec import Budgets
     from nanobot_tui.engine.runs.store import RunStatus
     from nanobot_tui.engine.voting.runner import VoteMonitor
@@ -127,6 +130,63 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{run.get('errors') or 0:>7,} {run.get('rate') or 0:>9,.0f} {run.get('pid') or '':>7}"
         )
     return EXIT_OK
+
+
+# --- runs rm / runs prune --------------------------------------------------------------
+
+
+def _removed(removals: list[Removal], as_json: bool, *, dry_run: bool = False) -> None:
+    from nanobot_tui.units import human_bytes
+
+    freed = sum(r.freed for r in removals)
+    if as_json:
+        runs = [r.to_dict() for r in removals]
+        print(json.dumps({"dry_run": dry_run, "runs": runs, "bytes": freed}))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in removals:
+        print(f"{verb} {r.run_id} ({r.status}, {human_bytes(r.freed)})")
+    what = "would free" if dry_run else "freed"
+    print(f"{len(removals)} run(s); {what} {human_bytes(freed)}")
+
+
+def cmd_runs_rm(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.runs.prune import remove_runs
+
+    _removed(remove_runs(args.runs), args.json)
+    return EXIT_OK
+
+
+def cmd_runs_prune(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.runs.prune import FINISHED, parse_statuses, prune
+
+    if args.older_than is None and args.status is None and args.keep_size is None:
+        return _fail("say what to prune: --older-than, --status and/or --keep-size", EXIT_USAGE)
+    statuses = parse_statuses(args.status) if args.status is not None else FINISHED
+    removals = prune(
+        dry_run=args.dry_run,
+        statuses=statuses,
+        older_than=args.older_than,
+        keep_size=args.keep_size,
+    )
+    _removed(removals, args.json, dry_run=args.dry_run)
+    return EXIT_OK
+
+
+def _arg(parser: str) -> Callable[[str], object]:
+    """An argparse type from prune's parser `parser`, which raises a one-line UsageError
+    (imported when an option is given, not when the parser is built)."""
+
+    def convert(text: str) -> object:
+        from nanobot_tui.engine.runs import prune
+        from nanobot_tui.errors import UsageError
+
+        try:
+            return getattr(prune, parser)(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 # --- status ----------------------------------------------------------------------------
@@ -291,9 +351,37 @@ def budget_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("runs", help="list durable runs")
+    p = sub.add_parser("runs", help="list durable runs; remove them (rm, prune)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
+    runs_sub = p.add_subparsers(dest="runs_command", metavar="{rm,prune}")
+    q = runs_sub.add_parser("rm", help="remove runs: their folders and trace files")
+    q.add_argument("runs", nargs="+", metavar="RUN", help="run id (or a unique prefix)")
+    q.add_argument("--json", action="store_true", help="print what was removed as JSON")
+    q.set_defaults(func=cmd_runs_rm)
+    q = runs_sub.add_parser(
+        "prune", help="remove old, finished or oversized runs (never one that is running)"
+    )
+    q.add_argument(
+        "--older-than",
+        type=_arg("parse_age"),
+        metavar="AGE",
+        help="only runs last updated longer ago than this (7d, 12h, 30m)",
+    )
+    q.add_argument(
+        "--status",
+        metavar="S,S",
+        help="only runs with one of these statuses (default: completed,cancelled,failed)",
+    )
+    q.add_argument(
+        "--keep-size",
+        type=_arg("parse_size"),
+        metavar="SIZE",
+        help="remove the oldest matching runs until all runs fit in this (2GB, 500MB)",
+    )
+    q.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    q.add_argument("--json", action="store_true", help="print the runs as JSON")
+    q.set_defaults(func=cmd_runs_prune)
 
     p = sub.add_parser("status", help="a run's snapshot: status, steps, errors, rate, ETA, pid")
     p.add_argument("run", help="run id (or a unique prefix)")

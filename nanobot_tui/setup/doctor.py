@@ -145,6 +145,7 @@ def _check_key_file_mode(path: Path, report: DoctorReport) -> None:
 def build_report(
     *, hardware: HardwareInfo | None = None, config_path: Path | None = None
 ) -> DoctorReport:
+    from nanobot_tui.engine.runs.prune import data_usage
     from nanobot_tui.engine.serving.manager import ServerStartError, resolve_runtime
     from nanobot_tui.engine.serving.providers import resolve_providers
 
@@ -220,6 +221,7 @@ def build_report(
         for spec in plan_servers(resolved)
     ]
     report.data["ports"] = _ports()
+    report.data["dataUsage"] = data_usage()
     if not report.data["ports"]["canBindFreePort"]:
         report.problems.append("cannot bind a free port on 127.0.0.1")
     return report
@@ -287,6 +289,9 @@ def format_report(report: DoctorReport) -> str:
         )
     for running in d["ports"]["running"]:
         lines.append(f"  running now: pid {running['pid']} on port {running['port']}")
+    lines += ["", "Data (nanobot runs prune gives space back)"]
+    for name, folder in d["dataUsage"].items():
+        lines.append(f"  {name:<9}{human_bytes(folder['bytes']):>10}  {folder['path']}")
     if report.warnings:
         lines += ["", "Warnings", *(f"  - {w}" for w in report.warnings)]
     if report.problems:

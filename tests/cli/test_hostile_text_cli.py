@@ -38,3 +38,27 @@ def test_grep_with_a_backtracking_pattern(
         "nanobot: invalid pattern '(a)\\\\1': backreferences are not supported"
         " (patterns run in linear time, with RE2)\n"
     )
+
+
+def test_a_newline_in_a_file_name_cannot_break_file_line_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    root = tmp_path / "names"
+    root.mkdir()
+    (root / "evil\nfake.txt:9:forged").write_text("needle here\n")
+    (root / "tab\there\x1b[31m.txt").write_text("needle too\n")
+    run(capsys, "ingest", str(root), "--name", "names")
+    code, out, _ = run(capsys, "grep", "names", "needle")
+    assert code == 0 and out == (
+        "evil\\nfake.txt:9:forged:1:needle here\ntab\\there\\x1b[31m.txt:1:needle too\n"
+    )
+    code, out, _ = run(capsys, "slice", "-n", "names", "1", "1")
+    assert code == 0 and out == "1\tevil\\nfake.txt:9:forged:1\tneedle here\n"
+    code, out, _ = run(capsys, "search", "names", "needle")
+    assert code == 0 and "evil\\nfake.txt:9:forged:1-1" in out
+    assert all("\x1b" not in line and line.count("needle") <= 1 for line in out.splitlines())
+    code, out, _ = run(capsys, "grep", "--json", "names", "needle")
+    files = [h["file"] for h in json.loads(out)["hits"]]
+    assert files == ["evil\nfake.txt:9:forged", "tab\there\x1b[31m.txt"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.app import ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, Static, Tree
 
@@ -328,3 +329,25 @@ async def test_a_backtracking_grep_leaves_the_app_answering(tmp_path: Path) -> N
         await until(lambda: app.engine_state.ready or bool(app.engine_state.error))
         await pilot.press("ctrl+q")
         await until(lambda: not app.is_running)
+
+
+async def test_the_list_follows_an_ingest_made_elsewhere(tmp_path: Path) -> None:
+    """A volume ingested by the CLI (another process; here the engine call it makes)
+    shows up in the list, and a re-ingest updates its row, without pressing `r`."""
+    from textual.app import App
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield VolumeBrowser(id="volumes")
+
+    app = Host()
+    async with app.run_test(size=SIZE):
+        listing = app.query_one("#volumes-list", OptionList)
+        await until(lambda: prompts(listing) == [EMPTY_HINT])
+        (tmp_path / "a.txt").write_text("one\ntwo\n")
+        ingest(tmp_path / "a.txt", name="late", index=False)
+        await until(lambda: [o.id for o in listing.options] == ["late"])
+        assert "8 B" in prompts(listing)[0]
+        (tmp_path / "a.txt").write_text("one\ntwo\n" * 1000)
+        ingest(tmp_path / "a.txt", name="late", index=False)
+        await until(lambda: "8.0 kB" in prompts(listing)[0])

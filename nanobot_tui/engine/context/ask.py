@@ -16,6 +16,7 @@ from nanobot_tui.engine.llm.chat_client import ChatClient
 from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.llm.results import Usage
+from nanobot_tui.text import display_name
 
 ASK_PROMPT = (
     "Answer the question using only these excerpts. Quote names, numbers and codes "
@@ -37,7 +38,7 @@ class Citation:
     last_vline: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.first_line}-{self.last_line}"
+        return f"{display_name(self.file)}:{self.first_line}-{self.last_line}"
 
 
 @dataclass
@@ -85,7 +86,7 @@ def render_excerpts(excerpts: list[list[Line]]) -> str:
         first, last = lines[0], lines[-1]
         where = f"line {first.fline}" if first is last else f"lines {first.fline}-{last.fline}"
         body = "\n".join(line.text[:MAX_LINE_CHARS] for line in lines)
-        blocks.append(f"From {first.file}, {where}:\n{body}")
+        blocks.append(f"From {display_name(first.file)}, {where}:\n{body}")
     return "\n\n".join(blocks)
 
 
@@ -134,5 +135,5 @@ async def ask(
     result.usage = answer.usage
     result.answer_seconds = time.perf_counter() - searched
     # Put first the excerpts whose file the answer names, when it names any.
-    result.citations.sort(key=lambda c: c.file not in result.answer)
+    result.citations.sort(key=lambda c: display_name(c.file) not in result.answer)
     return result

@@ -238,7 +238,7 @@ class _Scan:
             while ca < b:
                 target = min(b, ca + size)
                 size = min(2 * size, GREP_CHUNK)
-                k = int(np.searchsorted(starts, target, side="left"))
+                k = int(np.searchsorted(starts, starts.dtype.type(target), side="left"))
                 cb = int(starts[k])
                 yield ca, cb, j
                 ca, j = cb, k

@@ -163,7 +163,9 @@ def plan_chunks(
         s = 0
         n = stop - first
         while s < n:
-            limit = int(table[s]) + chunk_chars
+            # In the table's own dtype: a Python int against uint64 starts makes numpy
+            # convert the whole table on every call (quadratic in a big file's lines).
+            limit = table.dtype.type(int(table[s]) + chunk_chars)
             # largest e with table[e] <= limit: lines s..e-1 fit within chunk_chars bytes
             e = int(np.searchsorted(table, limit, side="right")) - 1
             e = min(max(e, s + 1), n)

@@ -4,8 +4,8 @@ The walk (walk.py) is sorted and deterministic; files with a NUL byte in their f
 8 KiB are binary and skipped. Each file is read once in binary, validated as UTF-8 (bad
 bytes replaced and counted), and its line starts found with numpy (writer.py); text.bin
 and lines.npy are written sequentially in a work folder that replaces the previous
-volume only when complete. Re-ingesting the same root reuses every file whose size and
-mtime did not change: its text is copied from the old text.bin and its line starts
+volume only when complete. Re-ingesting the same root reuses every file whose size,
+mtime and SHA-1 did not change: its text is copied from the old text.bin and its line starts
 shifted. The chunk index (index.py) is built in the work folder before the swap.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -47,6 +48,7 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 PROGRESS_INTERVAL = 0.05  # seconds between progress calls within a phase
+HASH_BLOCK = 1 << 20  # bytes per read when hashing a file that looks unchanged
 WRITE_STEPS = 3  # the write phase: text and lines flushed, manifest, index and swap
 
 
@@ -415,8 +417,8 @@ def _fsync_dir(path: Path) -> None:
 
 class _Reader:
     """The read phase: every source's text into the writer, copied from the old volume
-    (of the same root) when its size and mtime did not change, read from disk when they
-    did; and the tally of what it found, for the report."""
+    (of the same root) when its size, mtime and hash did not change, read from disk when
+    they did; and the tally of what it found, for the report."""
 
     def __init__(self, writer: TextWriter, old: Volume | None, report: _Progress) -> None:
         self.writer = writer
@@ -438,14 +440,39 @@ class _Reader:
         for src in scan.sources:
             self.progress("read", self.done, self.total, src.rel)
             prev = self.old_files.get(src.rel)
-            if prev is not None and prev.size == src.size and prev.mtime_ns == src.mtime_ns:
+            if (
+                prev is not None
+                and prev.size == src.size
+                and prev.mtime_ns == src.mtime_ns
+                and self._same_bytes(src, prev)
+            ):
                 self._reuse(prev)
-                self.done += src.size
                 continue
             self._flush_run()
             self._read(src, prev)
         self._flush_run()
         self.progress("read", self.total, self.total, force=True)
+
+    def _same_bytes(self, src: Source, prev: VolumeFile) -> bool:
+        """Whether `src` (of the old file's size and mtime) still has the old bytes: an
+        edit can keep both (a copy with -p, a restored mtime), so its hash decides. Counts
+        the bytes hashed as done; False (read it again) if it cannot be read."""
+        sha = hashlib.sha1()
+        base = self.done
+        try:
+            with open(src.abs, "rb", buffering=0) as fh:
+                while block := fh.read(HASH_BLOCK):
+                    sha.update(block)
+                    self.done += len(block)
+                    self.progress("read", self.done, self.total, src.rel)
+        except OSError:
+            self.done = base
+            return False
+        self.done = base + src.size
+        if sha.hexdigest() == prev.sha1:
+            return True
+        self.done = base
+        return False
 
     def _reuse(self, prev: VolumeFile) -> None:
         run, writer = self._run, self.writer

@@ -154,6 +154,28 @@ def list_volumes() -> list[dict[str, Any]]:
     ]
 
 
+def volumes_stamp() -> tuple[tuple[str, int, int, int], ...]:
+    """A cheap fingerprint of the volumes folder, with no manifest read: each volume's
+    name and its manifest's inode, size and mtime. It changes when a volume is added,
+    removed or replaced (an ingest swaps in a new folder, so a new manifest)."""
+    base = volumes_dir()
+    try:
+        entries = sorted(os.listdir(base))
+    except OSError:
+        return ()
+    stamp = []
+    for entry in entries:
+        if not _NAME_RE.fullmatch(entry):
+            continue
+        try:
+            st = os.stat(base / entry / MANIFEST)
+        except OSError:
+            stamp.append((entry, 0, 0, 0))
+        else:
+            stamp.append((entry, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
 def _listing(folder: Path, name: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": name,

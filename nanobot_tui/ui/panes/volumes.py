@@ -25,10 +25,10 @@ from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
 from nanobot_tui.engine.context.search import SearchError, search
-from nanobot_tui.engine.context.storage import VolumeError, list_volumes
+from nanobot_tui.engine.context.storage import VolumeError, list_volumes, volumes_stamp
 from nanobot_tui.engine.context.volume import Volume, VolumeFile
-from nanobot_tui.text import printable
-from nanobot_tui.ui.format import human_count, one_line
+from nanobot_tui.text import display_name, printable
+from nanobot_tui.ui.format import human_count, one_line, screen_shown
 from nanobot_tui.ui.screens.viewer import FileViewer
 from nanobot_tui.units import human_bytes
 
@@ -44,6 +44,7 @@ GREP_MAX_HITS = 200
 # every change, and nobody scrolls through 100,000 names (search finds them instead).
 MAX_CHILDREN = 1000
 PREVIEW_CHARS = 160
+WATCH_SECONDS = 2.0  # how often a shown list of volumes looks for changes (a CLI ingest)
 
 
 @dataclass
@@ -129,7 +130,7 @@ def search_hit(volume: Volume, hit: SearchHit) -> Hit:
         if 1 <= best <= vfile.n_lines:
             line = best
     label = Text.assemble(
-        (printable(f"{hit.file}:{hit.first_fline}-{hit.last_fline}"), "bold"),
+        (printable(f"{display_name(hit.file)}:{hit.first_fline}-{hit.last_fline}"), "bold"),
         "\n",
         (f"  {one_line(hit.preview, PREVIEW_CHARS)}", "dim"),
     )
@@ -139,7 +140,8 @@ def search_hit(volume: Volume, hit: SearchHit) -> Hit:
 def grep_hit(hit: GrepHit) -> Hit:
     """A line that matched: shown with its place, opened at it."""
     label = Text.assemble(
-        (printable(f"{hit.file}:{hit.fline}:"), "bold"), f" {one_line(hit.text, PREVIEW_CHARS)}"
+        (printable(f"{display_name(hit.file)}:{hit.fline}:"), "bold"),
+        f" {one_line(hit.text, PREVIEW_CHARS)}",
     )
     return Hit(hit.file, hit.fline, label)
 
@@ -166,6 +168,7 @@ class VolumeBrowser(Vertical):
     class Listed(Message):
         volumes: list[dict[str, Any]]
         error: str = ""
+        stamp: tuple[tuple[str, int, int, int], ...] | None = None
 
     @dataclass
     class Opened(Message):
@@ -191,6 +194,7 @@ class VolumeBrowser(Vertical):
         self._loaded: set[int] = set()  # ids of tree nodes whose children were added
         self._serial = 0  # the latest query's number; older results are dropped
         self._view = "volumes-list-view"
+        self._stamp: tuple[tuple[str, int, int, int], ...] | None = None  # of the list shown
 
     def compose(self) -> ComposeResult:
         with ContentSwitcher(initial="volumes-list-view"):
@@ -210,6 +214,7 @@ class VolumeBrowser(Vertical):
         self.border_title = "Volumes"
         self._status("loading volumes…")
         self.load_volumes()
+        self.set_timer(WATCH_SECONDS, self._watch)
 
     def on_unmount(self) -> None:
         self._close_volume()
@@ -250,16 +255,30 @@ class VolumeBrowser(Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="volumes-list",
           description="list volumes")  # fmt: skip
     def load_volumes(self) -> None:
+        stamp = volumes_stamp()  # before the listing: a change during it is seen next time
         try:
             volumes = list_volumes()
         except (OSError, VolumeError) as exc:
-            self.post_message(self.Listed([], str(exc)))
+            self.post_message(self.Listed([], str(exc), stamp))
         else:
-            self.post_message(self.Listed(volumes))
+            self.post_message(self.Listed(volumes, stamp=stamp))
+
+    def _watch(self) -> None:
+        """One look at the volumes folder (a listing and a stat per volume, no manifest
+        read), then the next, chained: the list is read again when a volume was added,
+        removed or re-ingested elsewhere (the CLI). Only while the list is shown."""
+        if not self.is_attached:
+            return
+        shown = screen_shown(self) and self.is_on_screen and not self.is_open
+        if shown and self._stamp is not None and volumes_stamp() != self._stamp:
+            self._stamp = None  # one reload at a time; Listed sets it again
+            self.load_volumes()
+        self.set_timer(WATCH_SECONDS, self._watch)
 
     @on(Listed)
     def _listed(self, message: Listed) -> None:
         self.volumes = message.volumes
+        self._stamp = message.stamp
         listing = self.volume_list
         highlighted = listing.highlighted_option
         keep = highlighted.id if highlighted is not None else None

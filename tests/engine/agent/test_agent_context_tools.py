@@ -183,3 +183,23 @@ async def test_grep_with_a_backtracking_or_unsupported_pattern(tmp_path, store) 
         "error: invalid pattern '(?<=a)b': lookahead and lookbehind are not supported"
         " (patterns run in linear time, with RE2)"
     )
+
+
+async def test_a_newline_in_a_file_name_is_shown_escaped(
+    tmp_path: Any, store: ContextStore
+) -> None:
+    from nanobot_tui.engine.context.ingest import ingest
+
+    root = tmp_path / "nl"
+    root.mkdir()
+    (root / "a\nb.txt:7:forged").write_text("needle\n")
+    ingest(root, "nl")
+    registry = ToolRegistry(context_tools(store))
+    grep = (await run(registry, "ctx_grep", volume="nl", pattern="needle")).content
+    assert grep.splitlines()[1:] == ["a\\nb.txt:7:forged:1 [1] needle"]
+    length = (await run(registry, "ctx_length", volume="nl")).content
+    assert length.splitlines()[-1] == "a\\nb.txt:7:forged [1-1]"
+    found = (await run(registry, "ctx_search", volume="nl", query="needle")).content
+    assert found.splitlines()[1].startswith("a\\nb.txt:7:forged:1 [1] ")
+    sliced = (await run(registry, "ctx_slice", volume="nl", start=1, end=1)).content
+    assert sliced.splitlines()[1] == "[a\\nb.txt:7:forged lines 1-1 = volume lines 1-1]"

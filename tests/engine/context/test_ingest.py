@@ -298,6 +298,21 @@ def test_a_crash_between_the_two_renames_is_repaired(tmp_path: Path) -> None:
     assert sorted(p.name for p in volumes_dir().iterdir()) == [".lock-c", "c"]
 
 
+def test_an_edit_that_keeps_size_and_mtime_is_reingested(tmp_path: Path, reads: list[str]) -> None:
+    root = tmp_path / "same"
+    write_tree(root, {"a.txt": "alpha\n", "b.txt": "bravo\n"})
+    ingest(root, index=False)
+    st = (root / "a.txt").stat()
+    (root / "a.txt").write_text("ALPHA\n")  # same size
+    os.utime(root / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    reads.clear()
+    again = ingest(root, index=False)
+    assert [Path(p).name for p in reads] == ["a.txt"]
+    assert (again.changed, again.unchanged) == (1, 1)
+    with Volume.open("same") as v:
+        assert volume_lines(v) == {"a.txt": ["ALPHA"], "b.txt": ["bravo"]}
+
+
 def test_progress_is_throttled_and_has_totals(tmp_path: Path) -> None:
     root = tmp_path / "many"
     write_tree(root, {f"d{i % 7}/f{i:03d}.txt": f"line {i}\n" * 50 for i in range(400)})

@@ -17,6 +17,7 @@ from nanobot_tui.engine.context.micro_tools import ContextStore
 from nanobot_tui.engine.context.search import SearchError, SearchResult
 from nanobot_tui.engine.context.storage import VolumeError, list_volumes
 from nanobot_tui.engine.context.volume import Line, Volume
+from nanobot_tui.text import display_name
 from nanobot_tui.units import human_bytes
 
 SLICE_LINES = 200
@@ -127,7 +128,7 @@ class _ContextTools:
             "files [volume lines]:",
         ]
         shown = [f for f in volume.files if f.n_lines][:LENGTH_FILES]
-        lines += [f"{f.path} [{f.first_line + 1}-{f.last_line}]" for f in shown]
+        lines += [f"{display_name(f.path)} [{f.first_line + 1}-{f.last_line}]" for f in shown]
         more = sum(1 for f in volume.files if f.n_lines) - len(shown)
         if more > 0:
             lines.append(f"[{more:,} more files; find them with ctx_grep or ctx_search]")
@@ -164,7 +165,9 @@ class _ContextTools:
         if not result.hits:
             return f"no line of {volume.name} matches {pattern!r}"
         lines = [f"{_count(len(result.hits), 'hit')}, file:line [volume line]:"]
-        lines += [f"{h.file}:{h.fline} [{h.vline}] {h.text.strip()}" for h in result.hits]
+        lines += [
+            f"{display_name(h.file)}:{h.fline} [{h.vline}] {h.text.strip()}" for h in result.hits
+        ]
         if result.truncated:
             lines.append("[more hits exist: narrow the pattern or raise max_hits]")
         return "\n".join(lines)
@@ -241,7 +244,7 @@ def _slice_text(got: list[Line], budget: int) -> tuple[str, int]:
         if not rows:
             break
         end = got[i - 1]
-        header = f"[{first.file} lines {first.fline}-{end.fline}"
+        header = f"[{display_name(first.file)} lines {first.fline}-{end.fline}"
         header += f" = volume lines {first.vline}-{end.vline}]"
         out.append(header)
         out += rows
@@ -256,5 +259,7 @@ def _search_text(volume: str, query: str, result: SearchResult) -> str:
     if not result.hits:
         return f"nothing in {volume} matches {query!r}"
     lines = [f"{_count(len(result.hits), 'best passage')}, file:line [volume line]:"]
-    lines += [f"{h.file}:{h.best_fline} [{h.best_vline}] {h.preview}" for h in result.hits]
+    lines += [
+        f"{display_name(h.file)}:{h.best_fline} [{h.best_vline}] {h.preview}" for h in result.hits
+    ]
     return "\n".join(lines)
