@@ -154,3 +154,15 @@ def test_a_slice_that_runs_past_the_end_shows_what_there_is(
     _, whole, _ = run(capsys, "slice", "repo", "1", str(n_lines))
     code, out, _ = run(capsys, "slice", "repo", str(n_lines - 1), "500")
     assert code == 0 and out.splitlines() == whole.splitlines()[-2:]
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "here.txt").write_text("not to be ingested\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "ingest", "", "--name", "oops")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "no path given" in err
+    code, out, _ = run(capsys, "volumes", "--json")
+    assert json.loads(out) == []

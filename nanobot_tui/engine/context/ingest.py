@@ -184,6 +184,9 @@ def ingest(
     too) leaves it as it was and no work folder behind. VolumeError for bad input.
     """
     t0 = time.perf_counter()
+    if not str(path).strip():
+        # Path("") means the current folder: an empty argument is a mistake, not a choice.
+        raise VolumeInputError("no path given: name a file or a folder to ingest")
     source = Path(path).expanduser()
     if not os.path.lexists(source) or not source.exists():
         raise VolumeInputError(f"no such file or folder: {path}")
