@@ -4,16 +4,13 @@ in a real pty, and the raw bytes read back."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
+
+from tests.ui.test_small_terminal import read_for, set_size
 
 # OSC title, a hyperlink, blink+red, an 8-bit CSI, a bell: each between visible markers.
 HOSTILE = (
@@ -69,29 +66,6 @@ class Show(App[None]):
 
 Show().run()
 """
-
-
-def set_size(fd: int, size: tuple[int, int]) -> None:
-    columns, lines = size
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
-
-
-def read_for(fd: int, seconds: float) -> bytes:
-    """What the app writes in `seconds` (b"" once the terminal is closed)."""
-    out = b""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        out += data
-    return out
 
 
 def test_no_model_or_file_control_sequence_reaches_the_terminal(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 from nanobot_tui.engine.runs import store as store_mod
 from nanobot_tui.engine.runs.spec import Budgets, RunSpec
 from nanobot_tui.engine.runs.store import RunStatus, RunStore
+from nanobot_tui.engine.runs.store.db import runner_holds
 from nanobot_tui.errors import NanobotError
 
 WORKER_MODULE = "nanobot_tui.engine.runs.worker"
@@ -114,19 +115,8 @@ class RunLock:
 
 
 def is_locked(run_id: str) -> bool:
-    """Whether a runner holds the run (a probe: takes and drops a shared lock)."""
-    path = store_mod.run_dir(run_id) / "lock"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    """Whether a runner holds the run."""
+    return runner_holds(store_mod.run_dir(run_id))
 
 
 # --- requests to a runner ------------------------------------------------------------

@@ -151,13 +151,14 @@ def damage(path: Path) -> str | None:
     return None
 
 
-def runner_holds(path: Path) -> bool:
-    """Whether a process holds the lock of the run whose database is `path` (a probe)."""
+def runner_holds(folder: Path) -> bool:
+    """Whether a runner holds the lock of the run in `folder` (a probe: takes and drops a
+    shared lock)."""
     import fcntl
     import os
 
     try:
-        fd = os.open(path.parent / "lock", os.O_RDONLY)
+        fd = os.open(folder / "lock", os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -173,7 +174,7 @@ def check_intact(run_id: str, path: Path, *, locked: bool = False) -> None:
     """StoreDamaged when the run's database file is damaged. Skipped while another
     process holds the run (`locked`: this one does): a runner's checkpoint may grow the
     file after its header."""
-    if not locked and runner_holds(path):
+    if not locked and runner_holds(path.parent):
         return
     problem = damage(path)
     if problem is not None and not _wal_covers(path):
