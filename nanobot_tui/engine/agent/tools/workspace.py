@@ -80,9 +80,7 @@ class Workspace:
             raise ToolError(f"{path!r} is outside the workspace; use a path relative to it")
         given = Path(path)
         candidate = given if given.is_absolute() else self.root / given
-        # realpath follows every symlink, dangling ones too, before applying "..", so this
-        # is the file an open() would reach.
-        real = Path(os.path.realpath(candidate))
+        real = _realpath(candidate, path)
         if not self.contains(real):
             if given.is_absolute() and not self.contains(Path(os.path.normpath(given))):
                 raise ToolError(f"{path!r} is outside the workspace; use a path relative to it")
@@ -303,6 +301,18 @@ def _locate(text: str, old: str, new: str, shown: str) -> tuple[str, str, int]:
 
 
 # --------------------------------------------------------------------------- opening safely
+
+
+def _realpath(candidate: Path, given: str) -> Path:
+    """The file an open() of `candidate` would reach: realpath follows every symlink,
+    dangling ones too, before applying "..". A component that vanishes while it is being
+    followed (another process swapping it) makes realpath raise; it is followed again."""
+    for _ in range(OPEN_TRIES):
+        try:
+            return Path(os.path.realpath(candidate))
+        except OSError:
+            continue
+    raise ToolError(f"{given!r} kept changing while it was resolved; try again")
 
 
 class _Swapped(Exception):
