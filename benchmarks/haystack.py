@@ -8,6 +8,7 @@ record in logs); the question for it names the project and asks for the code.
 from __future__ import annotations
 
 import random
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +187,98 @@ def build(
             if "access code for project" in line:
                 positions[(rel, line.split("project ")[1].split()[0].rstrip(","))] = number
     return [Needle(n.project, n.code, n.file, positions[(n.file, n.project)]) for n in planted]
+
+
+# --------------------------------------------------------------------------- look-alikes
+
+# Look-alike needles: every passage says the same words except a compound service name
+# whose parts recur across passages (amber-quartz-3, amber-velvet-1, coral-quartz-3), so
+# only the whole name tells them apart. Some land in near-empty files, whose tiny chunks
+# BM25's length normalisation favours.
+FIRSTS = ("amber", "coral", "ivory", "olive", "slate", "azure", "ochre", "umber")
+SECONDS = ("quartz", "velvet", "falcon", "willow", "harbor", "cobalt", "meadow", "lantern")
+TINY_FILE = '"""Package marker."""\n'
+CODE_IN_LINE = re.compile(r" is ([A-Z0-9]{2}-[A-Z0-9]{3}-\d{2})\b")
+
+
+@dataclass(frozen=True)
+class Planted:
+    kind: str  # "unique" (an invented project name) or "lookalike" (a compound name)
+    question: str
+    code: str
+    file: str
+    line: int  # 1-based line in the file where the needle sits
+
+
+def source_files(limit_bytes: int) -> list[tuple[str, str]]:
+    """(relative path, text) of real Python source, about `limit_bytes` of it: the
+    standard library's .py files, then the environment's site-packages, in sorted order
+    (deterministic on one machine)."""
+    import sysconfig
+
+    out: list[tuple[str, str]] = []
+    total = 0
+    for key in ("stdlib", "purelib"):
+        base = Path(sysconfig.get_paths()[key])
+        for path in sorted(base.rglob("*.py")):
+            if key == "stdlib" and "site-packages" in path.parts:
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if not text.strip():
+                continue
+            out.append((f"{key}/{path.relative_to(base)}", text))
+            total += len(text.encode())
+            if total >= limit_bytes:
+                return out
+    return out
+
+
+def lookalike_line(name: str, code: str) -> str:
+    return f"    # the release key for service {name} is {code}; rotate it when the service moves"
+
+
+def build_source(
+    root: Path, *, tokens: int = 1_000_000, unique: int = 100, lookalike: int = 60, seed: int = 7
+) -> list[Planted]:
+    """Real source code of about `tokens` tokens (4 bytes each) under root, with `unique`
+    needles named by invented projects and `lookalike` needles named by compound names
+    (a third of them each in a near-empty file of its own)."""
+    rng = random.Random(seed)
+    files = [(rel, text.splitlines()) for rel, text in source_files(tokens * 4)]
+    taken: set[str] = set()
+    names = [f"{a}-{b}-{d}" for a in FIRSTS for b in SECONDS for d in range(1, 10)]
+    rng.shuffle(names)
+    plan: list[tuple[str, str, str, str]] = []  # kind, rel, line text, question
+    for k in range(unique + lookalike):
+        code = access_code(rng)
+        if k < unique:
+            project = project_name(rng, taken)
+            text = f"    # NOTE: the access code for project {project} is {code}"
+            plan.append(("unique", code, text, f"What is the access code for project {project}?"))
+        else:
+            name = names[k - unique]
+            question = f"What is the release key for service {name}?"
+            plan.append(("lookalike", code, lookalike_line(name, code), question))
+    planted: list[tuple[str, str, str, str]] = []  # kind, code, rel, question
+    for n, (kind, code, text, question) in enumerate(plan):
+        if kind == "lookalike" and n % 3 == 0:
+            rel = f"planted/pkg_{n:03d}/__init__.py"
+            files.append((rel, [*TINY_FILE.splitlines(), text]))
+        else:
+            rel, lines = rng.choice(files)
+            lines.insert(rng.randint(0, len(lines)), text)
+        planted.append((kind, code, rel, question))
+    positions: dict[tuple[str, str], int] = {}
+    codes = {code for _, code, _, _ in planted}
+    for rel, lines in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for number, line in enumerate(lines, 1):
+            found = CODE_IN_LINE.search(line)
+            if found and found.group(1) in codes:
+                positions[(rel, found.group(1))] = number
+    return [Planted(k, q, c, rel, positions[(rel, c)]) for k, c, rel, q in planted]

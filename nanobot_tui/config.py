@@ -184,17 +184,32 @@ def load_config(path: Path | None = None, *, tier: Tier | None = None) -> tuple[
     Raises ConfigError for anything unreadable, unparsable or invalid.
     """
     path = path or paths.config_path()
-    try:
-        text = read_config_text(path)
-    except FileNotFoundError:
+    text = _config_text(path)
+    if text is None:
         if tier is None:
             from nanobot_tui.hardware import detect
 
             tier = detect().tier
         return default_config(tier), False
+    return parse_config(text, path), True
+
+
+def load_context_config(path: Path | None = None) -> ContextConfig:
+    """The config's `context` section, for commands that need only it (`nanobot search`):
+    its defaults do not depend on the tier, so a missing file detects no hardware."""
+    path = path or paths.config_path()
+    text = _config_text(path)
+    return ContextConfig() if text is None else parse_config(text, path).context
+
+
+def _config_text(path: Path) -> str | None:
+    """The config file's text, None when there is none; ConfigError when unreadable."""
+    try:
+        return read_config_text(path)
+    except FileNotFoundError:
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"cannot read: {_reason(exc)}") from None
-    return parse_config(text, path), True
 
 
 # A config is a few KB; anything past this is not one (and is never read whole).

@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-import psutil
-
 
 class Tier(StrEnum):
     POTATO = "potato"
@@ -197,6 +195,8 @@ def _sysctl(key: str) -> str | None:
 
 
 def _cpu_info() -> CpuInfo:
+    import psutil  # here, not at the top: loading the config needs only Tier
+
     logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
     physical = psutil.cpu_count(logical=False) or logical
     return CpuInfo(model=_cpu_model(), physical_cores=physical, logical_cores=logical)
@@ -333,6 +333,8 @@ def _is_apple_silicon(platform_name: str | None, machine: str | None) -> bool:
 
 
 def _ram() -> tuple[int, int]:
+    import psutil
+
     try:
         vm = psutil.virtual_memory()
         return int(vm.total), int(vm.available)
@@ -482,6 +484,8 @@ class HardwareSampler:
         self._smi_last: tuple[GpuSample, ...] = ()
         self._smi_at: float | None = None
         self.gpu_source = "none"
+        import psutil
+
         # The first non-blocking reading only sets psutil's baseline.
         psutil.cpu_percent(interval=None, percpu=True)
 
@@ -554,6 +558,8 @@ class HardwareSampler:
         with self._lock:
             if not self._started:
                 self._start()
+            import psutil
+
             per_cpu = tuple(float(p) for p in psutil.cpu_percent(interval=None, percpu=True))
             # The mean of the per-CPU figures is the total: one /proc/stat read, not two.
             cpu = sum(per_cpu) / len(per_cpu) if per_cpu else 0.0

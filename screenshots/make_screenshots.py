@@ -94,16 +94,15 @@ async def take(name: str, size: tuple[int, int], out: Path, run_id: str, shot: S
 
 
 async def main_screen(app, pilot, size) -> None:  # type: ignore[no-untyped-def]
-    from textual.widgets import Input
-
     from nanobot_tui.ui.panes.chat import ChatPane
     from nanobot_tui.ui.panes.process_tree import ProcessTree
+    from nanobot_tui.ui.widgets.prompt import PromptArea
 
     if not app.screen.narrow:
         # One real turn of the chat agent on the embedded model (a 135M model: expect
         # little wisdom).
         chat = app.screen.query_one(ChatPane)
-        prompt = chat.query_one("#prompt", Input)
+        prompt = chat.query_one("#prompt", PromptArea)
         prompt.value = QUESTION
         prompt.focus()
         await pilot.press("enter")

@@ -88,6 +88,7 @@ class _Turn:
             AnswerDelta,
             CallProblem,
             Compacted,
+            MessageStored,
             ToolCalls,
             ToolDone,
             TurnDone,
@@ -114,6 +115,11 @@ class _Turn:
             _note(f"  unreadable tool call: {event.problem}")
         elif isinstance(event, Compacted) and not self.quiet:
             _note(f"  compacted messages {event.first}-{event.last}")
+        elif isinstance(event, MessageStored) and not self.quiet:
+            _note(
+                f"  the message (about {event.tokens:,} tokens) is too long for the model's "
+                f"window: stored as volume {event.volume}, which it reads with the ctx_* tools"
+            )
         elif isinstance(event, TurnDone):
             self.done = event
 

@@ -9,7 +9,6 @@ exit 1 is grep's "nothing matched". Other errors reach the CLI's one handler.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import sys
@@ -169,21 +168,28 @@ def cmd_slice(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nanobot_tui.engine.context.search import SearchError
+    from nanobot_tui.config import load_context_config
+    from nanobot_tui.engine.context.search import SearchError, search
     from nanobot_tui.engine.context.storage import VolumeError
     from nanobot_tui.engine.context.volume import Volume
 
-    async def run() -> SearchResult:
-        from nanobot_tui.engine.context.search import search, search_with_vectors
+    async def with_vectors(volume: Volume) -> SearchResult:
+        from nanobot_tui.engine.context.search import search_with_vectors
 
-        with Volume.open(args.name) as volume:
-            async with _embedder() as embedder:
-                if embedder is not None:
-                    return await search_with_vectors(volume, args.query, args.top, embedder)
-                return search(volume, args.query, args.top)
+        async with _embedder() as embedder:
+            if embedder is not None:
+                return await search_with_vectors(volume, args.query, args.top, embedder)
+            return search(volume, args.query, args.top)
 
     try:
-        result = asyncio.run(run())
+        with Volume.open(args.name) as volume:
+            context = load_context_config()
+            if context.embedding_url is None and context.embedding_model is None:
+                result = search(volume, args.query, args.top)  # no event loop to start
+            else:
+                import asyncio
+
+                result = asyncio.run(with_vectors(volume))
     except (VolumeError, SearchError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     if args.json:
@@ -234,6 +240,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                     embedder=embedder,
                 )
 
+    import asyncio
+
     try:
         result = asyncio.run(run())
     except (VolumeError, SearchError) as exc:
@@ -251,20 +259,23 @@ def cmd_ask(args: argparse.Namespace) -> int:
 @contextlib.asynccontextmanager
 async def _embedder() -> AsyncIterator[LLMClient | None]:
     """An embeddings client when the config names an embedding model or endpoint, else None
-    (and search says it used lexical + simhash)."""
-    from nanobot_tui.config import load_config
-    from nanobot_tui.engine.llm.openai import LLMClient
-    from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
-    from nanobot_tui.engine.serving.slots import ServerSpec
+    (and search says it used lexical + simhash). The HTTP client and the servers are
+    imported only when there is one: a plain search starts quickly."""
+    from nanobot_tui.config import load_config, load_context_config
 
-    config = load_config()[0].context
+    config = load_context_config()
     if config.embedding_url is not None:
+        from nanobot_tui.engine.llm.openai import LLMClient
+
         async with LLMClient(config.embedding_url, api_key=config.embedding_api_key) as client:
             yield client
         return
     if config.embedding_model is None:
         yield None
         return
+    from nanobot_tui.engine.serving.manager import ServerManager, resolve_runtime
+    from nanobot_tui.engine.serving.slots import ServerSpec
+
     path = config.embedding_model.expanduser()
     spec = ServerSpec(
         model_path=path,

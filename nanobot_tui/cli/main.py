@@ -8,6 +8,7 @@ a subcommand needs them, so `nanobot --help` and the app's first frame stay quic
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import os
 import sys
@@ -48,7 +49,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Which module under nanobot_tui/cli/ adds each command: `nanobot search` imports only
+# cli/context.py, not every command's module (tests/test_import_weight.py checks the table
+# against the full parser). A name not here builds the whole parser, so a command added
+# without an entry still works, only a little slower to start.
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(("agent", "sessions"), "agent"),
+    **dict.fromkeys(("ingest", "volumes", "grep", "slice", "search", "ask"), "context"),
+    **dict.fromkeys(("run", "calibrate"), "run"),
+    **dict.fromkeys(
+        ("runs", "status", "resume", "pause", "cancel", "traces", "attach", "export"), "runs"
+    ),
+    **dict.fromkeys(("setup", "models"), "setup"),
+}
+# Every module that adds commands, in the order `nanobot --help` lists them.
+ALL_MODULES = ("agent", "context", "run", "runs", "setup")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `nanobot` parser; given the `command` about to run, only that command's module
+    is imported (its help and errors read the same: a subcommand's parser is its own)."""
     parser = argparse.ArgumentParser(
         prog="nanobot",
         description="A local-first AI workbench in the terminal. With no command, opens the app.",
@@ -63,17 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=cmd_doctor)
 
-    from nanobot_tui.cli import agent as cli_agent
-    from nanobot_tui.cli import context as cli_context
-    from nanobot_tui.cli import run as cli_run
-    from nanobot_tui.cli import runs as cli_runs
-    from nanobot_tui.cli import setup as cli_setup
-
-    cli_agent.add_commands(sub)
-    cli_context.add_commands(sub)
-    cli_run.add_commands(sub)
-    cli_runs.add_commands(sub)
-    cli_setup.add_commands(sub)
+    if command == "doctor":
+        return parser
+    known = COMMAND_MODULES.get(command or "")
+    for name in (known,) if known else ALL_MODULES:
+        module = importlib.import_module(f"nanobot_tui.cli.{name}")
+        module.add_commands(sub)
+    if known and command not in sub.choices:
+        return build_parser()  # a stale entry in the table: the whole parser decides
     return parser
 
 
@@ -87,7 +104,8 @@ def _print_anything() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _print_anything()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return args.func(args)
     except NanobotError as exc:

@@ -1,12 +1,13 @@
-"""`nanobot runs [rm | prune] | status | resume | pause | cancel | traces | attach |
-export`: durable runs.
+"""`nanobot runs [rm | prune | compact | recover] | status | resume | pause | cancel |
+traces | attach | export`: durable runs.
 
 Every `nanobot run` is a durable run (see nanobot_tui/engine/runs/): these commands
 list runs, show one (`status`: the snapshot a script can poll with --json), resume one
 from its last durable step (in the foreground, or detached with --detach), ask its
 runner to pause or cancel after the current step, print its trace lines, and open the
 app on it; `runs rm` and `runs prune` remove runs (never one a runner holds) and say what
-that freed. A run id may be given by any unique prefix. Errors are one line on stderr:
+that freed; `runs compact` gzips trace files, `runs recover` rebuilds a damaged store
+from what it still holds. A run id may be given by any unique prefix. Errors are one line on stderr:
 exit 2 for an unknown id or bad input, 1 for anything else.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -173,6 +175,40 @@ def cmd_runs_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_runs_compact(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.runs.compact import compact_runs
+    from nanobot_tui.units import human_bytes
+
+    if bool(args.runs) == bool(args.all):
+        return _fail("say which runs: RUN ... or --all (every finished run)", EXIT_USAGE)
+    done = compact_runs(None if args.all else args.runs, dry_run=args.dry_run)
+    before = sum(c.before for c in done)
+    after = sum(c.after or 0 for c in done)
+    if args.json:
+        runs = [c.to_dict() for c in done]
+        print(json.dumps({"dry_run": args.dry_run, "runs": runs, "before": before,
+                          "after": None if args.dry_run else after}))  # fmt: skip
+        return EXIT_OK
+    for c in done:
+        if c.after is None:
+            print(f"would compact {c.run_id} ({c.status}, traces {human_bytes(c.before)})")
+        else:
+            print(f"compacted {c.run_id}: traces {human_bytes(c.before)} -> {human_bytes(c.after)}")
+    if args.dry_run:
+        print(f"{len(done)} run(s); {human_bytes(before)} of traces would be compressed")
+    else:
+        print(f"{len(done)} run(s); freed {human_bytes(before - after)}")
+    return EXIT_OK
+
+
+def cmd_runs_recover(args: argparse.Namespace) -> int:
+    from nanobot_tui.engine.runs.recover import recover_line, recover_run
+
+    done = recover_run(args.run)
+    print(json.dumps(done.to_dict()) if args.json else recover_line(done))
+    return EXIT_OK
+
+
 def _arg(parser: str) -> Callable[[str], object]:
     """An argparse type from prune's parser `parser`, which raises a one-line UsageError
     (imported when an option is given, not when the parser is built)."""
@@ -230,6 +266,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             st = store.status()
     except StoreError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    if st.warning:
+        print(f"nanobot: {st.warning}", file=sys.stderr)
     print(json.dumps(st.to_dict()) if args.json else status_text(st))
     return EXIT_OK
 
@@ -255,6 +293,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     except StoreError as exc:  # an unreadable store is the id's fault here
         return _fail(str(exc), EXIT_USAGE)
     rid = st.run_id
+    if st.warning:
+        print(f"nanobot: {st.warning}", file=sys.stderr)
     if st.status == "completed":
         print(completed_line(st))
         print(rid)
@@ -295,14 +335,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
-    from nanobot_tui.engine.runs.traces import latest_trace_run, tail, trace_path
+    from nanobot_tui.engine.runs.traces import latest_trace_run, run_trace, tail, trace_path
 
     rid = _resolve(args.run) if args.run else latest_trace_run()
     if rid is None:
         return _fail("no traces yet", EXIT_USAGE)
-    path = trace_path(rid)
-    if not path.exists():
-        return _fail(f"run {rid} has no trace file ({path})", EXIT_USAGE)
+    path = run_trace(rid)
+    if path is None:
+        return _fail(f"run {rid} has no trace file ({trace_path(rid)})", EXIT_USAGE)
     for line in tail(path, args.last):
         print(line)
     return EXIT_OK
@@ -351,10 +391,12 @@ def budget_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("runs", help="list durable runs; remove them (rm, prune)")
+    p = sub.add_parser(
+        "runs", help="list durable runs; remove (rm, prune), compact or recover them"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
-    runs_sub = p.add_subparsers(dest="runs_command", metavar="{rm,prune}")
+    runs_sub = p.add_subparsers(dest="runs_command", metavar="{rm,prune,compact,recover}")
     q = runs_sub.add_parser("rm", help="remove runs: their folders and trace files")
     q.add_argument("runs", nargs="+", metavar="RUN", help="run id (or a unique prefix)")
     q.add_argument("--json", action="store_true", help="print what was removed as JSON")
@@ -382,6 +424,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
     q.add_argument("--json", action="store_true", help="print the runs as JSON")
     q.set_defaults(func=cmd_runs_prune)
+    q = runs_sub.add_parser(
+        "compact", help="gzip runs' trace files (every reader reads them alike)"
+    )
+    q.add_argument("runs", nargs="*", metavar="RUN", help="run id (or a unique prefix)")
+    q.add_argument("--all", action="store_true", help="every finished run no runner holds")
+    q.add_argument("--dry-run", action="store_true", help="list what would be compacted")
+    q.add_argument("--json", action="store_true", help="print the runs and sizes as JSON")
+    q.set_defaults(func=cmd_runs_compact)
+    q = runs_sub.add_parser("recover", help="rebuild a damaged run store from what it still holds")
+    q.add_argument("run", metavar="RUN", help="run id (or a unique prefix)")
+    q.add_argument("--json", action="store_true", help="print what was recovered as JSON")
+    q.set_defaults(func=cmd_runs_recover)
 
     p = sub.add_parser("status", help="a run's snapshot: status, steps, errors, rate, ETA, pid")
     p.add_argument("run", help="run id (or a unique prefix)")

@@ -208,6 +208,9 @@ def _say_plan(plan: SetupPlan, say: Callable[[str], None]) -> None:
     for line in hardware_lines(plan.hardware, plan.tier):
         say(line)
     for name, slot in plan.slots.items():
+        if slot.keeps_path:
+            say(f"{name:<6} {slot.why} (setup fills only slots without a file of their own)")
+            continue
         option = slot.choice
         state = "present" if option.present else "to download"
         say(

@@ -12,6 +12,7 @@ SetupScreen walk the same functions. No textual here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import difflib
 import time
@@ -76,6 +77,13 @@ class SlotPlan:
     chosen: int = 0
     picked: bool = False  # chosen by the user rather than by the plan
     note: str = ""  # why the choice changed after planning (a failed download or test)
+    # The user's own GGUF (the existing config's `path`): kept, not replaced by a catalog
+    # model, unless the user picks one or the file fails its server test.
+    own_path: Path | None = None
+
+    @property
+    def keeps_path(self) -> bool:
+        return self.own_path is not None and not self.picked
 
     @property
     def choice(self) -> ModelOption:
@@ -92,12 +100,29 @@ class SlotPlan:
                 return index
         raise KeyError(f"slot {self.slot} has no option {model_id!r}")
 
+    def to_dict(self) -> dict[str, Any]:
+        kept = self.keeps_path
+        return {
+            "model": None if kept else self.choice.model_id,
+            "quant": None if kept else self.choice.quant,
+            "path": str(self.own_path) if kept else None,
+            "kept": kept,
+            "sizeBytes": None if kept else self.choice.size_bytes,
+            "present": True if kept else self.choice.present,
+            "why": self.why,
+            "fallback": bool(self.note),
+            "recommended": self.recommended_id,
+            "alternatives": [o.model_id for o in self.options],
+        }
+
     @property
     def why(self) -> str:
         """Why this slot uses what it uses, in one line."""
         choice = self.choice
         if self.note:
             return self.note
+        if self.keeps_path:
+            return f"your own model file, kept: {self.own_path}"
         if self.picked:
             return f"your pick: {choice.why}"
         if choice.model_id == self.recommended_id:
@@ -118,6 +143,8 @@ class SetupPlan:
         """The chosen options not on disk yet, each once, in slot order."""
         wanted: dict[tuple[str, str], ModelOption] = {}
         for slot in self.slots.values():
+            if slot.keeps_path:
+                continue
             option = slot.choice
             if not option.present:
                 wanted.setdefault((option.model_id, option.quant), option)
@@ -143,6 +170,8 @@ class SetupPlan:
         """Every slot choosing `model_id` moves to the embedded default; returns those slots."""
         moved: list[SlotName] = []
         for name, slot in self.slots.items():
+            if slot.keeps_path:
+                continue
             if slot.choice.model_id == model_id and not slot.choice.embedded:
                 slot.chosen = slot.index_of(catalog.EMBEDDED_ID)
                 slot.note = f"{catalog.get(model_id).name}: {reason}; using the embedded model"
@@ -157,7 +186,18 @@ class SetupPlan:
             if check.ok:
                 continue
             for name in check.slots:
-                choice = self.slots[name].choice  # type: ignore[index]
+                slot = self.slots[name]  # type: ignore[index]
+                if slot.keeps_path:
+                    # The user's own file does not load: setup's job is a working config.
+                    slot.chosen = slot.index_of(catalog.EMBEDDED_ID)
+                    slot.note = (
+                        f"your model file {slot.own_path} failed its server test; "
+                        "using the embedded model"
+                    )
+                    slot.own_path = None
+                    moved.append(slot.slot)
+                    continue
+                choice = slot.choice
                 if not choice.embedded:
                     moved += self.fall_back(choice.model_id, "its server failed the test")
         return moved
@@ -166,10 +206,15 @@ class SetupPlan:
         """What the planned servers need together: one server per file, holding the KV
         cache of every slot it serves."""
         shared: dict[tuple[str, str], int] = {}
+        total = 0
         for slot in self.slots.values():
+            if slot.keeps_path:
+                assert slot.own_path is not None
+                with contextlib.suppress(OSError):  # the weights; its server's test says more
+                    total += slot.own_path.expanduser().stat().st_size
+                continue
             key = (slot.choice.model_id, slot.choice.quant)
             shared[key] = shared.get(key, 0) + slot.n_ctx
-        total = 0
         for (model_id, quant_name), n_ctx in shared.items():
             model = catalog.get(model_id)
             quant = model.quant(quant_name)
@@ -195,7 +240,7 @@ class SetupPlan:
     def quant_for(self, model_id: str) -> str:
         """The quant this plan uses (or would use) for a model."""
         for slot in self.slots.values():
-            if slot.choice.model_id == model_id:
+            if slot.choice.model_id == model_id and not slot.keeps_path:
                 return slot.choice.quant
         for slot in self.slots.values():
             for option in slot.options:
@@ -208,19 +253,7 @@ class SetupPlan:
             "tier": self.tier.value,
             "tierDetected": self.tier_detected,
             "hardware": self.hardware.to_dict(),
-            "slots": {
-                name: {
-                    "model": slot.choice.model_id,
-                    "quant": slot.choice.quant,
-                    "sizeBytes": slot.choice.size_bytes,
-                    "present": slot.choice.present,
-                    "why": slot.why,
-                    "fallback": bool(slot.note),
-                    "recommended": slot.recommended_id,
-                    "alternatives": [o.model_id for o in slot.options],
-                }
-                for name, slot in self.slots.items()
-            },
+            "slots": {name: slot.to_dict() for name, slot in self.slots.items()},
             "memoryTotal": self.memory_total(),
             "warnings": self.warnings(),
         }
@@ -301,7 +334,12 @@ def _slot_plan(
     # Fitting first; among them the tier's pick, then catalog order (the embedded one last).
     options.sort(key=lambda o: (not o.fits, o.model_id != recommended, order.index(o.model_id)))
     return SlotPlan(
-        slot=name, recommended_id=recommended, options=options, n_ctx=n_ctx, budget=budget
+        slot=name,
+        recommended_id=recommended,
+        options=options,
+        n_ctx=n_ctx,
+        budget=budget,
+        own_path=slot.path,
     )
 
 
@@ -310,6 +348,8 @@ def _same_quant_per_model(slots: dict[SlotName, SlotPlan]) -> None:
     which fits both."""
     smallest: dict[str, ModelOption] = {}
     for slot in slots.values():
+        if slot.keeps_path:
+            continue
         option = slot.choice
         model = catalog.get(option.model_id)
         names = [q.name for q in model.quants]
@@ -317,6 +357,8 @@ def _same_quant_per_model(slots: dict[SlotName, SlotPlan]) -> None:
         if held is None or names.index(option.quant) > names.index(held.quant):
             smallest[option.model_id] = option
     for slot in slots.values():
+        if slot.keeps_path:
+            continue
         best = smallest[slot.choice.model_id]
         if slot.choice.quant != best.quant:
             slot.options[slot.chosen] = dataclasses.replace(
@@ -396,14 +438,23 @@ def read_existing(path: Path | None = None) -> ExistingConfig:
 
 def planned_config(plan: SetupPlan, existing: ExistingConfig | None = None) -> Config:
     """The existing config (or the tier's defaults) with each slot set to its choice; every
-    other setting (providers, agent, UI, per-slot context) is kept."""
-    base = base_config(plan.tier, existing.config if existing else None)
-    slots = {
-        name: base.local.slot(name).model_copy(
-            update={"model": slot.choice.model_id, "quant": slot.choice.quant, "path": None}
-        )
-        for name, slot in plan.slots.items()
-    }
+    other setting (providers, agent, UI, per-slot context) is kept, and so is a slot's own
+    model file (`path`) unless the user picked another model for it."""
+    own = existing.config if existing else None
+    base = base_config(plan.tier, own)
+    slots: dict[str, Any] = {}
+    for name, slot in plan.slots.items():
+        if slot.keeps_path:
+            # As the user wrote it: their file, and no tier default's model beside it.
+            mine = own.local.slot(name) if own is not None else None
+            update = {
+                "path": slot.own_path,
+                "model": mine.model if mine else None,
+                "quant": mine.quant if mine else None,
+            }
+        else:
+            update = {"model": slot.choice.model_id, "quant": slot.choice.quant, "path": None}
+        slots[name] = base.local.slot(name).model_copy(update=update)
     return base.model_copy(update={"local": LocalConfig(**slots)})
 
 

@@ -11,25 +11,24 @@ typed, and without importing ui/app.py, which imports every pane through the mai
 from __future__ import annotations
 
 import asyncio
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from textual import on, work
 from textual.app import App
 from textual.signal import Signal
 from textual.worker import Worker
 
-from nanobot_tui.config import Config
-from nanobot_tui.engine.agent.build import AgentKit, build_agent, open_session
-from nanobot_tui.engine.agent.delegate import Delegation
-from nanobot_tui.engine.serving.manager import ServerStartError
-from nanobot_tui.engine.serving.status import ServerEvent
-from nanobot_tui.engine.serving.workbench import Workbench
-from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
-from nanobot_tui.engine.voting.domains.hanoi import Hanoi
-from nanobot_tui.engine.voting.maths import k_min
-from nanobot_tui.engine.voting.runner import RunSummary, VoteMonitor, run_domain
-from nanobot_tui.engine.voting.samplers.simulated import SimulatedSampler
 from nanobot_tui.ui.messages import DelegationChanged, EngineChanged, EngineState, ServerChanged
+
+# The engine (model servers, HTTP client, agent, voting) is imported where it is first
+# used, after the first frame: tests/test_import_weight.py keeps it off the app's import.
+if TYPE_CHECKING:
+    from nanobot_tui.config import Config
+    from nanobot_tui.engine.agent.build import AgentKit
+    from nanobot_tui.engine.agent.delegate import Delegation
+    from nanobot_tui.engine.serving.status import ServerEvent
+    from nanobot_tui.engine.serving.workbench import Workbench
+    from nanobot_tui.engine.voting.runner import RunSummary, VoteMonitor
 
 
 class EngineOptions(TypedDict, total=False):
@@ -75,12 +74,13 @@ class EngineApp(App[None]):
 
     @work(exclusive=True, group="engine", exit_on_error=False, description="start servers")
     async def start_engine(self) -> None:
+        from nanobot_tui.engine.serving.manager import ServerStartError
+
         try:
             if self.workbench is None:
-                # Planning reads GGUF headers and may run `llama-server --version`: off the loop.
-                self.workbench = await asyncio.to_thread(
-                    Workbench, self.config, on_event=self._server_event
-                )
+                # Planning reads GGUF headers and may run `llama-server --version`: off the
+                # loop, and so is importing the serving layer.
+                self.workbench = await asyncio.to_thread(self._new_workbench)
             else:
                 self.workbench.manager.on_event = self._server_event
             await self.workbench.start()
@@ -88,6 +88,11 @@ class EngineApp(App[None]):
             self.post_message(EngineChanged(EngineState(error=str(exc), detail=exc.log_tail)))
         else:
             self.post_message(EngineChanged(EngineState(ready=True)))
+
+    def _new_workbench(self) -> Workbench:
+        from nanobot_tui.engine.serving.workbench import Workbench
+
+        return Workbench(self.config, on_event=self._server_event)
 
     def _server_event(self, event: ServerEvent) -> None:
         self.post_message(ServerChanged(event))
@@ -118,6 +123,8 @@ class EngineApp(App[None]):
             raise RuntimeError(self.engine_state.error or "the model servers are not running")
         async with self._kit_lock:
             if self.kit is None:
+                from nanobot_tui.engine.agent.build import build_agent, open_session
+
                 session = await asyncio.to_thread(open_session, self.session_name)
                 try:
                     self.kit = await build_agent(
@@ -164,6 +171,12 @@ class EngineApp(App[None]):
         """Solve Towers of Hanoi with voting on the SIMULATED sampler (right with
         probability p), k the smallest that reaches 95 % over all steps; the vote
         counter pane watches it. A new run replaces one still going."""
+        from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+        from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+        from nanobot_tui.engine.voting.maths import k_min
+        from nanobot_tui.engine.voting.runner import VoteMonitor, run_domain
+        from nanobot_tui.engine.voting.samplers.simulated import SimulatedSampler
+
         domain = Hanoi(disks)
         sampler = SimulatedSampler(domain, p)
         cfg = VoteConfig(k=k_min(p, domain.total_steps(), 0.95))

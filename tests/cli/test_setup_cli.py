@@ -207,6 +207,36 @@ def test_setup_falls_back_when_a_server_fails_its_test(
     assert config.local.memory.model == EMBEDDED
 
 
+@pytest.mark.model
+@pytest.mark.timeout(300)  # two servers tested: slow only when other jobs share the cores
+@pytest.mark.usefixtures("copy_on_hub")
+def test_setup_yes_keeps_a_slots_own_model_file(
+    fake_machine: None,
+    monkeypatch: pytest.MonkeyPatch,
+    embedded_model: Path,
+    nanobot_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """main runs the user's own GGUF (`path`): setup keeps it, says so, and fills only the
+    other slots from the catalog (downloaded from the FAKE hub)."""
+    # rlm and memory share one server: two servers to test, as in the other setup tests.
+    picks = {"main": COPY_ID, "rlm": COPY_ID, "memory": COPY_ID}
+    monkeypatch.setattr(catalog, "recommended_models", lambda tier: dict(picks))
+    mine = tmp_path / "my models" / "mine.gguf"
+    mine.parent.mkdir()
+    mine.write_bytes(embedded_model.read_bytes())
+    nanobot_home.mkdir()
+    config_path = nanobot_home / "config.json"
+    config_path.write_text(json.dumps({"local": {"main": {"path": str(mine)}}}))
+    assert cli.main(["setup", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"main   your own model file, kept: {mine}" in out
+    config, _ = load_config(config_path)
+    assert config.local.main.path == mine and config.local.main.model is None
+    assert config.local.rlm.model == COPY_ID and config.local.memory.model == COPY_ID
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -150,6 +150,32 @@ def test_planned_config_keeps_the_users_settings_and_shows_a_diff(nanobot_home: 
     assert config_diff(again, new) == ""  # nothing left to change
 
 
+def test_a_slot_with_its_own_model_file_keeps_it(nanobot_home: Path) -> None:
+    nanobot_home.mkdir()
+    mine = nanobot_home / "mine.gguf"
+    mine.write_bytes(b"GGUF" + bytes(1000))
+    (nanobot_home / "config.json").write_text(json.dumps({"local": {"main": {"path": str(mine)}}}))
+    existing = read_existing()
+    plan = build_plan(FAKE_HARDWARE, existing=existing.config)
+    main = plan.slots["main"]
+    assert main.keeps_path and main.why == f"your own model file, kept: {mine}"
+    # Nothing is fetched for main; rlm and memory (no file of their own) are filled.
+    assert [o.model_id for o in plan.downloads()] == ["nanbeige4.1-3b", "qwen3-0.6b"]
+    new = planned_config(plan, existing)
+    assert (new.local.main.path, new.local.main.model) == (mine, None)
+    assert new.local.rlm.model == "nanbeige4.1-3b" and new.local.rlm.path is None
+    assert plan.to_dict()["slots"]["main"]["kept"] and plan.memory_total() > 1000
+    # Another model picked by the user does replace the file.
+    main.choose(main.index_of(EMBEDDED))
+    assert planned_config(plan, existing).local.main.path is None
+    # A file that fails its server test gives way to the embedded model, and says why.
+    plan = build_plan(FAKE_HARDWARE, existing=existing.config)
+    moved = plan.fall_back_failed([ServerCheck(("main",), "mine", False, "bad file", 1.0)])
+    assert moved == ["main"] and plan.slots["main"].choice.model_id == EMBEDDED
+    assert plan.slots["main"].why.startswith(f"your model file {mine} failed its server test")
+    assert planned_config(plan, existing).local.main.path is None
+
+
 def test_a_broken_config_is_replaced_and_no_config_has_no_diff(nanobot_home: Path) -> None:
     nanobot_home.mkdir()
     (nanobot_home / "config.json").write_text('{"local": {"main": {"colour": "red"}}}')

@@ -9,13 +9,14 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 from textual.content import Content
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 from nanobot_tui.config import Config, LocalConfig, SlotConfig
 from nanobot_tui.engine.agent.loop import AgentEvent, AnswerDelta
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.panes.chat import Answer, ChatPane, Note, UserMessage
 from nanobot_tui.ui.panes.meter import HardwareMeter
+from nanobot_tui.ui.widgets.prompt import PromptArea
 from tests.conftest import until
 
 
@@ -36,7 +37,7 @@ def text_of(widget: Static) -> str:
 
 
 async def ask(pilot, question: str) -> None:
-    prompt = pilot.app.screen.query_one("#prompt", Input)
+    prompt = pilot.app.screen.query_one("#prompt", PromptArea)
     prompt.value = question
     await pilot.press("enter")
 

@@ -18,7 +18,7 @@ import pytest
 from rich.console import Group
 from rich.syntax import Syntax
 from rich.text import Text
-from textual.widgets import Collapsible, DataTable, Input, Static
+from textual.widgets import Collapsible, DataTable, Static
 from textual.worker import WorkerState
 
 from nanobot_tui.config import AgentConfig, Config, LocalConfig, SlotConfig
@@ -51,6 +51,7 @@ from nanobot_tui.ui.panes.chat import (
 )
 from nanobot_tui.ui.screens.sessions import SessionPicker
 from nanobot_tui.ui.widgets.agent_tree import AgentTree
+from nanobot_tui.ui.widgets.prompt import PromptArea
 from nanobot_tui.ui.widgets.tool_block import ToolBlock
 from tests.conftest import until
 from tests.ui.test_app import text_of
@@ -89,7 +90,7 @@ def recorded_events(pane: ChatPane) -> list[AgentEvent]:
 
 
 async def ask(pilot: Any, text: str) -> None:
-    pilot.app.screen.query_one("#prompt", Input).value = text
+    pilot.app.screen.query_one("#prompt", PromptArea).value = text
     await pilot.press("enter")
 
 

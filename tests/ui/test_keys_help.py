@@ -24,6 +24,7 @@ from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.main import MainScreen
 from nanobot_tui.ui.screens.path_prompt import PathPrompt
 from nanobot_tui.ui.screens.setup import SetupScreen
+from nanobot_tui.ui.widgets.prompt import PromptArea
 from tests.conftest import until
 from tests.ui.palette import run_command
 from tests.ui.test_app import small_config
@@ -106,7 +107,7 @@ async def test_help_screen_lists_keys_by_pane_commands_and_files() -> None:
         await started(app)
         # In the chat's prompt, ? is a character; F1 opens the help from anywhere.
         await pilot.press("question_mark")
-        assert app.screen.query_one("#prompt", Input).value == "?"
+        assert app.screen.query_one("#prompt", PromptArea).value == "?"
         await pilot.press("f1")
         await until(lambda: isinstance(app.screen, HelpScreen))
         keys = plain(app.screen.query_one("#help-keys", Static))
@@ -277,7 +278,7 @@ async def test_the_keys_panel_closes_with_escape_and_escape_still_reaches_the_ch
         await until(lambda: not app.screen.query(HelpPanel))
         # No panel: Esc is the focused widget's again (the chat's "stop", a no-op here).
         assert isinstance(app.screen, MainScreen)
-        prompt = app.screen.query_one("#prompt", Input)
+        prompt = app.screen.query_one("#prompt", PromptArea)
         prompt.value = "kept"
         await pilot.press("escape")
         await pilot.pause()

@@ -18,11 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 from textual.command import CommandPalette
-from textual.widgets import Input
 
 from nanobot_tui import paths
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.screens.main import NARROW_WIDTH, MainScreen, PaneStrip
+from nanobot_tui.ui.widgets.prompt import PromptArea
 from tests.conftest import until
 from tests.ui.test_process_pane import hanoi, make_run, quiet_app, watching
 
@@ -83,7 +83,7 @@ async def test_80x24_shows_one_pane_at_a_time_and_f2_walks_them() -> None:
         # Keys go where the eye is: the chat's prompt when chat is shown, nothing hidden.
         await pilot.press("f2")
         await pilot.pause()
-        assert app.focused is screen.query_one("#prompt", Input)
+        assert app.focused is screen.query_one("#prompt", PromptArea)
 
 
 async def test_switching_keeps_each_panes_state_and_resizing_lays_out_again() -> None:
@@ -93,7 +93,7 @@ async def test_switching_keeps_each_panes_state_and_resizing_lays_out_again() ->
         assert not screen.narrow
         assert shown_panes(screen) == STRIP_ORDER  # all five, three columns
         assert not screen.query_one(PaneStrip).display
-        prompt = screen.query_one("#prompt", Input)
+        prompt = screen.query_one("#prompt", PromptArea)
         prompt.value = "half a question"
         # Wide: F2 moves the focus to the next pane that takes keys.
         await pilot.press("f2")
@@ -271,4 +271,4 @@ async def test_attach_starts_with_the_focus_on_the_process_pane(size: tuple[int,
         assert "r" in keys and "p" in keys  # the pane's keys, not the chat's
         await pilot.press("p")
         await pilot.pause()
-        assert screen.query_one("#prompt", Input).value == ""
+        assert screen.query_one("#prompt", PromptArea).value == ""

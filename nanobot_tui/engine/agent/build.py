@@ -110,6 +110,7 @@ async def build_agent(
             summarizer=workbench.client("memory"),
             summarizer_context=workbench.slots["memory"].context_size,
             prompt_extras=extras,
+            context=store,
         )
 
     sessions = SessionStore()

@@ -12,7 +12,8 @@ messages by one summary note (see sessions.summary_message), never separating an
 assistant message with tool calls from the tool results that answer it. Nothing is
 dropped without a summary: when the summariser fails, a mechanical one (the first line
 of each message) takes its place, and says so. A message too big to fit even alone is
-clipped, with a note. The originals stay in the session file; the returned record, once
+clipped, with a note (a user's message that big is made a volume before it gets here:
+see long_message.py). The originals stay in the session file; the returned record, once
 appended to the session, makes `Session.messages()` give the same compacted list.
 
 Record indices: the messages passed are the prompt's leading system messages (not part

@@ -21,13 +21,20 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
+from nanobot_tui.engine.agent.answer_stream import AnswerStream
 from nanobot_tui.engine.agent.compaction import (
     CompactionError,
     TokenEstimator,
     compact,
     needs_compaction,
+)
+from nanobot_tui.engine.agent.long_message import (
+    MESSAGE_SHARE,
+    MessageStored,
+    ensure_read_tools,
+    try_store_message,
 )
 from nanobot_tui.engine.agent.sessions import Session
 from nanobot_tui.engine.agent.tool_protocol import (
@@ -40,9 +47,12 @@ from nanobot_tui.engine.agent.tool_protocol import (
 from nanobot_tui.engine.agent.tools.registry import ToolRegistry, ToolResult
 from nanobot_tui.engine.llm.chat_client import ChatClient
 from nanobot_tui.engine.llm.errors import LLMError, StatusError
-from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.llm.results import ChatResult, StreamDone, TextDelta, ToolCall, Usage
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.context.micro_tools import ContextStore
+    from nanobot_tui.engine.llm.openai import LLMClient
 
 # Unreadable calls or identical repeats in a row before the model must answer without tools.
 MAX_STRIKES = 3
@@ -119,7 +129,16 @@ class TurnDone:
     cut: bool = False  # the answer stopped at the token limit (max_tokens), not by itself
 
 
-AgentEvent = AnswerDelta | ToolCalls | ToolDone | CallProblem | Compacted | RoundDone | TurnDone
+AgentEvent = (
+    AnswerDelta
+    | ToolCalls
+    | ToolDone
+    | CallProblem
+    | Compacted
+    | RoundDone
+    | TurnDone
+    | MessageStored
+)
 
 
 # --- the agent --------------------------------------------------------------------------
@@ -142,6 +161,9 @@ class Agent:
     # Extra system text for a turn (MEMORY.md, matched skills), given the user's message.
     prompt_extras: Callable[[str], list[str]] | None = None
     estimator: TokenEstimator = field(default_factory=TokenEstimator)
+    # What the ctx_* tools read through; one is made when a message too long for the
+    # window becomes a volume and the agent was built without those tools.
+    context: ContextStore | None = None
 
     def system_message(self, user_text: str, *, with_tools: bool = True) -> dict[str, Any]:
         parts = [self.system_prompt]
@@ -153,9 +175,13 @@ class Agent:
 
     async def turn(self, user_text: str) -> AsyncGenerator[AgentEvent, None]:
         """Answer one user message, calling tools as the model asks."""
-        self.session.append_message({"role": "user", "content": user_text})
-        state = _Turn(user_text)
+        index = self.session.append_message({"role": "user", "content": user_text})
+        state = _Turn(user_text, index)
         try:
+            if self.session.volumes():  # messages the model reads with the ctx_* tools
+                self.context = ensure_read_tools(self.tools, self.context)
+            if (stored := await self._store_if_too_long(state)) is not None:
+                yield stored
             while not state.done:
                 async with aclosing(self._round(state)) as events:
                     async for event in events:
@@ -224,12 +250,15 @@ class Agent:
 
     async def _request(
         self, state: _Turn, final: bool, shown: list[str]
-    ) -> AsyncIterator[Compacted | AnswerDelta | ChatResult | tuple[list[dict[str, Any]], int]]:
+    ) -> AsyncIterator[
+        Compacted | MessageStored | AnswerDelta | ChatResult | tuple[list[dict[str, Any]], int]
+    ]:
         """Fit the conversation into the window and ask: the compactions, the answer's
         deltas, the messages as kept (with the answer budget), then the result. When the
         server counts more tokens than the estimate said (or has a smaller window than
         configured) it says so in its refusal: the estimator learns the server's count
-        and window, and the request is fitted again, a bounded number of times."""
+        and window, the turn's message becomes a volume if it is now too long for that
+        window, and the request is fitted again, a bounded number of times."""
         for attempt in range(FIT_RETRIES + 1):
             kept: list[dict[str, Any]] = []
             sent: list[dict[str, Any]] = []
@@ -261,6 +290,8 @@ class Agent:
                 if not counted or counted <= estimate:
                     counted = int(estimate * 1.25) + 1
                 self.estimator.observe(kept, counted, self._request_tools())
+                if (stored := await self._store_if_too_long(state)) is not None:
+                    yield stored
 
     async def _fit(
         self, user_text: str, final: bool
@@ -289,7 +320,7 @@ class Agent:
                 estimator=self.estimator,
                 summarizer_context=self.summarizer_context,
                 # Thinking models (Qwen3) would spend the summary's tokens thinking.
-                summarizer_extra=_NO_THINKING if isinstance(summarizer, LLMClient) else None,
+                summarizer_extra=_NO_THINKING if _is_llm_client(summarizer) else None,
             )
             if done.record is not None:
                 self.session.append(done.record)
@@ -301,6 +332,25 @@ class Agent:
         room = self.context_size - self.estimator.estimate(messages, tools)
         budget = min(self.max_tokens, max(MIN_ANSWER_TOKENS, room))
         yield messages, self.protocol.wire(messages), budget
+
+    async def _store_if_too_long(self, state: _Turn) -> MessageStored | None:
+        """The turn's message as a volume, when it would take more than MESSAGE_SHARE of
+        the room the window leaves beside the system prompt, the tools and the answer;
+        None when it fits, is stored already, or cannot be stored (then it is clipped to
+        fit like any message). The ctx_* tools are added for the model to read it."""
+        if state.stored:
+            return None
+        tools = self._request_tools()
+        reserve = min(self.max_tokens, max(MIN_ANSWER_TOKENS, self.context_size // 4))
+        system = self.estimator.estimate([self.system_message(state.user_text)], tools)
+        tokens = self.estimator.estimate_added([{"role": "user", "content": state.user_text}])
+        if tokens <= (self.context_size - reserve - system) * MESSAGE_SHARE:
+            return None
+        state.stored = True
+        stored = await try_store_message(self.session, state.index, state.user_text, tokens)
+        if stored is not None:
+            self.context = ensure_read_tools(self.tools, self.context)
+        return stored
 
     def _request_tools(self) -> list[dict[str, Any]] | None:
         """The `tools` field of a request (None for prompted tools); the final request
@@ -325,7 +375,7 @@ class Agent:
         text: list[str] = []
         decided: bool | None = None  # True: prose, shown; False: a call, held back
         # A constrained reply is JSON; the text of its {"answer": ...} is readable as it comes.
-        answer = _AnswerStream() if isinstance(self.protocol, ConstrainedTools) else None
+        answer = AnswerStream() if isinstance(self.protocol, ConstrainedTools) else None
         async with aclosing(self.client.stream_chat(request)) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta) and answer is not None:
@@ -414,80 +464,13 @@ class Agent:
 
 # --- helpers ----------------------------------------------------------------------------
 
-_ANSWER_HEAD = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
-class _AnswerStream:
-    """The text of a constrained reply's `{"answer": "..."}` string as it streams: `feed`
-    takes the reply's next characters and returns the answer's text they complete. A
-    tool call (another first key) gives nothing."""
-
-    def __init__(self) -> None:
-        self.head = ""  # the reply before the answer's string starts
-        self.inside = False
-        self.ended = False
-        self.escape = ""  # an escape sequence begun and not finished
-        self.high = 0  # the first half of a surrogate pair, waiting for its second
-
-    def feed(self, chunk: str) -> str:
-        if self.ended:
-            return ""
-        if not self.inside:
-            self.head += chunk
-            found = _ANSWER_HEAD.match(self.head)
-            if found is None:
-                if len(self.head) > 64 or not _could_open_answer(self.head):
-                    self.ended = True
-                return ""
-            self.inside = True
-            chunk, self.head = self.head[found.end() :], ""
-        out: list[str] = []
-        for ch in chunk:
-            if self.escape:
-                self.escape += ch
-                if self.escape[1] == "u":
-                    if len(self.escape) == 6:
-                        out.append(self._unicode(self.escape[2:]))
-                        self.escape = ""
-                else:
-                    out.append(_ESCAPES.get(self.escape[1], self.escape[1]))
-                    self.escape = ""
-            elif ch == "\\":
-                self.escape = ch
-            elif ch == '"':
-                self.ended = True
-                break
-            else:
-                out.append(ch)
-        return "".join(out)
-
-    def _unicode(self, digits: str) -> str:
-        """One \\uXXXX escape; a surrogate pair's halves are joined into one character."""
-        try:
-            code = int(digits, 16)
-        except ValueError:
-            return "\ufffd"
-        if 0xD800 <= code < 0xDC00:
-            self.high = code
-            return ""
-        high, self.high = self.high, 0
-        if 0xDC00 <= code < 0xE000:
-            return chr(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)) if high else "\ufffd"
-        return chr(code)
-
-
-def _could_open_answer(head: str) -> bool:
-    """Whether `head` may still become the start of `{"answer": "`."""
-    compact = re.sub(r"\s+", "", head)
-    return '{"answer":"'.startswith(compact)
-
 
 @dataclass
 class _Turn:
     """Where a turn is: its rounds so far, and what they cost."""
 
     user_text: str
+    index: int  # the user message's record index in the session
     round_no: int = 0
     total: Usage = field(default_factory=Usage)  # summed over the turn's requests
     last_prompt: int = 0
@@ -495,6 +478,7 @@ class _Turn:
     previous: list[tuple[str, str]] = field(default_factory=list)  # the last round's calls
     stopped: str | None = None
     done: bool = False
+    stored: bool = False  # the message is a volume already (or could not be made one)
 
 
 def _final_answer(parsed: Parsed, result: ChatResult, final: bool, round_no: int) -> str:
@@ -582,7 +566,7 @@ async def detect_protocol(client: ChatClient, mode: str = "auto") -> ToolProtoco
             "prompted": PromptedTools,
         }
         return named.get(mode, ConstrainedTools)()
-    if isinstance(client, LLMClient):
+    if _is_llm_client(client):
         try:
             props = await client.props()
         except LLMError:
@@ -591,3 +575,11 @@ async def detect_protocol(client: ChatClient, mode: str = "auto") -> ToolProtoco
         if caps.get("supports_tools") is False:
             return PromptedTools()
     return NativeTools()
+
+
+def _is_llm_client(client: object) -> TypeGuard[LLMClient]:
+    """Whether `client` is the HTTP client. Imported here, not at the top: the chat pane
+    imports this module for its events, and httpx should not weigh on the app's start."""
+    from nanobot_tui.engine.llm.openai import LLMClient
+
+    return isinstance(client, LLMClient)

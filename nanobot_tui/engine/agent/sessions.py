@@ -6,12 +6,16 @@ A session file is append-only; each line is one record, its "type" first:
     {"type":"message","message":{OpenAI message},"ts":...}
     {"type":"tool","call_id","name","arguments","ok","elapsed_s","content","ts"}
     {"type":"compaction","summary":str,"first":i,"last":j,"ts":...}
+    {"type":"volume","index":i,"volume":name,"content":str,"ts":...}
 
 Message records are numbered 0, 1, 2, ... in file order. A compaction record says that
 messages first..last are replaced, in the live conversation, by its summary; they stay
 in the file. A later compaction may cover an earlier one's range (its summary then
-folds the earlier summary in). Tool records are for display and traces only: the tool
-results the model saw are message records of role "tool".
+folds the earlier summary in). A volume record says that message i, too long for the
+model's window, is stored as a volume and given to the model as `content`, a note that
+names it (see long_message.py); the file keeps the whole message. Tool records are for
+display and traces only: the tool results the model saw are message records of role
+"tool".
 
 A crash mid-write leaves a truncated last line: reading skips any line that does not
 parse (with a warning), and the next append starts on a fresh line. Files are 0600 in a
@@ -38,7 +42,7 @@ from nanobot_tui.errors import NanobotError, UsageError
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
-RECORD_TYPES = frozenset({"meta", "message", "tool", "compaction"})
+RECORD_TYPES = frozenset({"meta", "message", "tool", "compaction", "volume"})
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SECRET_KEY_RE = re.compile(r"api[_-]?key|authorization|secret|password|bearer", re.I)
 TITLE_CHARS = 60
@@ -256,7 +260,26 @@ class Session:
                 index += 1
             elif record["type"] == "compaction":
                 items = self._apply_compaction(items, record, index)
+            elif record["type"] == "volume":
+                items = self._apply_volume(items, record)
         return [dict(message) for _, _, message in items]
+
+    def _apply_volume(
+        self, items: list[tuple[int, int, dict[str, Any]]], record: dict[str, Any]
+    ) -> list[tuple[int, int, dict[str, Any]]]:
+        """Message `index` given as the record's note (a message summarised already
+        stays summarised)."""
+        at, note = record.get("index"), record.get("content")
+        if not isinstance(at, int) or not isinstance(note, str):
+            warning = f"session {self.name}: a volume record without index or content was skipped"
+            self.warnings.append(warning)
+            log.warning(warning)
+            return items
+        return [(a, b, {**m, "content": note} if a == b == at else m) for a, b, m in items]
+
+    def volumes(self) -> list[str]:
+        """The volumes that hold messages of this session too long for the window."""
+        return [str(r.get("volume")) for r in self._records if r["type"] == "volume"]
 
     def _apply_compaction(
         self, items: list[tuple[int, int, dict[str, Any]]], record: dict[str, Any], count: int
@@ -315,6 +338,10 @@ class Session:
             record = _scrub(record)
         elif record["type"] == "compaction":
             self._check_compaction(record)
+        elif record["type"] == "volume":
+            at = record.get("index")
+            if not (isinstance(at, int) and 0 <= at < self._n_messages):
+                raise SessionError(f"a volume record for message {at} does not fit this session")
         try:
             data = _dump(record)
         except UnicodeEncodeError:  # text that holds a lone surrogate: write what it shows

@@ -1,15 +1,19 @@
 """grep over a volume: every line that matches a pattern, once, in order, like `grep -n`.
 
 A line matches when ``re.search(pattern, line_text)`` would (Python's regex syntax and
-meaning on the line's text, CR removed), except that a pattern runs in linear time (RE2,
-see pattern.py: what only a backtracking engine can do is refused in one line). The work
-is done on the memory-mapped text.bin, many lines at a time, in one of three ways:
+meaning on the line's text, CR removed), except that a pattern runs in linear time (see
+pattern.py: what only a backtracking engine can do is refused in one line).
+
+ripgrep does the work where it can answer exactly (ripgrep.py: a volume without CR, the
+pattern translated to Rust's syntax): it searches text.bin, whose lines are the volume's.
+Otherwise, or when rg cannot run, the memory-mapped text.bin is searched here, many lines
+at a time, in one of these ways:
 
 - a literal (no regex metacharacters, or fixed=True) is found with mmap.find;
 - an ASCII literal ignoring case: pieces lower-cased as bytes, then find;
 - a regex with a literal that every match must contain, rare in the piece: bytes.find for
-  the literal, the pattern tried on the lines that hold it;
-- otherwise the pattern runs over pieces of many lines (UTF-8, CR before LF dropped).
+  the literal, the pattern (RE2) tried on the lines that hold it;
+- otherwise the pattern (RE2) runs over pieces of many lines (UTF-8, CR before LF dropped).
 """
 
 from __future__ import annotations
@@ -21,18 +25,22 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from nanobot_tui.engine.context.pattern import LinePattern, clean_piece, compile_pattern
+from nanobot_tui.engine.context.pattern import (
+    LinePattern,
+    clean_piece,
+    compile_pattern,
+    rust_source,
+)
+from nanobot_tui.engine.context.ripgrep import HIT_CHARS, Lines, rg_search
 from nanobot_tui.engine.context.storage import VolumeInputError
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.volume import Volume, VolumeFile
 
-# A grep hit's text is clipped to this many characters (an 8K-window model reads it).
-HIT_CHARS = 400
 # The regex path decodes the mmap in pieces of about this size, cut at line boundaries.
 GREP_CHUNK = 8 << 20
 GREP_FIRST_CHUNK = 64 << 10
@@ -49,8 +57,9 @@ Found = list[tuple[int, str]]
 Ranges = list[tuple[int, int, int]]
 
 
-@dataclass(frozen=True)
-class GrepHit:
+class GrepHit(NamedTuple):
+    """One matching line (a named tuple: a grep may make a hundred thousand of them)."""
+
     file: str
     fline: int
     vline: int
@@ -95,31 +104,74 @@ def grep_volume(
     selected = _select(volume.files, path_glob)
     ranges = _merge_ranges(selected)
     scan = _Scan(raw if isinstance(raw, mmap.mmap) else None, volume.starts, ranges, max_hits + 1)
-    literal = fixed or not any(c in _META for c in pattern)
-    if literal and not ignore_case:
-        found = scan.literal(pattern)
-    else:
-        rx = compile_pattern(pattern, ignore_case=ignore_case, literal=literal)
-        if literal and pattern.isascii():
-            found = scan.nocase(pattern, rx)
-        else:
-            musts = [] if literal else _required_literals(pattern, ignore_case)
-            found = scan.regex(rx, musts)
-    truncated = len(found) > max_hits
-    found = found[:max_hits]
-    hits = [
-        GrepHit(f.path, vline - f.first_line, vline, text)
-        for (vline, text), f in zip(found, volume.files_at([v for v, _ in found]), strict=True)
-    ]
+    keep = None if len(selected) == len(volume.files) else _line_ranges(volume.starts, ranges)
+    vlines, texts = _matching_lines(volume, scan, pattern, ignore_case, fixed, keep)
+    truncated = len(vlines) > max_hits
+    del vlines[max_hits:], texts[max_hits:]
+    files = volume.files_at(vlines)
+    hits = list(
+        map(
+            GrepHit,
+            [f.path for f in files],
+            [v - f.first_line for v, f in zip(vlines, files, strict=True)],
+            vlines,
+            texts,
+        )
+    )
     if truncated:
         # Searched up to the end of the last reported line.
-        stop = int(volume.starts[found[-1][0]])
+        stop = int(volume.starts[vlines[-1]])
         files_searched = sum(1 for f in selected if f.offset < stop)
         bytes_searched = sum(max(0, min(b, stop) - a) for a, b, _ in ranges)
     else:
         files_searched = len(selected)
         bytes_searched = sum(b - a for a, b, _ in ranges)
     return GrepResult(hits, truncated, files_searched, bytes_searched, time.perf_counter() - t0)
+
+
+def _matching_lines(
+    volume: Volume,
+    scan: _Scan,
+    pattern: str,
+    ignore_case: bool,
+    fixed: bool,
+    keep: list[tuple[int, int]] | None,
+) -> Lines:
+    """The first scan.limit matching lines (volume lines, clipped texts): by ripgrep
+    where it can answer exactly (ripgrep.py), else on the mapped text with mmap.find or
+    RE2."""
+    literal = fixed or not any(c in _META for c in pattern)
+    if literal and not ignore_case:
+        source: str | None = pattern if "\n" not in pattern else None
+        rx = None
+    else:
+        rx = compile_pattern(pattern, ignore_case=ignore_case, literal=literal)  # or refuse
+        source = rust_source(pattern, ignore_case=ignore_case, literal=literal)
+    if scan.ranges and source is not None:
+        found = rg_search(
+            volume,
+            source,
+            fixed=rx is None,
+            ignore_case=ignore_case,
+            keep=keep,
+            limit=scan.limit,
+        )
+        if found is not None:
+            return found
+    if rx is None:
+        got = scan.literal(pattern)
+    elif literal and pattern.isascii():
+        got = scan.nocase(pattern, rx)
+    else:
+        musts = [] if literal else _required_literals(pattern, ignore_case)
+        got = scan.regex(rx, musts)
+    return [v for v, _ in got], [t for _, t in got]
+
+
+def _line_ranges(starts: np.ndarray, ranges: Ranges) -> list[tuple[int, int]]:
+    """The 1-based volume lines [first, end) of each byte range."""
+    ends = np.searchsorted(starts, np.asarray([b for _, b, _ in ranges], dtype=starts.dtype))
+    return [(line0 + 1, int(k) + 1) for (_, _, line0), k in zip(ranges, ends, strict=True)]
 
 
 def _select(files: list[VolumeFile], path_glob: str | None) -> list[VolumeFile]:

@@ -71,8 +71,10 @@ __all__ = [
     "plan_chunks",
 ]
 
-INDEX_VERSION = 1
-TOKENIZER = "words+snake+camel,lower,min2,blake2b-8"
+# Version 2: hyphen-joined compounds (`amber-quartz-3`) are tokens as well as their parts.
+# An index of another version is refused with a one-line "ingest it again" error.
+INDEX_VERSION = 2
+TOKENIZER = "words+kebab+snake+camel,lower,min2,blake2b-8"
 CHUNK_CHARS = 4000
 K1 = 1.2
 B = 0.75

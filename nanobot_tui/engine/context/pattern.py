@@ -10,8 +10,10 @@ line's text, as far as a linear engine can: \\d, \\w and \\s are Unicode classes
 Python, \\Z and \\A end and start the line, {,n} is {0,n}, \\uXXXX is a character, and
 with ignore_case "i" also matches "İ" and "ı". What RE2 lacks (backreferences,
 lookahead and lookbehind, atomic groups, possessive quantifiers, conditionals, verbose
-mode) is refused with one line saying so. Known differences that remain: \\b and \\B see
-ASCII word characters only, and \\W or \\S inside [...] are ASCII.
+mode) is refused with one line saying so. Known differences that remain with RE2: \\b
+and \\B see ASCII word characters only, and \\W or \\S inside [...] are ASCII (ripgrep,
+which answers most greps, reads \\b as Python does). `rust_source` writes a pattern for
+ripgrep (Rust's regex crate), escaping what Rust reads otherwise than Python.
 
 Matching runs over UTF-8 bytes: text without CR before LF (`clean_piece`), so that "$"
 ends a CRLF line as it ends that line's text.
@@ -50,6 +52,7 @@ _INSIDE = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": _WORD, "s": _SPACES}
 _NEVER = r"[^\x00-\x{10FFFF}]"
 _UNICODE_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")
 _EMPTY_MIN = re.compile(r"\{,(\d+)\}")
+_REPEAT = re.compile(r"\{\d+(?:,\d*)?\}")
 _GROUP_HEAD = re.compile(r"\(\?[^:)>]*[:)>]?")
 
 # What RE2's error says -> what the user is told.
@@ -127,9 +130,23 @@ def _reason(exc: Exception, pattern: str) -> str:
     return text
 
 
-def _translate(pattern: str, ignore_case: bool, no_edge: str = r"\B") -> tuple[str, bool]:
-    """Python's syntax -> RE2's, with Python's meaning (see the module's docstring):
-    (translated, verify), verify when the pattern holds \\B (written as `no_edge`)."""
+def rust_source(pattern: str, *, ignore_case: bool, literal: bool = False) -> str | None:
+    """The pattern in the syntax of Rust's regex crate (ripgrep's), with Python's meaning,
+    for a pattern that compile_pattern accepted; None for one with \\B (which Python never
+    matches in an empty line, Rust does: only the RE2 path checks that)."""
+    src = re.escape(pattern) if literal else pattern
+    translated, verify = _translate(src, ignore_case, rust=True)
+    return None if verify else translated
+
+
+def _translate(
+    pattern: str, ignore_case: bool, no_edge: str = r"\B", *, rust: bool = False
+) -> tuple[str, bool]:
+    """Python's syntax -> RE2's (or, with `rust`, the regex crate's), with Python's
+    meaning (see the module's docstring): (translated, verify), verify when the pattern
+    holds \\B (written as `no_edge`). For Rust, what it reads otherwise than Python is
+    escaped: "[", "&&", "~~" and "--" inside a class (nesting and set operations), a "{"
+    that is no repetition, and \\< \\> (word edges there, the characters in Python)."""
     out: list[str] = []
     verify = False
     i, n = 0, len(pattern)
@@ -150,7 +167,9 @@ def _translate(pattern: str, ignore_case: bool, no_edge: str = r"\B") -> tuple[s
                 out.append(pattern[i:end])
                 i = end
                 continue
-            if esc == "B" and not in_class:
+            if esc and (esc in "<>" or not esc.isascii()):
+                out.append(esc)  # Python: the character; RE2 refuses, Rust: a word edge
+            elif esc == "B" and not in_class:
                 verify = True
                 out.append(no_edge)
             else:
@@ -161,6 +180,8 @@ def _translate(pattern: str, ignore_case: bool, no_edge: str = r"\B") -> tuple[s
             # "]" right after "[" or "[^" is a literal member, not the end of the class.
             if c == "]" and i > class_start:
                 in_class = False
+            elif rust and (c in "[&~" or (c == "-" and pattern[i - 1] == "-")):
+                c = "\\" + c  # nesting or a set operation in Rust, a member in Python
             out.append(c)
             i += 1
             continue
@@ -179,6 +200,15 @@ def _translate(pattern: str, ignore_case: bool, no_edge: str = r"\B") -> tuple[s
         elif c == "{" and (m := _EMPTY_MIN.match(pattern, i)):
             out.append(f"{{0,{m.group(1)}}}")
             i = m.end()
+            continue
+        elif rust and c == "{":
+            m = _REPEAT.match(pattern, i)
+            out.append(m.group() if m else "\\{")  # Python: a literal "{"; Rust: an error
+            i = m.end() if m else i + 1
+            continue
+        elif rust and c == "}":
+            out.append("\\}")
+            i += 1
             continue
         elif ignore_case and c in "iI":
             out.append("[iIİı]")  # Python's IGNORECASE folds these, Unicode's does not

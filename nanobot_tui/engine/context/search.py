@@ -16,6 +16,12 @@ content words. A query made only of stop words keeps them all.
 Each hit names the chunk and also its best line (`best_vline`): the line of the chunk
 whose words cover the most query idf. Readers of a hit (ask, the volume browser) read a
 narrow window around it instead of the whole chunk.
+
+The best RERANK lexical candidates are then ordered by that coverage (the idf of the
+query's terms that the best line holds), with the nudged BM25 score breaking ties; a hit's
+`score` stays that BM25 score. BM25 alone ranks a tiny chunk (a near-empty file plus one
+line with most of the query's words) above a long chunk with a line holding all of them;
+rerank.py says why and how it stays cheap.
 """
 
 from __future__ import annotations
@@ -34,12 +40,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from nanobot_tui.engine.context.index import ChunkIndex, ChunkIndexError
+from nanobot_tui.engine.context.rerank import (
+    RERANK,
+    Best,
+    best_line,
+    chunk_lines,
+    make_query,
+    rerank,
+)
 from nanobot_tui.engine.context.storage import INDEX_DIR
-from nanobot_tui.engine.context.tokens import STOP_WORDS, hamming, simhash, term_hash, tokens
+from nanobot_tui.engine.context.tokens import (
+    STOP_WORDS,
+    hamming,
+    simhash,
+    term_hash,
+    tokens,
+)
 from nanobot_tui.errors import NanobotError, UsageError
 
 if TYPE_CHECKING:
-    from nanobot_tui.engine.context.volume import Line, Volume
+    from nanobot_tui.engine.context.volume import Volume
 
 __all__ = [
     "EMBED_CHARS",
@@ -229,7 +249,8 @@ def _lexical(index: ChunkIndex, words: list[str]) -> tuple[np.ndarray, np.ndarra
 
 
 def search(volume: Volume, query: str, top: int = 10) -> SearchResult:
-    """The `top` chunks of the volume for `query`, by BM25 nudged by simhash."""
+    """The `top` chunks of the volume for `query`: BM25 nudged by simhash, the head
+    re-ordered by how much of the query the chunk's best line covers."""
     started = time.perf_counter()
     _check_query(query)
     words = query_terms(query)
@@ -238,20 +259,30 @@ def search(volume: Volume, query: str, top: int = 10) -> SearchResult:
     index = _index(volume)
     ids, scores = _lexical(index, words)
     top = max(0, int(top))
-    pairs = zip(ids[:top].tolist(), scores[:top].tolist(), strict=True)
-    hits = [_hit(volume, index, i, s, words) for i, s in pairs]
+    ranked = rerank(volume, index, ids, scores, words, top)
+    hits = [
+        _hit(volume, index, int(ids[p]), float(scores[p]), words, best) for p, best in ranked[:top]
+    ]
     return SearchResult(hits, "bm25+simhash", time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------- hits
 
 
-def _hit(volume: Volume, index: ChunkIndex, i: int, score: float, words: list[str]) -> SearchHit:
+def _hit(
+    volume: Volume,
+    index: ChunkIndex,
+    i: int,
+    score: float,
+    words: list[str],
+    best: Best | None = None,
+) -> SearchHit:
     chunk = index.chunk(i)
     vf = volume.files[chunk.file]
-    lines = volume.lines(chunk.first_vline, chunk.last_vline)
-    best = _best_line(index, lines, words)
-    line = lines[best] if lines else None
+    if best is None:
+        best = best_line(chunk_lines(volume, index, i), make_query(index, words))
+    lines = best.lines
+    text = lines[best.offset] if best.offset < len(lines) else ""
     base = vf.first_line  # 0-based index of the file's first line in the volume
     return SearchHit(
         chunk=i,
@@ -261,26 +292,9 @@ def _hit(volume: Volume, index: ChunkIndex, i: int, score: float, words: list[st
         first_vline=chunk.first_vline,
         last_vline=chunk.last_vline,
         score=score,
-        preview=_preview(line.text if line else "", words),
-        best_vline=line.vline if line else chunk.first_vline,
+        preview=_preview(text, words),
+        best_vline=chunk.first_vline + best.offset,
     )
-
-
-def _best_line(index: ChunkIndex, lines: list[Line], words: list[str]) -> int:
-    """Index into `lines` of the line covering the most query idf (then the most query
-    tokens); the first non-blank line when none matches."""
-    weights = {w: index.idf(term_hash(w)) or 1e-3 for w in words}
-    best, best_key = -1, (0.0, 0)
-    for k, line in enumerate(lines):
-        found = [t for t in tokens(line.text) if t in weights]
-        if not found:
-            continue
-        key = (sum(weights[t] for t in set(found)), len(found))
-        if key > best_key:
-            best, best_key = k, key
-    if best >= 0:
-        return best
-    return next((k for k, line in enumerate(lines) if line.text.strip()), 0)
 
 
 def _preview(text: str, words: list[str]) -> str:
@@ -479,7 +493,11 @@ async def search_with_vectors(
     _check_query(query)
     words = query_terms(query)
     index = _index(volume)
-    lexical_ids, _ = _lexical(index, words) if words else (np.zeros(0, dtype=np.intp), None)
+    lexical_ids = np.zeros(0, dtype=np.intp)
+    if words:
+        ids, scores = _lexical(index, words)
+        ranked = rerank(volume, index, ids, scores, words, RERANK)
+        lexical_ids = ids[[p for p, _ in ranked]] if ranked else ids
 
     meta_path = index.folder / VECTORS_META
     try:

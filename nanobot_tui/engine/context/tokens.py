@@ -1,13 +1,16 @@
 """Tokens, term ids and simhashes: what the chunk index and its queries share.
 
-Tokens (see `tokens()`): the words `[A-Za-z0-9_]+`,
-lower-cased; an identifier written in snake_case or camelCase also yields its parts and
-their concatenation (`parseHttpRequest` -> parsehttprequest, parse, http, request;
-`parse_http_request` -> parse_http_request, parsehttprequest, parse, http, request), so the
-two spellings meet. Numbers are kept; one-character tokens are dropped; no stemming (code
-and logs are full of names that a stemmer would mangle, and exact names are what people
-search for). A term id is blake2b(token, digest_size=8) read as a little-endian uint64:
-stable across runs and machines, so no vocabulary strings are stored.
+Tokens (see `tokens()`): the words `[A-Za-z0-9_]+`, hyphen-joined runs of them counting as
+one word, lower-cased; an identifier written in snake_case, camelCase or kebab-case also
+yields its parts and their concatenation (`parseHttpRequest` -> parsehttprequest, parse,
+http, request; `parse_http_request` -> parse_http_request, parsehttprequest, parse, http,
+request; `amber-quartz-3` -> amber-quartz-3, amberquartz3, amber, quartz), so the spellings
+meet, and a compound name is a unit as well as its parts: `amber-quartz-3` is not just
+amber and quartz, which many other names may share. Numbers are kept; one-character tokens
+are dropped (inside a compound they count); no stemming (code and logs are full of names
+that a stemmer would mangle, and exact names are what people search for). A term id is
+blake2b(token, digest_size=8) read as a little-endian uint64: stable across runs and
+machines, so no vocabulary strings are stored.
 
 A simhash (Charikar's, 64 bits) of a chunk's terms says what it is about, so that near
 duplicates lie a few bits apart; stop words are left out of it.
@@ -37,17 +40,17 @@ STOP_WORDS = frozenset(_STOP_TEXT.split())
 
 # --------------------------------------------------------------------------- tokens
 
-_WORD = re.compile(r"[A-Za-z0-9_]+")
+_WORD = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*")
 _NEEDS_SPLIT = re.compile(r"_|[a-z][A-Z]|[A-Z][A-Z][a-z]")
 _CAMEL_EDGE = re.compile(r"[a-z][A-Z]|[A-Z][A-Z][a-z]")
 _CAMEL_PART = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z]+[0-9]*|[0-9]+")
+# A hyphen-joined run longer than this (a base64 blob, a long dashed id) yields only its
+# parts: as a unit it would be a term no one searches for.
+COMPOUND_MAX = 64
 
 
-def _expand(word: str) -> tuple[str, ...]:
-    """The tokens one word yields: itself lower-cased, plus its snake/camel parts."""
-    low = word.lower()
-    if not _NEEDS_SPLIT.search(word):
-        return (low,) if len(low) > 1 else ()
+def _parts(word: str) -> list[str]:
+    """The snake/camel parts of a word without hyphens, lower-cased."""
     parts: list[str] = []
     for segment in word.split("_"):
         if not segment:
@@ -56,10 +59,34 @@ def _expand(word: str) -> tuple[str, ...]:
             parts.extend(p.lower() for p in _CAMEL_PART.findall(segment))
         else:
             parts.append(segment.lower())
+    return parts
+
+
+def _expand(word: str) -> tuple[str, ...]:
+    """The tokens one word yields: itself lower-cased, plus its kebab/snake/camel parts."""
+    if "-" in word:
+        return _expand_compound(word)
+    low = word.lower()
+    if not _NEEDS_SPLIT.search(word):
+        return (low,) if len(low) > 1 else ()
+    parts = _parts(word)
     out = dict.fromkeys([low])
     if len(parts) > 1:
         out["".join(parts)] = None
     out.update(dict.fromkeys(parts))
+    return tuple(t for t in out if len(t) > 1 and t.strip("_"))
+
+
+def _expand_compound(word: str) -> tuple[str, ...]:
+    """A hyphen-joined word (`amber-quartz-3`): itself and the concatenation of all its
+    parts (which meets `amber_quartz_3` and `amberQuartz3`), then each segment's tokens."""
+    segments = word.split("-")
+    out: dict[str, None] = {}
+    if len(word) <= COMPOUND_MAX:
+        out[word.lower()] = None
+        out["".join(p for s in segments for p in _parts(s))] = None
+    for segment in segments:
+        out.update(dict.fromkeys(_expand(segment)))
     return tuple(t for t in out if len(t) > 1 and t.strip("_"))
 
 

@@ -9,7 +9,10 @@
     control.py     the lock, pause/cancel requests, detached runners, and run control
                    (pause_run, cancel_run, resume_detached, start_detached)
     worker.py      the detached runner's program
-    traces.py      trace files: reading them back
+    traces.py      trace files: reading them back (plain or compacted)
+    prune.py       removing runs (rm, prune) and what the data folders cost
+    compact.py     compacting finished runs' trace files (gzip)
+    recover.py     rebuilding a damaged store from the rows it still holds
 
 The engine never imports textual; import what you need from the submodules.
 """

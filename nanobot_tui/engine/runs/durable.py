@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from nanobot_tui.engine.runs.control import Control, RunError, RunLock, clear_request
+from nanobot_tui.engine.runs.control import Control, RunError, RunLock, clear_request, run_status
 from nanobot_tui.engine.runs.scheduling import (
     remaining,
     resume_in_order,
@@ -81,6 +81,10 @@ async def execute(
     session. RunLocked if another runner has the run, RunError if it cannot run
     (cancelled, unreadable), StoreDamaged if its database file is damaged."""
     rid = resolve_run_id(run_id)
+    # Refused before taking the lock too: a watcher (`wait_started`) that saw a refused
+    # runner hold it for a moment would take it for a started one.
+    if run_status(rid).status == "cancelled":
+        raise RunError(f"run {rid} was cancelled; it cannot be resumed")
     with RunLock(rid), RunStore.open(rid, readonly=True, locked=True) as reader:
         meta = reader.meta()
         spec = reader.spec

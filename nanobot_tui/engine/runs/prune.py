@@ -2,11 +2,11 @@
 what the data folders cost (`nanobot doctor`).
 
 A run takes runs/<id>/ (run.db and its WAL, lock, runner.log, ...) and
-traces/<id>.jsonl. Removing one first takes its lock (control.RunLock, no patience), so a
-run a runner holds is never touched and no runner can take it up while it goes; the
-folder is then renamed into runs/.trash/ (at once it is no longer a run), the trace file
-is deleted, and the folder after it. A removal cut short leaves only runs/.trash/, which
-the next removal empties.
+traces/<id>.jsonl (or .jsonl.gz, compacted). Removing one first takes its lock
+(control.RunLock, no patience), so a run a runner holds is never touched and no runner
+can take it up while it goes; the folder is then renamed into runs/.trash/ (at once it
+is no longer a run), the trace file is deleted, and the folder after it. A removal cut
+short leaves only runs/.trash/, which the next removal empties.
 
 Sizes are what `du` counts: allocated blocks, not apparent lengths.
 """
@@ -27,7 +27,7 @@ from nanobot_tui import paths
 from nanobot_tui.engine.context.storage import volumes_dir
 from nanobot_tui.engine.runs.control import RunLock, RunLocked, is_locked
 from nanobot_tui.engine.runs.store import list_runs, resolve_run_id
-from nanobot_tui.engine.runs.store.places import run_dir, trace_path
+from nanobot_tui.engine.runs.store.places import packed_trace_path, run_dir, trace_path
 from nanobot_tui.errors import UsageError
 
 FINISHED = ("completed", "cancelled", "failed")
@@ -65,8 +65,12 @@ def path_size(path: Path) -> int:
 
 
 def run_size(run_id: str) -> int:
-    """What run `run_id` takes: its folder and its trace file."""
-    return path_size(run_dir(run_id)) + path_size(trace_path(run_id))
+    """What run `run_id` takes: its folder and its trace file (plain or compacted)."""
+    return (
+        path_size(run_dir(run_id))
+        + path_size(trace_path(run_id))
+        + path_size(packed_trace_path(run_id))
+    )
 
 
 def data_usage() -> dict[str, dict[str, Any]]:
@@ -164,6 +168,7 @@ def remove_run(run_id: str) -> int:
         gone = trash / f"{run_id}-{os.getpid()}-{time.monotonic_ns()}"
         os.replace(run_dir(run_id), gone)  # from here on it is no run
         trace_path(run_id).unlink(missing_ok=True)
+        packed_trace_path(run_id).unlink(missing_ok=True)
     finally:
         lock.release()
     shutil.rmtree(gone, ignore_errors=True)

@@ -15,6 +15,10 @@ import os
 import signal
 import sys
 
+# llama-server's names for the KV cache types and flash attention modes.
+CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+FLASH_ATTN = {"on": "ENABLED", "off": "DISABLED", "auto": "AUTO"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -49,6 +53,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         default=_truthy(os.environ.get("LLAMA_ARG_CORS_CREDENTIALS", "true")),
         help="do not allow credentials in CORS requests (env LLAMA_ARG_CORS_CREDENTIALS)",
+    )
+    parser.add_argument(
+        "-kvu",
+        "--kv-unified",
+        action="store_true",
+        help="one KV buffer that every slot draws from, instead of one per slot",
+    )
+    parser.add_argument(
+        "--kv-unified-per-slot",
+        type=int,
+        default=0,
+        help="with --kv-unified: the most context one slot may take (0 = the whole buffer)",
+    )
+    parser.add_argument(
+        "-ctk", "--cache-type-k", choices=CACHE_TYPES, default="f16", help="KV cache type for K"
+    )
+    parser.add_argument(
+        "-ctv", "--cache-type-v", choices=CACHE_TYPES, default="f16", help="KV cache type for V"
+    )
+    parser.add_argument(
+        "-fa",
+        "--flash-attn",
+        choices=tuple(FLASH_ATTN),
+        default="auto",
+        help="flash attention (a quantised V cache needs it)",
+    )
+    parser.add_argument(
+        "--cache-ram",
+        type=int,
+        default=-1,
+        help="MiB of host memory for the prompt cache (-1 = the runtime's default, 0 = none)",
     )
     parser.add_argument(
         "--pooling",
@@ -105,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     params.endpoint_metrics = args.metrics
     params.endpoint_slots = args.slots
     params.embedding = args.embeddings
+    params.kv_unified = args.kv_unified
+    params.kv_unified_per_slot = args.kv_unified_per_slot
+    params.cache_type_k = xllamacpp.ggml_type[f"GGML_TYPE_{args.cache_type_k.upper()}"]
+    params.cache_type_v = xllamacpp.ggml_type[f"GGML_TYPE_{args.cache_type_v.upper()}"]
+    params.flash_attn_type = xllamacpp.llama_flash_attn_type[
+        f"LLAMA_FLASH_ATTN_TYPE_{FLASH_ATTN[args.flash_attn]}"
+    ]
+    if args.cache_ram >= 0:
+        params.cache_ram_mib = args.cache_ram
     params.use_jinja = args.jinja
     if args.pooling:
         params.pooling_type = xllamacpp.llama_pooling_type[

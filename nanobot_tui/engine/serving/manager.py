@@ -110,6 +110,10 @@ def server_args(spec: ServerSpec, port: int, threads: int) -> list[str]:
         "--alias", spec.model_id,
         "--metrics", "--slots", "--jinja",
     ]  # fmt: skip
+    if spec.kv_cache_type != "f16":
+        # A quantised V cache needs flash attention; say so rather than rely on "auto".
+        args += ["--cache-type-k", spec.kv_cache_type, "--cache-type-v", spec.kv_cache_type]
+        args += ["--flash-attn", "on"]
     if spec.embeddings:
         args.append("--embeddings")
     if spec.pooling:

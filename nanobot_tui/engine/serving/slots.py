@@ -51,10 +51,22 @@ class ServerSpec:
     size_bytes: int = field(default=0, compare=False)
     embeddings: bool = False  # an embedding server (/v1/embeddings) rather than chat
     pooling: str | None = None  # for embeddings from a model whose GGUF names no pooling
+    # The KV cache's element type (llama-server's -ctk/-ctv names). llama.cpp allocates
+    # and zeroes every slot's full window at start, used or not, so this sets the
+    # server's resident memory; plan_servers picks KV_CACHE_TYPE for the app's servers.
+    kv_cache_type: str = "f16"
 
     @property
     def label(self) -> str:
         return "+".join(self.slots)
+
+
+# The app's servers keep their KV cache in q8_0: about half of f16's memory, every slot's
+# full window kept, at the same parallelism (benchmarks/server_memory.py measures RSS and
+# tokens/s against f16). A
+# unified KV pool smaller than parallel x window was measured too and not taken: when
+# concurrent requests overflow it, llama.cpp fails every request in flight.
+KV_CACHE_TYPE = "q8_0"
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,7 @@ def plan_servers(resolved: dict[SlotName, ResolvedSlot]) -> list[ServerSpec]:
                 parallel=parallel,
                 gpu_layers=_shared_gpu_layers([s.gpu_layers for s in members]),
                 size_bytes=_size(path),
+                kv_cache_type=KV_CACHE_TYPE,
             )
         )
     specs.sort(key=lambda spec: spec.size_bytes, reverse=True)

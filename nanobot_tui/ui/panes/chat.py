@@ -1,7 +1,8 @@
 """The chat pane: the agent's conversation. Answers stream in as Markdown; each tool call
 shows as it happens, a compact call line with its result collapsed under it; a dim line
-closes each turn (rounds, prompt tokens, time). Esc stops a turn, ctrl+o resumes a saved
-session, ctrl+n starts a new one.
+closes each turn (rounds, prompt tokens, time). The prompt takes several lines (Enter
+sends, ctrl+j starts a new line, a paste stays whole: widgets/prompt.py). Esc stops a turn,
+ctrl+o resumes a saved session, ctrl+n starts a new one.
 
 The agent runs in a worker and hands every event to `show_event`, one at a time, through
 a message: a recorded event log replayed through `show_event` draws the same transcript
@@ -24,7 +25,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Input, Markdown, Static
+from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 from textual.worker import WorkerCancelled, WorkerError, WorkerFailed
 
@@ -54,6 +55,7 @@ from nanobot_tui.ui.engine_app import EngineApp
 from nanobot_tui.ui.format import RESTART_HINT, duration, fit, plural
 from nanobot_tui.ui.messages import EngineState
 from nanobot_tui.ui.screens.sessions import PickedSession, SessionPicker
+from nanobot_tui.ui.widgets.prompt import PromptArea
 from nanobot_tui.ui.widgets.tool_block import Outcome, ToolBlock
 
 SUMMARY_CELLS = 160  # a compaction's summary on its line, at most
@@ -64,6 +66,14 @@ HISTORY_MESSAGES = 120
 PROBLEM_NOTE = "Tool call error: "
 STOPPED = {"rounds": "tool budget used up", "strikes": "stopped after repeated bad calls"}
 CUT = "✂ cut at the token limit"
+# The prompt's hint while empty: the longest that fits on its one line.
+PLACEHOLDERS = (
+    "Ask the agent · Enter sends · ctrl+j new line · Esc stops",
+    "Ask the agent · Enter sends · ctrl+j new line",
+    "Enter sends · ctrl+j new line · Esc stops",
+    "Enter sends · ctrl+j new line",
+    "Enter sends",
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +235,7 @@ class ChatPane(Vertical):
 
     app = getters.app(EngineApp)
     transcript = getters.query_one("#transcript", VerticalScroll)
-    prompt = getters.query_one("#prompt", Input)
+    prompt = getters.query_one("#prompt", PromptArea)
     status_line = getters.query_one("#chat-status", Static)
 
     @dataclass
@@ -270,7 +280,7 @@ class ChatPane(Vertical):
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="transcript")
         yield Static("starting the model servers…", id="chat-status", markup=False)
-        yield Input(placeholder="Ask the agent · Enter sends · Esc stops", id="prompt")
+        yield PromptArea(placeholders=PLACEHOLDERS, id="prompt")
 
     def on_mount(self) -> None:
         self._title(self.app.session_name)
@@ -311,15 +321,15 @@ class ChatPane(Vertical):
 
     # --- turns ------------------------------------------------------------------------
 
-    @on(Input.Submitted, "#prompt")
-    async def _submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
+    @on(PromptArea.Submitted, "#prompt")
+    async def _submitted(self, event: PromptArea.Submitted) -> None:
+        text = event.value.strip()  # the whole text: its inner newlines are kept
         if not text:
             return
         if self.busy:
             self.notify("The agent is still working: Esc stops it.", severity="warning")
             return
-        event.input.clear()
+        event.prompt.clear()
         await self.show_user(text)
         self.busy = True
         self.turn += 1

@@ -24,17 +24,18 @@ from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
-from nanobot_tui.engine.context.search import SearchError, search
 from nanobot_tui.engine.context.storage import VolumeError, list_volumes, volumes_stamp
-from nanobot_tui.engine.context.volume import Volume, VolumeFile
 from nanobot_tui.text import display_name, printable
 from nanobot_tui.ui.format import human_count, one_line, screen_shown
 from nanobot_tui.ui.screens.viewer import FileViewer
 from nanobot_tui.units import human_bytes
 
+# Volumes and search (numpy) are imported in the workers that open and search a volume:
+# they should not weigh on the app's first frame (tests/test_import_weight.py).
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.grep import GrepHit
     from nanobot_tui.engine.context.search import SearchHit
+    from nanobot_tui.engine.context.volume import Volume, VolumeFile
 
 EMPTY_HINT = "no volumes: nanobot ingest PATH"
 GREP_PREFIX = "re:"
@@ -325,6 +326,8 @@ class VolumeBrowser(Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="volumes-open",
           description="open a volume")  # fmt: skip
     def _open(self, name: str) -> None:
+        from nanobot_tui.engine.context.volume import Volume
+
         try:
             volume = Volume.open(name)
         except (OSError, VolumeError) as exc:
@@ -398,6 +401,8 @@ class VolumeBrowser(Vertical):
 
     @on(Tree.NodeSelected, "#volume-tree")
     def _file_chosen(self, event: Tree.NodeSelected[Directory | VolumeFile | None]) -> None:
+        from nanobot_tui.engine.context.volume import VolumeFile
+
         event.stop()
         if isinstance(event.node.data, VolumeFile):
             self.open_file(event.node.data.path, 1)
@@ -430,6 +435,8 @@ class VolumeBrowser(Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="volumes-search",
           description="search a volume")  # fmt: skip
     def run_query(self, volume: Volume, query: str, serial: int) -> None:
+        from nanobot_tui.engine.context.search import SearchError, search
+
         start = time.perf_counter()
         try:
             if query.startswith(GREP_PREFIX):

@@ -25,6 +25,7 @@ TITLES: dict[str, str] = {
     "NanobotApp": "Everywhere",
     "MainScreen": "Main screen",
     "ChatPane": "Chat",
+    "PromptArea": "Chat",
     "ProcessTree": "Process",
     "RunTree": "Process",
     "VolumeBrowser": "Volumes",

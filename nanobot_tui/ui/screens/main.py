@@ -26,13 +26,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Input, Static, TextArea
+from textual.widgets import Header, Input, Static, TextArea
 
 from nanobot_tui.ui.panes.chat import ChatPane
 from nanobot_tui.ui.panes.meter import HardwareMeter
 from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.panes.volumes import VolumeBrowser
 from nanobot_tui.ui.panes.votes import VoteCounter
+from nanobot_tui.ui.widgets.footer import Footer
 
 Area = Literal["left", "center", "right"]
 AREAS: tuple[Area, ...] = ("left", "center", "right")

@@ -13,7 +13,9 @@ from textual import getters
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
+
+from nanobot_tui.ui.widgets.footer import Footer
 
 
 class PageScreen(Screen[None]):

@@ -22,10 +22,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, Header, OptionList, ProgressBar, Static
+from textual.widgets import ContentSwitcher, Header, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from nanobot_tui.hardware import Tier
+from nanobot_tui.ui.widgets.footer import Footer
 from nanobot_tui.units import format_seconds, human_bytes
 
 if TYPE_CHECKING:

@@ -34,11 +34,12 @@ from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Header, Input
 from textual.worker import get_current_worker
 
 from nanobot_tui.engine.context.storage import VolumeError
 from nanobot_tui.text import printable
+from nanobot_tui.ui.widgets.footer import Footer
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.volume import Volume, VolumeFile

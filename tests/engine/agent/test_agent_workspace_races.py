@@ -4,6 +4,7 @@ and files too large to read whole."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -116,7 +117,8 @@ def test_the_tools_never_leave_while_a_process_flips_a_folder(
                 done[name] += 1
                 assert "the secret" not in out and "only_outside" not in out, out
                 if name == "write_file":  # put the text edit_file looks for back
-                    write_file(ws, "flip/secret.txt", "inside secret\n")
+                    with contextlib.suppress(ToolError):  # the flipper may be mid-swap
+                        write_file(ws, "flip/secret.txt", "inside secret\n")
             _outside_intact(outside)
     finally:
         (tmp_path / "stop").touch()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import shutil
@@ -256,6 +257,29 @@ def test_open_without_index_or_with_a_stale_one_is_a_one_line_error(tmp_path: Pa
         index = ChunkIndex.open(b)
         with pytest.raises(ChunkIndexError, match="out of range"):
             index.chunk(5)
+
+
+def test_an_index_of_the_previous_tokenizer_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Version 1 indexes lack the compound-name tokens that queries now look up: rather
+    than rank quietly worse, they ask for a re-ingest, which rebuilds them."""
+    from nanobot_tui.engine.context.search import SearchError, search
+
+    src = write_tree(tmp_path / "a", {"x.txt": "service amber-quartz-3\n"})
+    ingest(src, "a")
+    with Volume.open("a") as volume:
+        meta_path = volume.dir / "index" / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        assert meta["version"] == ix.INDEX_VERSION == 2
+        meta.update(version=1, tokenizer="words+snake+camel,lower,min2,blake2b-8")
+        meta_path.write_text(json.dumps(meta))
+        with pytest.raises(ChunkIndexError, match="another version") as info:
+            ChunkIndex.open(volume)
+        assert "\n" not in str(info.value) and "ingest it again" in str(info.value)
+        with pytest.raises(SearchError, match="another version"):
+            search(volume, "amber-quartz-3")
+    ingest(src, "a")  # the re-ingest rebuilds it, tokenising afresh
+    with Volume.open("a") as volume:
+        assert search(volume, "amber-quartz-3").hits[0].file == "x.txt"
 
 
 def test_build_reports_progress_in_chunks(tmp_path: Path) -> None:

@@ -39,6 +39,53 @@ def test_tokens_split_camel_and_snake_case() -> None:
     assert tokens("a3f9c8e1 DEADBEEF utf8") == ["a3f9c8e1", "deadbeef", "utf8"]
 
 
+def test_hyphen_compounds_are_units_as_well_as_parts() -> None:
+    assert tokens("amber-quartz-3") == ["amber-quartz-3", "amberquartz3", "amber", "quartz"]
+    # the unit tells look-alikes apart, whose parts are all shared
+    assert "amber-quartz-3" not in tokens("amber-quartz-1 amber-velvet-3 coral-quartz-3")
+    # the three spellings of one name meet on the joined form
+    for spelling in ("amber_quartz_3", "amberQuartz3", "AMBER-QUARTZ-3"):
+        assert "amberquartz3" in tokens(spelling), spelling
+    assert tokens("parse-HttpRequest") == [
+        "parse-httprequest",
+        "parsehttprequest",
+        "parse",
+        "httprequest",
+        "http",
+        "request",
+    ]
+    assert tokens("XK-12A-55 e-mail") == [
+        "xk-12a-55",
+        "xk12a55",
+        "xk",
+        "12a",
+        "55",
+        "e-mail",
+        "email",
+        "mail",
+    ]
+    # dashes that join nothing stay separators
+    assert tokens("--verbose foo--bar - x") == ["verbose", "foo", "bar"]
+    # a very long dashed run is not a unit, only its parts
+    long = "-".join(["segment"] * 12)
+    assert tokens(long) == ["segment"]
+
+
+def test_forward_entry_counts_compounds_and_parts() -> None:
+    terms, tf = forward_entry("amber-quartz-3 amber-velvet-1")
+    got = dict(zip(terms.tolist(), tf.tolist(), strict=True))
+    want = {
+        "amber-quartz-3": 1,
+        "amberquartz3": 1,
+        "amber-velvet-1": 1,
+        "ambervelvet1": 1,
+        "amber": 2,
+        "quartz": 1,
+        "velvet": 1,
+    }
+    assert got == {term_hash(t): n for t, n in want.items()}
+
+
 def test_term_hash_is_blake2b_8_little_endian() -> None:
     digest = hashlib.blake2b(b"zephyr", digest_size=8).digest()
     assert term_hash("zephyr") == int.from_bytes(digest, "little")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -29,7 +30,7 @@ from nanobot_tui.engine.serving.manager import (
     server_args,
 )
 from nanobot_tui.engine.serving.metrics import parse_metrics, tokens_in_flight
-from nanobot_tui.engine.serving.slots import ServerSpec
+from nanobot_tui.engine.serving.slots import KV_CACHE_TYPE, ServerSpec
 from tests.conftest import until
 
 
@@ -206,6 +207,38 @@ async def test_shared_and_distinct_servers(
                 health = await http.get(f"{manager.url(slot)}/health")
                 assert health.status_code == 200
         assert len({s.pid for s in manager.statuses()}) == 2
+
+
+@pytest.mark.model
+async def test_a_full_window_prompt_fits_a_slot_of_the_lean_kv_cache(
+    embedded_model: Path, no_orphans: None
+) -> None:
+    """Under the app's KV sizing (q8_0, every slot's own window) a prompt that fills one
+    slot's whole window is read, while another slot holds a request too; one token over
+    the window is refused with the server's context error. Prompts are token ids, so the
+    counts are exact; the window is small so that 2 busy cores read it in seconds."""
+    window = 512
+    spec = replace(
+        spec_for(embedded_model, ctx=window * 2), parallel=2, kv_cache_type=KV_CACHE_TYPE
+    )
+    async with ServerManager([spec], resolve_runtime("embedded")) as manager:
+        url = f"{manager.url('main')}/completion"
+        async with httpx.AsyncClient(headers=manager.auth_headers, timeout=300) as http:
+            token = await http.post(f"{manager.url('main')}/tokenize", json={"content": " a"})
+            a = token.json()["tokens"][0]
+
+            def ask(n: int) -> dict[str, object]:
+                return {"prompt": [a] * n, "n_predict": 1, "cache_prompt": False}
+
+            full, other = await asyncio.gather(
+                http.post(url, json=ask(window - 1)), http.post(url, json=ask(window // 4))
+            )
+            assert full.status_code == 200, full.text
+            assert full.json()["tokens_evaluated"] == window - 1
+            assert other.status_code == 200, other.text
+            over = await http.post(url, json=ask(window + 1))
+            assert over.status_code == 400
+            assert "context" in over.text
 
 
 @pytest.mark.model

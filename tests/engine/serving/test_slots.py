@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from nanobot_tui.config import Config, default_config
-from nanobot_tui.engine.serving.slots import SLOT_NAMES, ResolvedSlot, plan_servers, resolve_slots
+from nanobot_tui.engine.serving.manager import server_args
+from nanobot_tui.engine.serving.slots import (
+    KV_CACHE_TYPE,
+    SLOT_NAMES,
+    ResolvedSlot,
+    plan_servers,
+    resolve_slots,
+)
 from nanobot_tui.hardware import Tier
 from nanobot_tui.models import catalog
 from tests.conftest import fake_download
@@ -70,6 +77,21 @@ def test_one_shared_server_with_summed_parallel(models_dir: Path, embedded_model
     assert spec.context_size == 8192 * 6
     assert spec.size_bytes == embedded_model.stat().st_size
     assert spec.gpu_layers == -1
+
+
+def test_default_server_keeps_every_slots_window_in_a_q8_0_kv_cache(
+    models_dir: Path, embedded_model: Path
+) -> None:
+    """The shared default server: the same six slots of 8192 tokens each, their KV cache in
+    q8_0 (half of f16's memory) with the flash attention a quantised V cache needs."""
+    (spec,) = plan_servers(resolve_slots(default_config(Tier.POTATO), models_dir))
+    assert spec.kv_cache_type == KV_CACHE_TYPE == "q8_0"
+    args = server_args(spec, port=1234, threads=2)
+    flag = {name: args[args.index(name) + 1] for name in args if name.startswith("--")}
+    assert (flag["--ctx-size"], flag["--parallel"]) == (str(8192 * 6), "6")
+    assert flag["--cache-type-k"] == flag["--cache-type-v"] == "q8_0"
+    assert flag["--flash-attn"] == "on"
+    assert "--kv-unified" not in args  # a pool below parallel x window fails on overflow
 
 
 def test_context_is_capped_at_the_models_trained_context(models_dir: Path) -> None:

@@ -180,7 +180,7 @@ def check_intact(run_id: str, path: Path, *, locked: bool = False) -> None:
     if problem is not None and not _wal_covers(path):
         raise StoreDamaged(
             f"run {run_id}: its database {path} {problem}; the run cannot be read or "
-            f"resumed (the steps it traced: nanobot traces --run {run_id})"
+            f"resumed: `nanobot runs recover {run_id}` rebuilds it from what it still holds"
         )
 
 

@@ -1,6 +1,6 @@
 """Where a run lives and what names it: NANOBOT_HOME/runs/<id>/ (run.db, lock, control,
-runner.log, committed), NANOBOT_HOME/traces/<id>.jsonl, and ids given by any unique
-prefix."""
+runner.log, committed), NANOBOT_HOME/traces/<id>.jsonl (or .jsonl.gz once compacted),
+and ids given by any unique prefix."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def db_path(run_id: str) -> Path:
 
 def trace_path(run_id: str) -> Path:
     return paths.traces_dir() / f"{run_id}.jsonl"
+
+
+def packed_trace_path(run_id: str) -> Path:
+    """A trace file compacted (`nanobot runs compact`): the same lines, gzip-compressed."""
+    return paths.traces_dir() / f"{run_id}.jsonl.gz"
 
 
 def marker_path(run_id: str) -> Path:

@@ -34,7 +34,12 @@ from nanobot_tui.engine.runs.store.rows import (
     row_input,
     with_summary,
 )
-from nanobot_tui.engine.runs.store.status import RunStatus, pid_alive, status_from_meta
+from nanobot_tui.engine.runs.store.status import (
+    RunStatus,
+    committed_mark,
+    pid_alive,
+    status_from_meta,
+)
 from nanobot_tui.engine.runs.store.trace_lines import RANGE_WHERE, trace_select
 from nanobot_tui.engine.runs.tree import ROOT_ID, Layout, summarize
 from nanobot_tui.engine.voting.domains import Domain, Step
@@ -107,8 +112,9 @@ class RunStore:
     # --- status --------------------------------------------------------------------------
 
     def status(self) -> RunStatus:
+        mark = committed_mark(self.run_id)  # first: see committed_mark
         meta = self.meta()
-        return status_from_meta(self.run_id, meta, self._node_counts(meta))
+        return status_from_meta(self.run_id, meta, self._node_counts(meta), mark)
 
     def _node_counts(self, meta: dict[str, Any]) -> dict[str, int]:
         counts = dict.fromkeys(NODE_STATUSES, 0)

@@ -15,8 +15,9 @@ from nanobot_tui.engine.runs.store.db import (
     check_intact,
     connect,
     read_meta,
+    runner_holds,
 )
-from nanobot_tui.engine.runs.store.places import all_run_ids, db_path
+from nanobot_tui.engine.runs.store.places import all_run_ids, db_path, marker_path
 from nanobot_tui.engine.runs.store.totals import new_totals
 
 
@@ -52,6 +53,8 @@ class RunStatus:
     started: float | None  # when the current (or last) runner session began
     updated: float | None  # last commit or heartbeat
     spec: dict[str, Any] = field(default_factory=dict)
+    # One line when the store holds fewer steps than its runner committed (lost_steps).
+    warning: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -78,7 +81,46 @@ def pid_alive(runner: dict[str, Any] | None) -> int | None:
     return int(runner["pid"])
 
 
-def status_from_meta(run_id: str, meta: dict[str, Any], nodes: dict[str, int]) -> RunStatus:
+def committed_mark(run_id: str) -> int | None:
+    """The steps done that the writer recorded in runs/<id>/committed after its last
+    commit (None: no marker, or one that cannot be read). Read BEFORE the store's meta, so
+    that a commit in between can only make the store hold more than the marker says."""
+    try:
+        with open(marker_path(run_id), "rb") as f:
+            return int(f.read(64).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def lost_steps(run_id: str, mark: int | None, steps_done: int) -> str | None:
+    """One line when the store holds fewer steps than its writer had committed: the
+    marker is written after each commit, so a store behind it lost committed
+    transactions, which happens when the write-ahead log (run.db-wal) of a killed runner
+    is deleted: SQLite then opens the file at its last checkpoint, silently. None while
+    a runner holds the run (its next commit rewrites the marker) and when nothing is
+    lost."""
+    if mark is None or mark <= steps_done:
+        return None
+    path = db_path(run_id)
+    if runner_holds(path.parent):
+        return None
+    lost = mark - steps_done
+    wal = path.name + "-wal"
+    try:
+        gone = path.with_name(wal).stat().st_size == 0  # a reader may have made it anew
+    except OSError:
+        gone = True
+    gone_text = f" (its write-ahead log {wal} is gone)" if gone else ""
+    return (
+        f"run {run_id}: {lost:,} committed step(s) are missing from {path}{gone_text}: it holds "
+        f"{steps_done:,} steps, its runner had committed {mark:,} ({marker_path(run_id)}); "
+        f"`nanobot resume {run_id}` redoes them"
+    )
+
+
+def status_from_meta(
+    run_id: str, meta: dict[str, Any], nodes: dict[str, int], mark: int | None = None
+) -> RunStatus:
     totals = meta.get("totals") or new_totals()
     spec = meta.get("spec") or {}
     runner = meta.get("runner") or {}
@@ -134,6 +176,7 @@ def status_from_meta(run_id: str, meta: dict[str, Any], nodes: dict[str, int]) -
         started=runner.get("started"),
         updated=meta.get("updated"),
         spec=spec,
+        warning=lost_steps(run_id, mark, done),
     )
 
 

@@ -5,8 +5,10 @@ fields)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import IO, Any
@@ -139,3 +141,19 @@ class TraceFile:
         self.file.truncate(offset)
         self.file.seek(offset)
         self.append(self.text(last.get("ranges") or []))
+
+
+def unpack_trace(path: Path) -> None:
+    """Before a runner appends to `path`: a trace compacted to `path`.gz
+    (`nanobot runs compact`) is made plain again, so that appends and the repair's
+    offsets apply to the very bytes they did before."""
+    packed = path.with_name(path.name + ".gz")
+    if path.exists() or not packed.exists():
+        return
+    part = path.with_name(path.name + ".part")
+    with gzip.open(packed, "rb") as src, open(part, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(part, path)
+    packed.unlink()

@@ -50,7 +50,7 @@ from nanobot_tui.engine.runs.store.totals import (
     new_totals,
     uncount_row,
 )
-from nanobot_tui.engine.runs.store.trace_lines import TraceFile
+from nanobot_tui.engine.runs.store.trace_lines import TraceFile, unpack_trace
 from nanobot_tui.engine.runs.store.tree_update import mark_running, merge_ranges, update_tree
 from nanobot_tui.engine.runs.tree import ROOT_ID, Layout
 
@@ -79,6 +79,7 @@ class StoreWriter:
         self._trace: TraceFile | None = None
         if traces and self.spec.traces:
             paths.ensure(paths.traces_dir())
+            unpack_trace(trace_path(run_id))
             self._trace = TraceFile(trace_path(run_id), self.conn, self.spec.keeps_samples)
             self._trace.repair(meta.get("trace"))
         self._thread = threading.Thread(target=self._loop, name=f"store-{run_id}", daemon=True)
