@@ -373,11 +373,13 @@ def _round(value: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--minutes", type=float, default=30.0, help="how long the session lasts")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds")
     parser.add_argument("--switch-every", type=float, default=4.0, help="seconds between F2s")
     parser.add_argument("--chat-every", type=float, default=120.0, help="seconds between turns")
-    parser.add_argument("--turn-timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--turn-timeout", type=float, default=240.0, help="seconds a chat turn may take"
+    )
     parser.add_argument("--run-every", type=float, default=60.0, help="seconds between runs")
     parser.add_argument("--disks", type=int, default=18, help="each run's Hanoi disks")
     parser.add_argument("--p", type=float, default=0.9, help="the simulated model's p")
@@ -389,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         help="probe the app at each sample (object counts, malloc), into DIR",
     )
     parser.add_argument("--tracemalloc", action="store_true", help="with --trace: tracemalloc too")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     r = measure(args)
     if args.json:

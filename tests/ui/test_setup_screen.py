@@ -174,6 +174,25 @@ async def test_escape_on_the_first_step_writes_nothing(nanobot_home: Path) -> No
     assert files_under(nanobot_home / "models") == []
 
 
+async def test_a_slot_keeping_its_own_model_file_says_so(nanobot_home: Path) -> None:
+    """A config whose main slot names the user's own GGUF: the models step and the final
+    summary name that file, not the catalog model the tier would otherwise pick."""
+    nanobot_home.mkdir()
+    mine = nanobot_home / "mine.gguf"
+    mine.write_bytes(b"GGUF" + bytes(1000))
+    (nanobot_home / "config.json").write_text(json.dumps({"local": {"main": {"path": str(mine)}}}))
+    app = SetupApp(SetupScreen(hardware=FAKE_HARDWARE))
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await ready(app)
+        await pilot.press("enter")
+        assert f"your own model file, kept: {mine}" in shown(screen, "#why-main")
+        await screen._go("config")  # the download and the server test are not the point here
+        await pilot.pause()
+        summary = shown(screen, "#config-summary")
+    main_line = summary.splitlines()[0]
+    assert main_line == f"main   your own model file, kept: {mine}", summary
+
+
 async def test_pushed_from_the_main_app_and_back(nanobot_home: Path) -> None:
     app = NanobotApp(small_config(), workbench=Workbench(small_config(), only_slots=()))
     results: list[Path | None] = []

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from nanobot_tui.engine.runs.control import RunLock, RunLocked, is_locked
-from nanobot_tui.engine.runs.prune import FINISHED, RunBusy
+from nanobot_tui.engine.runs.control import RunLock, is_locked
+from nanobot_tui.engine.runs.prune import FINISHED, RunBusy, busy, holding_idle
 from nanobot_tui.engine.runs.store import list_runs, resolve_run_id
 from nanobot_tui.engine.runs.store.places import packed_trace_path, trace_path
 
@@ -50,16 +50,13 @@ def _size(path: os.PathLike[str] | str) -> int:
         return 0
 
 
+_WHEN_IT_STOPS = "compact it when it stops"
+
+
 def compact_trace(run_id: str) -> int | None:
     """Compress run `run_id`'s trace file; return its new size in bytes (None when it has
     no plain trace file). RunBusy when a runner holds the run."""
-    lock = RunLock(run_id)
-    try:
-        lock.acquire(patience=0.0)
-    except RunLocked as exc:
-        who = f"pid {exc.pid}" if exc.pid else "another process"
-        raise RunBusy(f"run {run_id} is being run by {who}; compact it when it stops") from None
-    try:
+    with holding_idle(run_id, _WHEN_IT_STOPS):
         plain, packed = trace_path(run_id), packed_trace_path(run_id)
         if not plain.exists():
             return None
@@ -72,8 +69,6 @@ def compact_trace(run_id: str) -> int | None:
         os.replace(part, packed)
         plain.unlink()
         return _size(packed)
-    finally:
-        lock.release()
 
 
 def compact_runs(
@@ -90,9 +85,7 @@ def compact_runs(
         wanted = list(dict.fromkeys(resolve_run_id(r) for r in run_ids))
         for rid in wanted:
             if is_locked(rid):
-                holder = RunLock(rid).holder()
-                who = f"pid {holder}" if holder else "another process"
-                raise RunBusy(f"run {rid} is being run by {who}; compact it when it stops")
+                raise busy(rid, RunLock(rid).holder(), _WHEN_IT_STOPS)
     out = []
     for rid in wanted:
         before = _size(trace_path(rid))

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,9 +141,29 @@ class Removal:
                 "bytes": self.freed}  # fmt: skip
 
 
-def _busy(run_id: str, pid: int | None) -> RunBusy:
+def busy(run_id: str, pid: int | None, instead: str) -> RunBusy:
+    """The one-line refusal for work on a run a runner holds; `instead` says what to do."""
     who = f"pid {pid}" if pid else "another process"
-    return RunBusy(f"run {run_id} is being run by {who}; cancel it first (nanobot cancel {run_id})")
+    return RunBusy(f"run {run_id} is being run by {who}; {instead}")
+
+
+def _cancel_first(run_id: str) -> str:
+    return f"cancel it first (nanobot cancel {run_id})"
+
+
+@contextlib.contextmanager
+def holding_idle(run_id: str, instead: str) -> Iterator[None]:
+    """Hold run `run_id`'s lock for work no runner may see half done (removing,
+    compacting, recovering); RunBusy (see `busy`) when a runner holds it."""
+    lock = RunLock(run_id)
+    try:
+        lock.acquire(patience=0.0)
+    except RunLocked as exc:
+        raise busy(run_id, exc.pid, instead) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def empty_trash() -> None:
@@ -158,19 +178,12 @@ def remove_run(run_id: str) -> int:
     """Remove run `run_id` (a whole id): its folder and its trace file; return the bytes
     freed. RunBusy when a runner holds it."""
     size = run_size(run_id)
-    lock = RunLock(run_id)
-    try:
-        lock.acquire(patience=0.0)
-    except RunLocked as exc:
-        raise _busy(run_id, exc.pid) from None
-    try:
+    with holding_idle(run_id, _cancel_first(run_id)):
         trash = paths.ensure(paths.runs_dir() / TRASH)
         gone = trash / f"{run_id}-{os.getpid()}-{time.monotonic_ns()}"
         os.replace(run_dir(run_id), gone)  # from here on it is no run
         trace_path(run_id).unlink(missing_ok=True)
         packed_trace_path(run_id).unlink(missing_ok=True)
-    finally:
-        lock.release()
     shutil.rmtree(gone, ignore_errors=True)
     return size
 
@@ -191,7 +204,7 @@ def remove_runs(run_ids: Iterable[str]) -> list[Removal]:
     wanted = list(dict.fromkeys(resolve_run_id(r) for r in run_ids))
     for rid in wanted:
         if is_locked(rid):
-            raise _busy(rid, RunLock(rid).holder())
+            raise busy(rid, RunLock(rid).holder(), _cancel_first(rid))
     empty_trash()
     by_id = {run["id"]: run for run in list_runs()}
     out = []

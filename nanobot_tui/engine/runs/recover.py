@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nanobot_tui import paths
-from nanobot_tui.engine.runs.control import RunLock, RunLocked
-from nanobot_tui.engine.runs.prune import RunBusy
+from nanobot_tui.engine.runs.prune import holding_idle
 from nanobot_tui.engine.runs.spec import RunSpec
 from nanobot_tui.engine.runs.store.db import (
     DB_NAME,
@@ -153,16 +152,8 @@ def recover_run(run_id: str) -> Recovery:
     note). NotDamaged when it reads whole, RunBusy while a runner holds it,
     Unrecoverable when not even the run's description can be read."""
     rid = resolve_run_id(run_id)
-    lock = RunLock(rid)
-    try:
-        lock.acquire(patience=0.0)
-    except RunLocked as exc:
-        who = f"pid {exc.pid}" if exc.pid else "another process"
-        raise RunBusy(f"run {rid} is being run by {who}; it cannot be recovered now") from None
-    try:
+    with holding_idle(rid, "it cannot be recovered now"):
         return _recover(rid)
-    finally:
-        lock.release()
 
 
 def _recover(rid: str) -> Recovery:

@@ -544,7 +544,10 @@ class SetupScreen(Screen["Path | None"]):
         summary = Text()
         for name, slot in self.plan.slots.items():
             summary.append(f"{name:<7}", style="bold")
-            summary.append(f"{slot.choice.name} {slot.choice.quant}\n")
+            if slot.keeps_path:
+                summary.append(f"your own model file, kept: {slot.own_path}\n")
+            else:
+                summary.append(f"{slot.choice.name} {slot.choice.quant}\n")
             if slot.note:
                 summary.append(f"       {slot.note}\n", style="yellow")
         summary.append(f"\nConfig file: {self.existing.path}\n")
