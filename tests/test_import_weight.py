@@ -46,8 +46,13 @@ def loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return loaded
 
 
-def test_the_app_module_imports_no_engine() -> None:
-    assert loaded_after("import nanobot_tui.ui.app", ENGINE) == []
+# What the app draws only once there is something to draw: Markdown answers, highlighted
+# tool results, the file viewer.
+RENDERERS = ("markdown_it", "pygments", "rich.syntax", "nanobot_tui.ui.screens.viewer")
+
+
+def test_the_app_module_imports_no_engine_and_no_renderer() -> None:
+    assert loaded_after("import nanobot_tui.ui.app", ENGINE + RENDERERS) == []
 
 
 def test_the_cli_module_imports_no_command_ui_or_engine() -> None:

@@ -12,7 +12,6 @@ import signal
 from collections.abc import Iterable
 from typing import Unpack
 
-from platformdirs import user_downloads_path
 from textual import constants, events, on, work
 from textual.app import SystemCommand
 from textual.binding import Binding
@@ -109,6 +108,8 @@ class NanobotApp(EngineApp):
         """The palette's Screenshot: into the Downloads folder, or NANOBOT_HOME/screenshots
         where there is none (Textual's own would fail to write it)."""
         if path is None:
+            from platformdirs import user_downloads_path  # only a screenshot needs it
+
             downloads = user_downloads_path()
             folder = downloads if downloads.is_dir() else paths.ensure(paths.screenshots_dir())
             path = str(folder)

@@ -14,8 +14,9 @@ from textual.widgets import Static
 from nanobot_tui.config import Config, LocalConfig, SlotConfig
 from nanobot_tui.engine.agent.loop import AgentEvent, AnswerDelta
 from nanobot_tui.ui.app import NanobotApp
-from nanobot_tui.ui.panes.chat import Answer, ChatPane, Note, UserMessage
+from nanobot_tui.ui.panes.chat import ChatPane, Note, UserMessage
 from nanobot_tui.ui.panes.meter import HardwareMeter
+from nanobot_tui.ui.widgets.answer import Answer
 from nanobot_tui.ui.widgets.prompt import PromptArea
 from tests.conftest import until
 

@@ -42,7 +42,6 @@ from nanobot_tui.engine.serving.metrics import parse_metrics
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.panes.chat import (
-    Answer,
     ChatPane,
     Note,
     UserMessage,
@@ -51,6 +50,7 @@ from nanobot_tui.ui.panes.chat import (
 )
 from nanobot_tui.ui.screens.sessions import SessionPicker
 from nanobot_tui.ui.widgets.agent_tree import AgentTree
+from nanobot_tui.ui.widgets.answer import Answer
 from nanobot_tui.ui.widgets.prompt import PromptArea
 from nanobot_tui.ui.widgets.tool_block import ToolBlock
 from tests.conftest import until

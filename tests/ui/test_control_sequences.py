@@ -30,7 +30,8 @@ from textual.widgets.option_list import Option
 
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.context.volume import Volume
-from nanobot_tui.ui.panes.chat import Answer, Note, UserMessage, problem_note
+from nanobot_tui.ui.panes.chat import Note, UserMessage, problem_note
+from nanobot_tui.ui.widgets.answer import Answer
 from nanobot_tui.ui.panes.volumes import grep_hit
 from nanobot_tui.ui.screens.viewer import FileViewer
 from nanobot_tui.ui.widgets.tool_block import Outcome, ToolBlock

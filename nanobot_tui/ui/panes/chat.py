@@ -15,18 +15,16 @@ import logging
 from collections.abc import Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import getters, on, work
 from textual.app import ComposeResult
-from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Static
 from textual.worker import WorkerCancelled, WorkerError, WorkerFailed
 
 from nanobot_tui.engine.agent.loop import (
@@ -59,6 +57,11 @@ from nanobot_tui.ui.widgets.prompt import PromptArea
 from nanobot_tui.ui.widgets.tool_block import Outcome, ToolBlock
 
 SUMMARY_CELLS = 160  # a compaction's summary on its line, at most
+if TYPE_CHECKING:
+    from textual.widgets.markdown import MarkdownStream
+
+    from nanobot_tui.ui.widgets.answer import Answer
+
 # A resumed session shows its last turns, this many messages at most: a Markdown answer or
 # a tool block costs a few ms to mount, and thousands would hold the UI up for seconds.
 HISTORY_MESSAGES = 120
@@ -83,17 +86,11 @@ class UserMessage(Static):
         super().__init__(printable(content), **kwargs)
 
 
-class Answer(Markdown):
-    """The model's answer, without terminal control sequences (text.printable)."""
+def new_answer(markdown: str | None = None) -> Answer:
+    """An answer widget; its module (and Markdown under it) is loaded with the first one."""
+    from nanobot_tui.ui.widgets.answer import Answer
 
-    def __init__(self, markdown: str | None = None, **kwargs: Any) -> None:
-        super().__init__(None if markdown is None else printable(markdown), **kwargs)
-
-    def update(self, markdown: str) -> AwaitComplete:
-        return super().update(printable(markdown))
-
-    def append(self, markdown: str) -> AwaitComplete:
-        return super().append(printable(markdown))
+    return Answer(markdown)
 
 
 class Note(Static):
@@ -216,7 +213,7 @@ def _message_widgets(
     following_text = following.get("content")
     if isinstance(following_text, str) and following_text.startswith(PROBLEM_NOTE):
         return []  # the unreadable call itself: its problem note says what went wrong
-    widgets: list[Widget] = [Answer(text)] if text.strip() else []
+    widgets: list[Widget] = [new_answer(text)] if text.strip() else []
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         block = ToolBlock(str(call.get("id")), str(function.get("name")), function.get("arguments"))
@@ -417,7 +414,7 @@ class ChatPane(Vertical):
             answered = await self._end_answer()
             widgets: list[Widget] = []
             if event.text.strip() and not answered:
-                widgets.append(Answer(event.text))
+                widgets.append(new_answer(event.text))
             for call in event.calls:
                 block = ToolBlock(call.id, call.name, call.arguments)
                 self._blocks[call.id] = block
@@ -452,10 +449,10 @@ class ChatPane(Vertical):
 
     async def _write_answer(self, text: str) -> None:
         if self._answer is None:
-            self._answer = Answer()
+            self._answer = new_answer()
             self._answered = False
             await self._add(self._answer)
-            self._stream = Markdown.get_stream(self._answer)
+            self._stream = self._answer.stream()
         if text and self._stream is not None:
             self._answered = True
             await self._stream.write(text)

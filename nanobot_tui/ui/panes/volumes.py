@@ -27,7 +27,6 @@ from textual.worker import get_current_worker
 from nanobot_tui.engine.context.storage import VolumeError, list_volumes, volumes_stamp
 from nanobot_tui.text import display_name, printable
 from nanobot_tui.ui.format import human_count, one_line, screen_shown
-from nanobot_tui.ui.screens.viewer import FileViewer
 from nanobot_tui.units import human_bytes
 
 # Volumes and search (numpy) are imported in the workers that open and search a volume:
@@ -409,6 +408,9 @@ class VolumeBrowser(Vertical):
 
     def open_file(self, path: str, line: int) -> None:
         if self.volume is not None:
+            # The viewer (and pygments under it) is loaded on first use, not at start-up.
+            from nanobot_tui.ui.screens.viewer import FileViewer
+
             self.app.push_screen(FileViewer(self.volume, path, line))
 
     # search

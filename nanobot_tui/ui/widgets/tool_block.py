@@ -14,10 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pygments.lexers import get_lexer_for_filename
-from pygments.util import ClassNotFound
 from rich.console import Group, RenderableType
-from rich.syntax import Syntax
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -65,6 +62,10 @@ def parsed_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
 
 def lexer_for(path: str) -> str | None:
     """Pygments' lexer name for a file's name; None when it names none."""
+    # pygments (and rich.syntax) load with the first result shown, not at start-up.
+    from pygments.lexers import get_lexer_for_filename
+    from pygments.util import ClassNotFound
+
     try:
         lexer = get_lexer_for_filename(path)
     except ClassNotFound:
@@ -76,6 +77,8 @@ def lexer_for(path: str) -> str | None:
 def result_body(content: str, arguments: dict[str, Any], *, dark: bool = True) -> RenderableType:
     """The result as it reads best: numbered file lines highlighted by the file's type,
     JSON pretty and highlighted, anything else as plain text (control sequences removed)."""
+    from rich.syntax import Syntax
+
     content = printable(content)
     theme = "ansi_dark" if dark else "ansi_light"
     path = arguments.get("path")
