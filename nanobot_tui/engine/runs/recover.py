@@ -29,9 +29,9 @@ from typing import Any
 from nanobot_tui import paths
 from nanobot_tui.engine.runs.prune import holding_idle
 from nanobot_tui.engine.runs.spec import RunSpec
+from nanobot_tui.engine.runs.store.create import start_store
 from nanobot_tui.engine.runs.store.db import (
     DB_NAME,
-    SCHEMA,
     STEP_COLS,
     StoreError,
     connect,
@@ -232,13 +232,7 @@ def _rebuild(src: sqlite3.Connection, building: Path, meta: dict[str, Any], prob
     total = int(meta["steps_total"])
     dst = connect(building)
     try:
-        dst.executescript(SCHEMA)
-        dst.execute("BEGIN")
-        dst.executemany(
-            "INSERT INTO nodes(id, parent, kind, level, ordinal, first_step, last_step, "
-            "children) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            layout.block_rows(),
-        )
+        start_store(dst, layout)
         totals = new_totals()
         kept = _copy_steps(src, dst, total, not domain.independent_steps, totals)
         ranges = merge_ranges((s, s) for s in kept)

@@ -131,19 +131,24 @@ def create_run(spec: RunSpec, run_id: str | None = None) -> str:
     return rid
 
 
+def start_store(conn: sqlite3.Connection, layout: Layout) -> None:
+    """An empty store's schema and its tree's block rows, in a transaction left open."""
+    conn.executescript(SCHEMA)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO nodes(id, parent, kind, level, ordinal, first_step, last_step, "
+        "children) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        layout.block_rows(),
+    )
+
+
 def _build(rid: str, spec: RunSpec, domain: Domain, total: int, layout: Layout) -> None:
     """Write the store (spec, tree, status) as run.db.new and rename it run.db."""
     # Built under another name and renamed when complete: a reader never sees half a run.
     building = run_dir(rid) / (DB_NAME + ".new")
     conn = connect(building)
     try:
-        conn.executescript(SCHEMA)
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO nodes(id, parent, kind, level, ordinal, first_step, last_step, "
-            "children) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            layout.block_rows(),
-        )
+        start_store(conn, layout)
         simulated = spec.simulated
         # Steps in order from the truth: each input is the true solution's (row_input).
         canonical = simulated and not domain.independent_steps
