@@ -104,6 +104,20 @@ async def test_the_new_line_key_starts_a_line_and_sends_nothing(key: str, sent: 
         assert asked == ["one\ntwo\nthree"]
 
 
+async def test_keys_in_one_burst_act_in_the_order_they_came() -> None:
+    """Fast typing or a script delivers text, the new-line key and Enter in one read: the
+    new line lands between the words and Enter sends all of it (a binding's action ran
+    out of order with the typed text: "alphabeta" was sent as the text's remains, or
+    nothing was)."""
+    app, asked = listening_app()
+    async with app.run_test(size=(120, 36)):
+        await until(lambda: app.focused is prompt_of(app))
+        typed(app, "alpha\nbeta\r")
+        await until(lambda: bool(asked) and not pane_of(app).busy)
+        assert asked == ["alpha\nbeta"]
+        assert prompt_of(app).value == ""
+
+
 async def test_an_empty_or_blank_prompt_sends_nothing() -> None:
     app, asked = listening_app()
     async with app.run_test(size=(120, 36)) as pilot:

@@ -5,8 +5,12 @@ whole, newlines included (a terminal sends them as CR), never sends, and draws n
 sequence. It grows with its text up to a few lines, then scrolls. Its placeholder is the
 longest of its hints that fits its width on one line.
 
-Enter is a priority binding: a text area would otherwise take it for a new line before any
-binding saw it. A keymap that moves `chat.send` off Enter gives Enter back to new lines.
+Send and new line are bindings (so the Keys panel lists them and a keymap can move them)
+that the prompt runs itself, in its key handler: keys a terminal delivers in one burst
+("hello" and Enter, from fast typing or a script) then act in the order they came, where
+a binding's action would run before the text queued ahead of it (a priority binding) or
+after the text behind it. A keymap that moves `chat.send` off Enter gives Enter back to new
+lines.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class PromptArea(TextArea):
     PromptArea {{ height: auto; max-height: {MAX_HEIGHT}; }}
     """
     BINDINGS = [
-        Binding("enter", "submit", "Send", id="chat.send", priority=True, show=False),
+        Binding("enter", "submit", "Send", id="chat.send", show=False),
         # Not in the footer: at 80 columns it would push Quit out. The placeholder and the
         # help (F1) say it.
         Binding(
@@ -79,6 +83,29 @@ class PromptArea(TextArea):
     def value(self, text: str) -> None:
         self.load_text(text)
         self.move_cursor(self.document.end)
+
+    async def _on_key(self, event: events.Key) -> None:
+        action = self._own_action(event.key)
+        if action is None:
+            await super()._on_key(event)
+            return
+        event.stop()
+        event.prevent_default()
+        if action == "submit":
+            self.action_submit()
+        else:
+            self.action_newline()
+
+    def _own_action(self, key: str) -> str | None:
+        """ "submit" or "newline" when `key` is bound to one of them (the user's keymap
+        applied), else None."""
+        bindings = self._bindings.copy()
+        if self.app._keymap:
+            bindings.apply_keymap(self.app._keymap)
+        for binding in bindings.key_to_bindings.get(key, ()):
+            if binding.action in ("submit", "newline"):
+                return binding.action
+        return None
 
     async def _on_paste(self, event: events.Paste) -> None:
         event.prevent_default()  # in place of TextArea's own, which keeps CRs and ESCs
