@@ -8,18 +8,21 @@ configuration is a full llama-server argv for the embedded host, started as a su
 
 - `legacy`: the sizing before issue 13 (`--ctx-size 49152 --parallel 6`, one f16 KV
   buffer per slot, 8192 cells each, allocated and zeroed at start whether used or not);
-- `default`: what `server_args` gives the planned spec today (the app's real argv);
-- the candidates it was chosen from: a unified KV pool of 2 or 4 windows shared by the six
-  slots (each capped at its 8192-token window), in f16 or q8_0. These take much less memory
-  but are not the default: when the requests in flight together need more cells than the
-  pool holds, llama.cpp answers every one of them with HTTP 500 "Context size has been
-  exceeded" (seen with 4 concurrent 800-token prompts on a 2048-cell pool).
+- `per-slot-q8_0`: the default before the pool (q8_0 K+V, -fa on, still six buffers of
+  8192 cells);
+- `default`: what `server_args` gives the planned spec today (the app's real argv): one
+  unified q8_0 pool of two windows shared by the six slots, each capped at its 8192-token
+  window. Its load goes through the app's client with the server's `KvPool` (every
+  request reserves its worst case first), since llama.cpp fails every request in flight
+  when they overflow the pool;
+- other candidates: a unified pool of 2 or 4 windows, f16 or q8_0 (no admission control).
 
-For each: the server's RSS once /health answers, then a load of `P` concurrent streams of
-real generation (P = 3 and 6; the same prompt shape and a fixed number of generated tokens
-per stream, `ignore_eos`), its aggregate tokens/s (completion tokens over the load's wall
-time) and the peak RSS during the load (sampled every 20 ms). Configurations alternate
-within each run; the figures are medians over the runs, with ratios against `legacy`.
+For each: the server's RSS once /health answers, then a load of `P` concurrent requests of
+real generation through `LLMClient` (P = 3 and 6; the same prompt shape and a fixed number
+of generated tokens per request, `ignore_eos`), its aggregate tokens/s (completion tokens
+over the load's wall time) and the peak RSS during the load (sampled every 20 ms).
+Configurations alternate within each run; the figures are medians over the runs, with
+ratios against `legacy`.
 """
 
 from __future__ import annotations
@@ -35,11 +38,15 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.llm.kv_pool import KvPool
 
 SLOTS = ("main", "rlm", "memory")
 PARALLELS = (3, 6)
@@ -77,22 +84,28 @@ def default_spec():  # type: ignore[no-untyped-def]
     return spec
 
 
-def configurations(threads: int) -> dict[str, list[str]]:
-    """name -> the host's argv (without the port, added per start)."""
+def _argv(spec, threads: int) -> list[str]:  # type: ignore[no-untyped-def]
     from nanobot_tui.engine.serving.manager import server_args
 
+    argv = server_args(spec, 0, threads)
+    port_at = argv.index("--port")
+    del argv[port_at : port_at + 2]
+    return argv
+
+
+def configurations(threads: int) -> dict[str, list[str]]:
+    """name -> the host's argv (without the port, added per start)."""
     spec = default_spec()
     base = [
         "--model", str(spec.model_path), "--threads", str(threads),
         "--n-gpu-layers", "-1", "--alias", "bench", "--metrics", "--slots", "--jinja",
     ]  # fmt: skip
-    window = 8192
-    default = server_args(spec, 0, threads)
-    port_at = default.index("--port")
-    del default[port_at : port_at + 2]
+    window = spec.window
+    per_slot = replace(spec, kv_unified=False, context_size=window * spec.parallel)
     return {
         "legacy": [*base, "--ctx-size", str(window * 6), "--parallel", "6"],
-        "default": default,
+        "per-slot-q8_0": _argv(per_slot, threads),
+        "default": _argv(spec, threads),
         "unified-2w": [
             *base, "--ctx-size", str(window * 2), "--parallel", "6",
             "--kv-unified", "--kv-unified-per-slot", str(window),
@@ -147,25 +160,31 @@ def prompt(i: int) -> str:
     return f"Stream {i}. Continue this list in the same style, one word per line:\n{words}"
 
 
-async def one_stream(http: httpx.AsyncClient, url: str, i: int) -> int:
-    body = {
-        "messages": [{"role": "user", "content": prompt(i)}],
-        "max_tokens": GEN_TOKENS,
-        "temperature": 0.0,
-        "ignore_eos": True,
-        "cache_prompt": False,
-    }
-    response = await http.post(f"{url}/v1/chat/completions", json=body, timeout=600)
-    response.raise_for_status()
-    return int(response.json()["usage"]["completion_tokens"])
+def kv_pool_of(argv: list[str]) -> KvPool | None:
+    """The app's admission pool for a server started with `argv` (None: no unified pool)."""
+    from nanobot_tui.engine.llm.kv_pool import KvPool
+
+    if "--kv-unified" not in argv:
+        return None
+    cells = int(argv[argv.index("--ctx-size") + 1])
+    return KvPool(cells, int(argv[argv.index("--kv-unified-per-slot") + 1]))
 
 
-async def load(url: str, key: str, parallel: int) -> float:
-    """Aggregate tokens/s of `parallel` concurrent streams."""
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(headers=headers) as http:
+async def load(url: str, key: str, parallel: int, pool: KvPool | None = None) -> float:
+    """Aggregate tokens/s of `parallel` concurrent requests through the app's client."""
+    from nanobot_tui.engine.llm.openai import LLMClient
+    from nanobot_tui.engine.llm.request import ChatRequest
+
+    extra = {"ignore_eos": True, "cache_prompt": False}
+    async with LLMClient(url, api_key=key, timeout=600, kv_pool=pool) as client:
+
+        async def one(i: int) -> int:
+            messages = [{"role": "user", "content": prompt(i)}]
+            request = ChatRequest(messages, max_tokens=GEN_TOKENS, temperature=0.0, extra=extra)
+            return (await client.chat(request)).usage.completion_tokens
+
         started = time.perf_counter()
-        tokens = await asyncio.gather(*(one_stream(http, url, i) for i in range(parallel)))
+        tokens = await asyncio.gather(*(one(i) for i in range(parallel)))
         wall = time.perf_counter() - started
     return sum(tokens) / wall
 
@@ -205,10 +224,11 @@ def run_config(argv: list[str], log: Path) -> dict[str, float]:
         wait_healthy(process, url)
         time.sleep(0.3)
         figures: dict[str, float] = {"rss_ready": rss(process.pid)}
-        asyncio.run(load(url, key, 1))  # warm-up, not counted
+        pool = kv_pool_of(argv)
+        asyncio.run(load(url, key, 1, pool))  # warm-up, not counted
         for parallel in PARALLELS:
             with Sampler(process.pid) as sampler:
-                figures[f"tok_s_p{parallel}"] = asyncio.run(load(url, key, parallel))
+                figures[f"tok_s_p{parallel}"] = asyncio.run(load(url, key, parallel, pool))
             figures[f"rss_peak_p{parallel}"] = sampler.peak
         figures["rss_after"] = rss(process.pid)
         return figures
@@ -244,6 +264,7 @@ def main() -> None:
         "gen_tokens": GEN_TOKENS,
         "argv": {name: configs[name] for name in names},
         "medians": medians,
+        "samples": samples,
         "vs_legacy": {
             name: {
                 "rss_ready_smaller_x": reference["rss_ready"] / m["rss_ready"],

@@ -183,15 +183,23 @@ def load_config(path: Path | None = None, *, tier: Tier | None = None) -> tuple[
 
     Raises ConfigError for anything unreadable, unparsable or invalid.
     """
+    config = load_config_file(path)
+    if config is not None:
+        return config, True
+    if tier is None:
+        from nanobot_tui.hardware import detect
+
+        tier = detect().tier
+    return default_config(tier), False
+
+
+def load_config_file(path: Path | None = None) -> Config | None:
+    """The config file's settings; None when there is no file, without detecting the
+    hardware (the app fills in the tier's defaults after its first frame). Raises
+    ConfigError as load_config does."""
     path = path or paths.config_path()
     text = _config_text(path)
-    if text is None:
-        if tier is None:
-            from nanobot_tui.hardware import detect
-
-            tier = detect().tier
-        return default_config(tier), False
-    return parse_config(text, path), True
+    return None if text is None else parse_config(text, path)
 
 
 def load_context_config(path: Path | None = None) -> ContextConfig:

@@ -51,6 +51,12 @@ def runs_dir() -> Path:
     return home() / "runs"
 
 
+def work_dir() -> Path:
+    """Processes over codebases: one folder per process (the snapshot of the user's tree,
+    working copies, the patch, the backup an apply keeps)."""
+    return home() / "work"
+
+
 def traces_dir() -> Path:
     """One JSONL trace file per run: a line per step execution."""
     return home() / "traces"

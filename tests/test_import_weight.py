@@ -16,10 +16,13 @@ from pathlib import Path
 
 from nanobot_tui.cli import main as cli_main
 
-# What the app needs only once it runs: the model servers, the HTTP client, the agent, the
-# voting engine, search (numpy).
+# What the app needs only once it runs: the model servers, the HTTP client, the agent (its
+# loop, sessions and delegations: at the first turn), the voting engine, search (numpy).
 ENGINE = (
     "nanobot_tui.engine.agent.build",
+    "nanobot_tui.engine.agent.loop",
+    "nanobot_tui.engine.agent.sessions",
+    "nanobot_tui.engine.agent.delegate",
     "nanobot_tui.engine.serving.workbench",
     "nanobot_tui.engine.serving.manager",
     "nanobot_tui.engine.llm.openai",
@@ -49,10 +52,78 @@ def loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
 # What the app draws only once there is something to draw: Markdown answers, highlighted
 # tool results, the file viewer.
 RENDERERS = ("markdown_it", "pygments", "rich.syntax", "nanobot_tui.ui.screens.viewer")
+# Screens pushed on demand: a node's inspector, the runs picker, the sessions picker.
+SCREENS = (
+    "nanobot_tui.ui.screens.inspect_node",
+    "nanobot_tui.ui.screens.runs",
+    "nanobot_tui.ui.screens.sessions",
+)
+# The hardware probes: with no config file, the app detects the tier after its first frame.
+PROBES = ("psutil", "pynvml")
 
 
-def test_the_app_module_imports_no_engine_and_no_renderer() -> None:
-    assert loaded_after("import nanobot_tui.ui.app", ENGINE + RENDERERS) == []
+def test_the_app_module_imports_no_engine_no_renderer_and_no_screen_it_pushes() -> None:
+    assert loaded_after("import nanobot_tui.ui.app", ENGINE + RENDERERS + SCREENS) == []
+
+
+def test_the_app_s_config_with_no_file_probes_no_hardware() -> None:
+    """`nanobot` with no config file: what it does before running the app (read the config,
+    import the app) detects no hardware (NANOBOT_HOME is empty here)."""
+    code = (
+        "from nanobot_tui.config import load_config_file\n"
+        "assert load_config_file() is None\n"
+        "import nanobot_tui.ui.app\n"
+    )
+    assert loaded_after(code, PROBES + ENGINE + SCREENS) == []
+
+
+# The app run headless to its first frame (the main screen's first paint), with no config
+# file and the servers' start left out; what it had loaded then is printed.
+FIRST_FRAME = """
+import json, sys
+from textual.app import App
+from nanobot_tui.config import load_config_file
+from nanobot_tui.ui.app import NanobotApp
+
+WATCHED = {watched!r}
+loaded = []
+display = App._display
+
+def first(self, screen, renderable):
+    if renderable is not None and type(screen).__name__ == "MainScreen" and not loaded:
+        loaded.append([m for m in WATCHED if m in sys.modules])
+        self.exit()
+    display(self, screen, renderable)
+
+App._display = first
+NanobotApp.start_engine = lambda self: None
+NanobotApp(load_config_file()).run(headless=True, size=(120, 36))
+print(json.dumps(loaded))
+"""
+
+
+def test_the_first_frame_loads_no_engine_probe_or_store() -> None:
+    """Until the main screen is first drawn, nothing is read in the background: the
+    hardware meter's probes, the run stores (SQLite) and the volumes come after it."""
+    watched = (
+        PROBES
+        + ENGINE
+        + SCREENS
+        + RENDERERS
+        + (
+            "sqlite3",
+            "nanobot_tui.engine.runs.store",
+            "nanobot_tui.engine.context.volume",
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_FRAME.format(watched=watched)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[]]
 
 
 def test_the_cli_module_imports_no_command_ui_or_engine() -> None:

@@ -13,26 +13,19 @@ import io
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from nanobot_tui import __version__
 from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK
 from nanobot_tui.cli.common import fail as _fail
 from nanobot_tui.errors import NanobotError
 
-if TYPE_CHECKING:
-    from nanobot_tui.config import Config
-
-
-def _load_config() -> Config:
-    """The user's config, or the detected tier's defaults; raises ConfigError."""
-    from nanobot_tui.config import load_config
-
-    return load_config()[0]
-
 
 def cmd_app(args: argparse.Namespace) -> int:
-    config = _load_config()
+    from nanobot_tui.config import load_config_file
+
+    # No config file: the app detects the hardware tier for its defaults after the first
+    # frame, which needs none of it.
+    config = load_config_file()
     from nanobot_tui.ui.app import NanobotApp
 
     NanobotApp(config).run()
@@ -57,13 +50,14 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("agent", "sessions"), "agent"),
     **dict.fromkeys(("ingest", "volumes", "grep", "slice", "search", "ask"), "context"),
     **dict.fromkeys(("run", "calibrate"), "run"),
+    **dict.fromkeys(("process", "recipes"), "process"),
     **dict.fromkeys(
         ("runs", "status", "resume", "pause", "cancel", "traces", "attach", "export"), "runs"
     ),
     **dict.fromkeys(("setup", "models"), "setup"),
 }
 # Every module that adds commands, in the order `nanobot --help` lists them.
-ALL_MODULES = ("agent", "context", "run", "runs", "setup")
+ALL_MODULES = ("agent", "context", "run", "process", "runs", "setup")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nanobot_tui.cli.common import (
@@ -48,10 +50,31 @@ def make_domain(args: argparse.Namespace) -> Domain:
     """The chosen domain; UsageError for options it cannot use (--disks 0)."""
     from nanobot_tui.engine.voting.domains.registry import build_domain
 
+    if getattr(args, "recipe", None):
+        return _code_domain(args)
     try:
         return build_domain(args.domain, domain_params(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _code_domain(args: argparse.Namespace) -> Domain:
+    """`calibrate --recipe R --on PATH`: the recipe's functions in the user's own files
+    (read only: calibration edits nothing)."""
+    from nanobot_tui.engine.voting.domains.registry import build_domain
+
+    if args.on is None:
+        raise UsageError("calibrate --recipe needs --on PATH (the codebase to sample from)")
+    if not args.on.is_dir():
+        raise UsageError(f"not a folder: {args.on}")
+    params = {"root": str(args.on), "recipe": args.recipe, "simulated": False}
+    try:
+        domain = build_domain("code", params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not domain.total_steps():
+        raise UsageError(f"the {args.recipe} recipe finds no function to edit in {args.on}")
+    return domain
 
 
 def parse_sampler(text: str) -> tuple[str, float | None]:
@@ -134,6 +157,8 @@ async def _calibrate(args: argparse.Namespace) -> int:
             progress=lambda done, total: bar.update("sample", done, total),
         )
     bar.finish()
+    if args.recipe:  # kept per recipe: each has its own p
+        result = dataclasses.replace(result, domain=f"code-{args.recipe}")
     await calibration_store.record_calibration(result)
     plan = projection(
         result.p,
@@ -271,7 +296,7 @@ def _domain_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from nanobot_tui.engine.voting.domains.registry import NAMES as DOMAINS
+    from nanobot_tui.engine.voting.domains.registry import RUN_NAMES as DOMAINS
 
     p = sub.add_parser("run", help="run a domain step by step with MAKER voting")
     p.add_argument("domain", choices=DOMAINS)
@@ -313,6 +338,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "calibrate", help="measure p on a domain and project k, votes, tokens and time"
     )
     p.add_argument("--domain", choices=DOMAINS, default="hanoi")
+    p.add_argument(
+        "--recipe",
+        help="calibrate a code recipe instead of a domain (see `nanobot recipes`); needs --on",
+    )
+    p.add_argument("--on", type=Path, metavar="PATH", help="--recipe: the codebase to sample")
     p.add_argument("--samples", type=positive_int, default=100, help="random steps to sample")
     p.add_argument("--p", type=probability, help="no sampling: only the arithmetic, from this p")
     p.add_argument(

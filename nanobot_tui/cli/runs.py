@@ -264,11 +264,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         with RunStore.open(_resolve(args.run)) as store:
             st = store.status()
+            meta = store.meta()
     except StoreError as exc:
         return _fail(str(exc), EXIT_USAGE)
     if st.warning:
         print(f"nanobot: {st.warning}", file=sys.stderr)
-    print(json.dumps(st.to_dict()) if args.json else status_text(st))
+    summary = None
+    if "summary" in meta:  # a process's root summary (engine/work/summaries.py)
+        from nanobot_tui.engine.work.summaries import stored_summary
+
+        summary = stored_summary(meta, st.steps_done)
+    if args.json:
+        print(json.dumps({**st.to_dict(), **({"summary": summary} if summary else {})}))
+    else:
+        print(status_text(st) + (f"\n  summary: {summary}" if summary else ""))
     return EXIT_OK
 
 
@@ -352,10 +361,10 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from nanobot_tui.config import load_config
+    from nanobot_tui.config import load_config_file
 
     rid = _resolve(args.run)
-    config = load_config()[0]
+    config = load_config_file()  # None: the app detects the tier after its first frame
     from nanobot_tui.ui.app import NanobotApp
 
     NanobotApp(config, attach_run=rid).run()

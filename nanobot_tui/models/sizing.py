@@ -33,6 +33,8 @@ from nanobot_tui.units import human_bytes
 __all__ = [
     "COMPUTE_BUFFER_BYTES",
     "FIT_FRACTION",
+    "KV_CACHE_TYPE",
+    "KV_POOL_WINDOWS",
     "Estimate",
     "GgufError",
     "GgufFacts",
@@ -42,6 +44,7 @@ __all__ = [
     "estimate_bytes",
     "human_bytes",
     "kv_cache_bytes",
+    "kv_pool_cells",
     "read_gguf_facts",
 ]
 
@@ -52,6 +55,17 @@ FIT_FRACTION = 0.8
 # covers the 0.1B–30B models in the catalog with flash attention on; it is deliberately a
 # flat figure so estimates stay predictable and easy to explain.
 COMPUTE_BUFFER_BYTES = 512 * 1024 * 1024
+
+# The KV cache the app's servers keep: q8_0 (34 bytes per block of 32, against f16's 64),
+# and one pool of at most KV_POOL_WINDOWS request windows shared by a server's slots
+# (engine.serving.slots plans it; the server's client admits requests into it).
+KV_CACHE_TYPE = "q8_0"
+KV_POOL_WINDOWS = 2
+# Bytes per element of llama.cpp's KV cache types (quantised ones: block bytes / 32).
+KV_BYTES_PER_ELEMENT = {
+    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32,
+    "q4_1": 20 / 32, "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32,
+}  # fmt: skip
 
 # Sanity caps: a corrupt header must not make us loop for hours or allocate wildly.
 _MAX_COUNT = 1 << 24
@@ -356,15 +370,39 @@ def _read_gguf_facts_cached(path: Path, _size: int, _mtime_ns: int) -> GgufFacts
 
 
 def kv_cache_bytes(
-    n_layer: int, n_head_kv: int, head_dim: int, n_ctx: int, bytes_per_element: int = 2
+    n_layer: int,
+    n_head_kv: int,
+    head_dim: int,
+    n_ctx: int,
+    bytes_per_element: float = 2,
+    *,
+    cache_type: str | None = None,
 ) -> int:
-    """K and V for every layer and position: 2 · n_layer · n_head_kv · head_dim · n_ctx · bytes."""
-    return 2 * n_layer * n_head_kv * head_dim * n_ctx * bytes_per_element
+    """K and V for every layer and position: 2 · n_layer · n_head_kv · head_dim · n_ctx · bytes.
+    `cache_type` (llama.cpp's name: "q8_0", "f16", ...) sets the bytes per element."""
+    if cache_type is not None:
+        bytes_per_element = KV_BYTES_PER_ELEMENT[cache_type]
+    return math.ceil(2 * n_layer * n_head_kv * head_dim * n_ctx * bytes_per_element)
 
 
-def estimate(model: CatalogModel, quant: Quant, n_ctx: int, path: Path | None = None) -> Estimate:
-    """The parts of the memory estimate. With `path` pointing at an existing file, its real
-    size and GGUF shape are used; otherwise the catalog's figures."""
+def kv_pool_cells(window: int, parallel: int) -> int:
+    """The KV cells a server with `parallel` slots of `window` tokens allocates: every
+    slot's window up to KV_POOL_WINDOWS slots, then one pool of that many windows."""
+    return window * min(max(parallel, 1), KV_POOL_WINDOWS)
+
+
+def estimate(
+    model: CatalogModel,
+    quant: Quant,
+    n_ctx: int,
+    path: Path | None = None,
+    *,
+    cache_type: str = "f16",
+) -> Estimate:
+    """The parts of the memory estimate, for `n_ctx` KV cells of `cache_type`. The app's
+    servers keep KV_CACHE_TYPE in a pool of `kv_pool_cells`; setup still sizes f16 buffers
+    per slot (a margin its quant choices were tuned with). With `path` pointing at an
+    existing file, its real size and GGUF shape are used; otherwise the catalog's figures."""
     shape: GgufFacts | Architecture
     if path is not None and path.is_file():
         shape = read_gguf_facts(path)
@@ -373,7 +411,9 @@ def estimate(model: CatalogModel, quant: Quant, n_ctx: int, path: Path | None = 
         shape, weights, from_file = model.arch, quant.size_bytes, False
     return Estimate(
         weights_bytes=weights,
-        kv_bytes=kv_cache_bytes(shape.n_layer, shape.n_head_kv, shape.head_dim, n_ctx),
+        kv_bytes=kv_cache_bytes(
+            shape.n_layer, shape.n_head_kv, shape.head_dim, n_ctx, cache_type=cache_type
+        ),
         compute_bytes=COMPUTE_BUFFER_BYTES,
         n_ctx=n_ctx,
         from_file=from_file,

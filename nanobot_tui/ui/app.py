@@ -25,7 +25,6 @@ from nanobot_tui.ui import hangup, palette, themes
 from nanobot_tui.ui.engine_app import EngineApp, EngineOptions
 from nanobot_tui.ui.keymap import apply_keymap
 from nanobot_tui.ui.screens.main import MainScreen
-from nanobot_tui.ui.screens.runs import pick_run
 
 # How often the terminal is checked for a hang-up that came without a SIGHUP.
 HANGUP_POLL_S = 1.0
@@ -50,7 +49,8 @@ class NanobotApp(EngineApp):
         ),
     ]
 
-    def __init__(self, config: Config, **options: Unpack[EngineOptions]) -> None:
+    def __init__(self, config: Config | None, **options: Unpack[EngineOptions]) -> None:
+        """`config` None: there is no config file (see EngineApp)."""
         super().__init__(config, **options)
         # Warnings for the first frame: theme files and keymap entries that were skipped.
         self.startup_warnings: list[str] = []
@@ -58,11 +58,11 @@ class NanobotApp(EngineApp):
         for theme in loaded.themes:
             self.register_theme(theme)
         self.startup_warnings += loaded.warnings
-        self.theme, problem = themes.starting_theme(config, self.available_themes)
+        self.theme, problem = themes.starting_theme(self.config, self.available_themes)
         if problem:
             self.startup_warnings.append(problem)
         self._remembered_theme = self.theme
-        self.startup_warnings += apply_keymap(self, config.ui.keymap)
+        self.startup_warnings += apply_keymap(self, self.config.ui.keymap)
         if self.no_color:  # NO_COLOR: greys, but never a text as dark as its background
             self._filters = themes.readable_no_color(self._filters)
         self.terminal_gone = False
@@ -93,7 +93,8 @@ class NanobotApp(EngineApp):
 
     @work(thread=True, group="config", exit_on_error=False, description="save the theme")
     def _save_theme(self, name: str) -> None:
-        problem = themes.remember_theme(name, self.config)
+        # With no config file, the tier's defaults are written with the theme.
+        problem = themes.remember_theme(name, self.settled_config())
         if problem:
             self.call_from_thread(self.notify, problem, severity="warning")
 
@@ -133,8 +134,13 @@ class NanobotApp(EngineApp):
         yield SystemCommand(
             "Pick a run…",
             "the durable runs, with status and progress; the Process pane watches the one picked",
-            lambda: pick_run(self),
+            self._pick_run,
         )
+
+    def _pick_run(self) -> None:
+        from nanobot_tui.ui.screens.runs import pick_run  # on first use
+
+        pick_run(self)
 
     # --- the terminal going away ------------------------------------------------------
 

@@ -11,6 +11,7 @@ typed, and without importing ui/app.py, which imports every pane through the mai
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING, TypedDict
 
 from textual import on, work
@@ -43,15 +44,24 @@ class EngineApp(App[None]):
 
     def __init__(
         self,
-        config: Config,
+        config: Config | None,
         *,
         workbench: Workbench | None = None,
         attach_run: str | None = None,
     ) -> None:
-        """`workbench` is built from `config` unless given (tests and benchmarks pass one);
-        `attach_run` is the durable run the process tree pane shows (None: the most recent
-        run, if any)."""
+        """`config` None: there is no config file, and the detected hardware tier's
+        defaults apply (see `settled_config`). `workbench` is built from the config unless
+        given (tests and benchmarks pass one); `attach_run` is the durable run the process
+        tree pane shows (None: the most recent run, if any)."""
         super().__init__()
+        # The tier's defaults wait for their first use: detecting the hardware takes a
+        # moment (NVML, nvidia-smi), and the first frame needs nothing of it.
+        self._tier_pending = config is None
+        self._config_lock = threading.Lock()
+        if config is None:
+            from nanobot_tui.config import Config
+
+            config = Config()
         self.config = config
         self.attached_run: str | None = attach_run
         self.workbench: Workbench | None = workbench
@@ -92,7 +102,20 @@ class EngineApp(App[None]):
     def _new_workbench(self) -> Workbench:
         from nanobot_tui.engine.serving.workbench import Workbench
 
-        return Workbench(self.config, on_event=self._server_event)
+        return Workbench(self.settled_config(), on_event=self._server_event)
+
+    def settled_config(self) -> Config:
+        """The config, with the detected hardware tier's defaults filled in on the first
+        call when there was no config file (any thread; detection takes a moment, so not
+        on the UI's loop: the start-up worker calls this first)."""
+        with self._config_lock:
+            if self._tier_pending:
+                from nanobot_tui.config import default_config
+                from nanobot_tui.hardware import detect
+
+                self.config.local = default_config(detect().tier).local
+                self._tier_pending = False
+        return self.config
 
     def _server_event(self, event: ServerEvent) -> None:
         self.post_message(ServerChanged(event))

@@ -4,11 +4,14 @@ any thread); the app republishes them on signals that panes subscribe to."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from nanobot_tui.engine.agent.delegate import Delegation
-from nanobot_tui.engine.serving.status import ServerEvent
+# Types only: the agent's modules load at the first turn, not with the app.
+if TYPE_CHECKING:
+    from nanobot_tui.engine.agent.delegate import Delegation
+    from nanobot_tui.engine.serving.status import ServerEvent
 
 
 @dataclass(frozen=True)

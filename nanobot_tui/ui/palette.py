@@ -24,8 +24,8 @@ from nanobot_tui.ui.engine_app import EngineApp
 from nanobot_tui.ui.format import RESTART_SERVERS, error_line
 from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.panes.volumes import VolumeBrowser
-from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.path_prompt import PathPrompt
+from nanobot_tui.ui.screens.process_prompt import ProcessPrompt, ProcessRequest
 from nanobot_tui.ui.widgets.run_tree import Entry
 from nanobot_tui.units import human_bytes
 
@@ -58,6 +58,11 @@ def commands(app: EngineApp, screen: Screen[Any]) -> Iterator[SystemCommand]:
         "Start a durable run (Hanoi, simulated)",
         f"{START_COMMAND}; the Process pane follows it",
         lambda: start_run(app),
+    )
+    yield SystemCommand(
+        "Start a process on a codebase…",
+        "nanobot process TASK --on PATH: a recipe over every function, voted, on a snapshot",
+        lambda: app.push_screen(ProcessPrompt(), lambda req: start_process(app, req)),
     )
     yield SystemCommand(
         "Resume the watched run",
@@ -119,6 +124,8 @@ def inspect_selected(app: EngineApp) -> None:
     data = node.data if node is not None else None
     entry = data if isinstance(data, Entry) else tree.root.data
     if isinstance(entry, Entry):
+        from nanobot_tui.ui.screens.inspect_node import InspectScreen  # on first use
+
         app.push_screen(InspectScreen(pane.run_id, entry.node_id))
 
 
@@ -172,6 +179,38 @@ def start_run(app: EngineApp) -> None:
 
     app.notify("starting a durable Hanoi run…")
     in_background(app, start, started, "the run did not start", "start a durable run")
+
+
+def start_process(app: EngineApp, request: ProcessRequest | None) -> None:
+    """Snapshot the codebase and start the process detached (as `nanobot process ...
+    --detach`); the Process pane follows it. None: the prompt was cancelled."""
+    if request is None:
+        return
+    req = request
+
+    def start() -> tuple[str, str]:
+        from nanobot_tui.engine.runs.control import start_detached
+        from nanobot_tui.engine.runs.spec import Budgets
+        from nanobot_tui.engine.work.process import prepare
+
+        plan = prepare(
+            req.task,
+            Path(req.path),
+            req.recipe,
+            sampler=req.sampler,
+            k=2,
+            budgets=Budgets(steps=req.max_steps),
+        )
+        return start_detached(plan.spec), plan.line()
+
+    def started(result: tuple[str, str]) -> None:
+        run_id, line = result
+        app.attached_run = run_id
+        app.notify(f"{line}; {run_id} detached, the Process pane follows it",
+                   title="process started")  # fmt: skip
+
+    app.notify(f"taking a snapshot of {req.path}…")
+    in_background(app, start, started, "the process did not start", "start a process")
 
 
 def ingest_summary(report: IngestReport) -> str:

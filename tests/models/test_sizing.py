@@ -15,11 +15,14 @@ from nanobot_tui.models.catalog import EMBEDDED_ID, Quant, get, model_file
 from nanobot_tui.models.sizing import (
     COMPUTE_BUFFER_BYTES,
     FIT_FRACTION,
+    KV_CACHE_TYPE,
+    KV_POOL_WINDOWS,
     GgufError,
     choose_quant,
     estimate,
     estimate_bytes,
     kv_cache_bytes,
+    kv_pool_cells,
     read_gguf_facts,
 )
 
@@ -214,6 +217,19 @@ def test_kv_cache_bytes_by_hand() -> None:
     # A q8_0 cache (1 byte) halves it; no context, no cache.
     assert kv_cache_bytes(48, 4, 128, 8192, bytes_per_element=1) == 402_653_184
     assert kv_cache_bytes(48, 4, 128, 0) == 0
+
+
+def test_kv_cache_bytes_of_the_planned_type_and_pool() -> None:
+    """What the app's default server really keeps: q8_0 (34 bytes a block of 32) in one pool
+    of two 8192-token windows for its six slots, not six f16 windows."""
+    assert kv_cache_bytes(30, 3, 64, 8192, cache_type="f16") == 188_743_680
+    assert kv_cache_bytes(30, 3, 64, 8192, cache_type="q8_0") == 188_743_680 * 34 // 64
+    assert kv_cache_bytes(30, 3, 64, 8192, cache_type="q4_0") == 188_743_680 * 18 // 64
+    assert KV_CACHE_TYPE == "q8_0"
+    assert kv_pool_cells(8192, 6) == 8192 * KV_POOL_WINDOWS == 16384
+    assert kv_pool_cells(8192, 1) == 8192 and kv_pool_cells(4096, 2) == 8192
+    planned = kv_cache_bytes(30, 3, 64, kv_pool_cells(8192, 6), cache_type=KV_CACHE_TYPE)
+    assert kv_cache_bytes(30, 3, 64, 8192 * 6) / planned > 5.6  # the old f16 x 6 windows
 
 
 def test_estimate_from_the_catalog() -> None:

@@ -160,7 +160,7 @@ def test_no_config_is_ok_with_warnings_about_fallbacks(nanobot_home: Path) -> No
         {
             "slots": ["main", "rlm", "memory"],
             "model": SMOL,
-            "contextSize": 8192 * 6,
+            "contextSize": 8192 * 2,  # the six slots share a KV pool of two windows
             "parallel": 6,
         }
     ]

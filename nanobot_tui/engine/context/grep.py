@@ -25,21 +25,25 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nanobot_tui.engine.context.hits import HIT_CHARS, GrepHit, GrepHits, ParsedRows, Rows, clip
 from nanobot_tui.engine.context.pattern import (
     LinePattern,
     clean_piece,
     compile_pattern,
     rust_source,
 )
-from nanobot_tui.engine.context.ripgrep import HIT_CHARS, Lines, rg_search
+from nanobot_tui.engine.context.ripgrep import rg_search
 from nanobot_tui.engine.context.storage import VolumeInputError
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.volume import Volume, VolumeFile
+
+# GrepHit and HIT_CHARS live in hits.py; grep's callers import them from here.
+__all__ = ["HIT_CHARS", "GrepHit", "GrepHits", "GrepResult", "grep_volume"]
 
 # The regex path decodes the mmap in pieces of about this size, cut at line boundaries.
 GREP_CHUNK = 8 << 20
@@ -57,18 +61,9 @@ Found = list[tuple[int, str]]
 Ranges = list[tuple[int, int, int]]
 
 
-class GrepHit(NamedTuple):
-    """One matching line (a named tuple: a grep may make a hundred thousand of them)."""
-
-    file: str
-    fline: int
-    vline: int
-    text: str  # clipped to HIT_CHARS characters, with "…" when longer
-
-
 @dataclass(frozen=True)
 class GrepResult:
-    hits: list[GrepHit]
+    hits: GrepHits  # a Sequence of GrepHit, built as they are read
     truncated: bool  # more matching lines exist beyond max_hits
     files_searched: int
     bytes_searched: int
@@ -105,22 +100,13 @@ def grep_volume(
     ranges = _merge_ranges(selected)
     scan = _Scan(raw if isinstance(raw, mmap.mmap) else None, volume.starts, ranges, max_hits + 1)
     keep = None if len(selected) == len(volume.files) else _line_ranges(volume.starts, ranges)
-    vlines, texts = _matching_lines(volume, scan, pattern, ignore_case, fixed, keep)
-    truncated = len(vlines) > max_hits
-    del vlines[max_hits:], texts[max_hits:]
-    files = volume.files_at(vlines)
-    hits = list(
-        map(
-            GrepHit,
-            [f.path for f in files],
-            [v - f.first_line for v, f in zip(vlines, files, strict=True)],
-            vlines,
-            texts,
-        )
-    )
+    rows = _matching_lines(volume, scan, pattern, ignore_case, fixed, keep)
+    truncated = len(rows) > max_hits
+    rows = rows.head(max_hits)
+    hits = GrepHits(rows, volume.locate)
     if truncated:
         # Searched up to the end of the last reported line.
-        stop = int(volume.starts[vlines[-1]])
+        stop = int(volume.starts[rows.last_vline()])
         files_searched = sum(1 for f in selected if f.offset < stop)
         bytes_searched = sum(max(0, min(b, stop) - a) for a, b, _ in ranges)
     else:
@@ -136,8 +122,8 @@ def _matching_lines(
     ignore_case: bool,
     fixed: bool,
     keep: list[tuple[int, int]] | None,
-) -> Lines:
-    """The first scan.limit matching lines (volume lines, clipped texts): by ripgrep
+) -> Rows:
+    """The first scan.limit matching lines: by ripgrep
     where it can answer exactly (ripgrep.py), else on the mapped text with mmap.find or
     RE2."""
     literal = fixed or not any(c in _META for c in pattern)
@@ -165,7 +151,7 @@ def _matching_lines(
     else:
         musts = [] if literal else _required_literals(pattern, ignore_case)
         got = scan.regex(rx, musts)
-    return [v for v, _ in got], [t for _, t in got]
+    return ParsedRows(np.asarray([v for v, _ in got], dtype=np.int64), [t for _, t in got])
 
 
 def _line_ranges(starts: np.ndarray, ranges: Ranges) -> list[tuple[int, int]]:
@@ -310,12 +296,8 @@ class _Scan:
             if le > ls and mm[le - 1] == 13:
                 le -= 1
             text = mm[ls : le if le - ls <= cap else ls + cap].decode("utf-8", "replace")
-            found.append((j + 1, _clip(text)))
+            found.append((j + 1, clip(text)))
         return found
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= HIT_CHARS else text[:HIT_CHARS] + "…"
 
 
 def _find_lines(buf: mmap.mmap | bytes, needle: bytes, a: int, b: int, limit: int) -> list[int]:
@@ -380,7 +362,7 @@ def _line_of(text: bytes, p: int) -> tuple[int, int, bytes]:
 
 
 def _hit(j: int, line: bytes) -> tuple[int, str]:
-    return j + 1, _clip(line.decode("utf-8", "replace"))
+    return j + 1, clip(line.decode("utf-8", "replace"))
 
 
 def _scan_candidates(

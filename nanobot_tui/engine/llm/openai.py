@@ -35,8 +35,8 @@ llama.cpp specifics, measured on the embedded runtime:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -49,6 +49,7 @@ from nanobot_tui.engine.llm.errors import (
     ServerUnavailable,
     clip,
 )
+from nanobot_tui.engine.llm.kv_pool import COUNT_MARGIN, KvPool, prompt_bound
 from nanobot_tui.engine.llm.openai_answers import ChunkAssembler, chat_result
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.llm.results import ChatResult, EmbeddingResult, StreamEvent, Usage
@@ -79,7 +80,9 @@ class LLMClient(TransportClient):
     """Async client for one OpenAI-compatible endpoint.
 
     `base_url` is the server root ("http://127.0.0.1:8080") or its API root ending in
-    "/v1"; either works.
+    "/v1"; either works. With a `kv_pool` (a llama.cpp server whose slots share one
+    unified KV pool), every chat first reserves its worst case of KV cells there and waits
+    its turn (engine.llm.kv_pool); give every client of that server the same pool.
     """
 
     def __init__(
@@ -92,9 +95,11 @@ class LLMClient(TransportClient):
         connect_timeout: float = 5.0,
         retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
+        kv_pool: KvPool | None = None,
     ) -> None:
         self.move_to(base_url)
         self.model = model
+        self.kv_pool = kv_pool
         self._key = Secret(api_key) if api_key else None
         headers = {"Accept": "application/json"}
         if api_key:
@@ -140,10 +145,11 @@ class LLMClient(TransportClient):
         """One non-streamed chat completion."""
         url = self._chat_url
         payload = self._payload(request)
-        start = time.perf_counter()
-        response = await self._transport.send("POST", url, payload)
-        data = self._transport.decode(response, url)
-        latency = time.perf_counter() - start
+        async with self._admitted(request, payload):
+            start = time.perf_counter()
+            response = await self._transport.send("POST", url, payload)
+            data = self._transport.decode(response, url)
+            latency = time.perf_counter() - start
         try:
             return chat_result(data, latency)
         except (KeyError, TypeError, AttributeError) as exc:
@@ -162,10 +168,50 @@ class LLMClient(TransportClient):
         payload = self._payload(request)
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
-        fields = self._transport.sse(url, payload)
-        async with aclosing(assemble(fields, ChunkAssembler(url, self._transport), url)) as events:
-            async for event in events:
-                yield event
+        async with self._admitted(request, payload):  # held until the stream ends or closes
+            fields = self._transport.sse(url, payload)
+            assembled = assemble(fields, ChunkAssembler(url, self._transport), url)
+            async with aclosing(assembled) as events:
+                async for event in events:
+                    yield event
+
+    # ------------------------------------------------------------------ KV admission
+
+    @asynccontextmanager
+    async def _admitted(self, request: ChatRequest, payload: dict[str, Any]) -> AsyncIterator[None]:
+        """Hold the request's worst case of KV cells in the pool (none without a pool)."""
+        pool = self.kv_pool
+        if pool is None:
+            yield
+            return
+        n = request.n or 1
+        prompt = prompt_bound(request)
+        cells = pool.cells_for(prompt, request.max_tokens, n, exact=False)
+        if not pool.fits_now(cells):
+            # The cheap bound would wait (or can never fit): count the prompt exactly.
+            counted = await self.count_prompt_tokens(payload)
+            if counted is not None:
+                prompt = counted + COUNT_MARGIN
+                cells = pool.cells_for(prompt, request.max_tokens, n)
+        if cells > pool.capacity:
+            raise pool.too_small(self._chat_url, cells, prompt, request)
+        async with pool.hold(cells):
+            yield
+
+    async def count_prompt_tokens(self, payload: dict[str, Any]) -> int | None:
+        """The tokens of a chat body's prompt as the server templates and tokenizes it
+        (llama.cpp's /apply-template, then /tokenize); None when the server cannot say."""
+        keys = ("messages", "tools", "tool_choice", "chat_template_kwargs")
+        body = {key: payload[key] for key in keys if key in payload}
+        try:
+            url = self._root + "/apply-template"
+            templated = self._transport.decode(await self._transport.send("POST", url, body), url)
+            url = self._root + "/tokenize"
+            text = {"content": templated["prompt"], "add_special": True, "parse_special": True}
+            tokens = self._transport.decode(await self._transport.send("POST", url, text), url)
+            return len(tokens["tokens"])
+        except (LLMError, KeyError, TypeError):
+            return None
 
     # ------------------------------------------------------------------ other endpoints
 

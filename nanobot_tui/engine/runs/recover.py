@@ -36,6 +36,7 @@ from nanobot_tui.engine.runs.store.db import (
     StoreError,
     connect,
     damage,
+    load_layout,
     meta_set,
 )
 from nanobot_tui.engine.runs.store.places import (
@@ -49,7 +50,8 @@ from nanobot_tui.engine.runs.store.rows import StepOut
 from nanobot_tui.engine.runs.store.totals import Totals, count_row, new_totals
 from nanobot_tui.engine.runs.store.trace_lines import TraceFile, unpack_trace
 from nanobot_tui.engine.runs.store.tree_update import merge_ranges, update_tree
-from nanobot_tui.engine.runs.tree import Layout
+from nanobot_tui.engine.runs.tree import Layout, groups_of
+from nanobot_tui.engine.voting.domains import Domain
 from nanobot_tui.errors import UsageError
 
 CHUNK = 4096  # steps read at a time; a range that fails is halved
@@ -228,7 +230,7 @@ def _rebuild(src: sqlite3.Connection, building: Path, meta: dict[str, Any], prob
     how many steps it holds."""
     spec = RunSpec.from_dict(meta["spec"])
     domain = spec.build_domain()
-    layout = Layout.from_dict(meta["layout"])
+    layout = _layout(src, meta["layout"], domain)
     total = int(meta["steps_total"])
     dst = connect(building)
     try:
@@ -260,6 +262,24 @@ def _rebuild(src: sqlite3.Connection, building: Path, meta: dict[str, Any], prob
     finally:
         dst.close()
     return len(kept)
+
+
+def _layout(src: sqlite3.Connection, data: dict[str, Any], domain: Domain) -> Layout:
+    """The run's layout; a grouped run's groups from its store, else (their pages are
+    gone) from its domain again when they still fit the tree."""
+    try:
+        return load_layout(src, data)
+    except StoreError:
+        groups = groups_of(domain)
+        if groups is None:
+            raise
+        layout = Layout.grouped(groups, int(data["fanout"]))
+        if layout.to_dict(groups=False) != data:
+            raise Unrecoverable(
+                "the run's groups (a code run's files) cannot be read, and its domain's "
+                "no longer fit its tree: nothing can be recovered"
+            ) from None
+        return layout
 
 
 def _copy_steps(

@@ -37,6 +37,7 @@ import psutil
 
 from nanobot_tui import paths
 from nanobot_tui.atomic import write_atomic
+from nanobot_tui.engine.llm.kv_pool import KvPool
 from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.serving import metrics
 from nanobot_tui.engine.serving.slots import ServerSpec
@@ -114,6 +115,8 @@ def server_args(spec: ServerSpec, port: int, threads: int) -> list[str]:
         # A quantised V cache needs flash attention; say so rather than rely on "auto".
         args += ["--cache-type-k", spec.kv_cache_type, "--cache-type-v", spec.kv_cache_type]
         args += ["--flash-attn", "on"]
+    if spec.kv_unified:
+        args += ["--kv-unified", "--kv-unified-per-slot", str(spec.window)]
     if spec.embeddings:
         args.append("--embeddings")
     if spec.pooling:
@@ -384,8 +387,11 @@ class ServerManager:
         server = self.server_for(slot)
         key = server.spec.label
         if key not in self._clients:
+            spec = server.spec
+            # One pool per server, shared by every slot on it: the client admits requests.
+            pool = KvPool(spec.context_size, spec.window) if spec.kv_unified else None
             self._clients[key] = LLMClient(
-                server.base_url, api_key=self._api_key, model=server.spec.model_id
+                server.base_url, api_key=self._api_key, model=spec.model_id, kv_pool=pool
             )
         return self._clients[key]
 

@@ -45,28 +45,38 @@ class ServerSpec:
     model_id: str
     display_name: str
     slots: tuple[SlotName, ...]
-    context_size: int  # total, shared by `parallel` request slots
+    context_size: int  # the KV cells the server allocates (--ctx-size), for all its slots
     parallel: int
     gpu_layers: int
     size_bytes: int = field(default=0, compare=False)
     embeddings: bool = False  # an embedding server (/v1/embeddings) rather than chat
     pooling: str | None = None  # for embeddings from a model whose GGUF names no pooling
     # The KV cache's element type (llama-server's -ctk/-ctv names). llama.cpp allocates
-    # and zeroes every slot's full window at start, used or not, so this sets the
-    # server's resident memory; plan_servers picks KV_CACHE_TYPE for the app's servers.
+    # and zeroes all context_size cells at start, used or not, so this and the cells set
+    # the server's resident memory; plan_servers picks KV_CACHE_TYPE for the app's servers.
     kv_cache_type: str = "f16"
+    # One KV pool that every slot draws from (--kv-unified), smaller than parallel x
+    # window; each request is capped at `slot_context` cells and admitted by the client's
+    # KvPool (engine.llm.kv_pool), since llama.cpp fails every request in flight when they
+    # overflow the pool. False: one buffer of context_size / parallel cells per slot.
+    kv_unified: bool = False
+    slot_context: int = 0  # the most one request may take (0: context_size / parallel)
+
+    @property
+    def window(self) -> int:
+        """The most cells one request may take."""
+        return self.slot_context or self.context_size // max(self.parallel, 1)
 
     @property
     def label(self) -> str:
         return "+".join(self.slots)
 
 
-# The app's servers keep their KV cache in q8_0: about half of f16's memory, every slot's
-# full window kept, at the same parallelism (benchmarks/server_memory.py measures RSS and
-# tokens/s against f16). A
-# unified KV pool smaller than parallel x window was measured too and not taken: when
-# concurrent requests overflow it, llama.cpp fails every request in flight.
-KV_CACHE_TYPE = "q8_0"
+# The app's servers keep their KV cache in q8_0 (about half of f16's memory), and a server
+# with more slots than sizing.KV_POOL_WINDOWS shares one pool of that many windows among
+# them, admission-controlled by its client (benchmarks/server_memory.py measures RSS and
+# tokens/s against the per-slot f16 buffers of before).
+KV_CACHE_TYPE = sizing.KV_CACHE_TYPE
 
 
 @dataclass(frozen=True)
@@ -164,17 +174,20 @@ def plan_servers(resolved: dict[SlotName, ResolvedSlot]) -> list[ServerSpec]:
         if limit:
             per_request = min(per_request, limit)
         first = members[0]
+        pool = sizing.kv_pool_cells(per_request, parallel)
         specs.append(
             ServerSpec(
                 model_path=path,
                 model_id=first.model_id,
                 display_name=first.display_name,
                 slots=tuple(s.name for s in members),
-                context_size=per_request * parallel,
+                context_size=pool,
                 parallel=parallel,
                 gpu_layers=_shared_gpu_layers([s.gpu_layers for s in members]),
                 size_bytes=_size(path),
                 kv_cache_type=KV_CACHE_TYPE,
+                kv_unified=pool < per_request * parallel,
+                slot_context=per_request,
             )
         )
     specs.sort(key=lambda spec: spec.size_bytes, reverse=True)

@@ -134,14 +134,19 @@ class Calibration:
 
 def _score(domain: Domain, step: Step, sample: Sample, simulated: bool) -> bool:
     """Whether the sample's answer is right: the lenient reading of its text, or (for a
-    simulated sampler, which has no text) its answer as drawn."""
-    truth = domain.key(domain.truth(step))
+    simulated sampler, which has no text) its answer as drawn. A step with no known
+    truth (code edits without a reference) counts a sample right when it passes the
+    domain's strict checks: the share of candidates that would be voted on."""
     if sample.red_flag == RED_ERROR:
         return False
+    try:
+        truth = domain.key(domain.truth(step))
+    except ValueError:
+        return sample.red_flag is None and sample.answer is not None
     if simulated or (not sample.text and sample.answer is not None):
         return sample.answer is not None and domain.key(sample.answer) == truth
     try:
-        answer = domain.parse_lenient(sample.text)
+        answer = domain.parse_lenient(sample.text, step)
     except ParseError:
         return False
     return domain.key(answer) == truth

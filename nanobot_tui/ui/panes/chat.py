@@ -27,18 +27,6 @@ from textual.widget import Widget
 from textual.widgets import Static
 from textual.worker import WorkerCancelled, WorkerError, WorkerFailed
 
-from nanobot_tui.engine.agent.loop import (
-    AgentEvent,
-    AnswerDelta,
-    CallProblem,
-    Compacted,
-    RoundDone,
-    ToolCalls,
-    ToolDone,
-    TurnDone,
-)
-from nanobot_tui.engine.agent.sessions import SessionError, SessionStore
-from nanobot_tui.engine.agent.tools.registry import ToolResult
 from nanobot_tui.engine.llm.errors import (
     LLMError,
     LLMTimeout,
@@ -52,14 +40,18 @@ from nanobot_tui.text import printable
 from nanobot_tui.ui.engine_app import EngineApp
 from nanobot_tui.ui.format import RESTART_HINT, duration, fit, plural
 from nanobot_tui.ui.messages import EngineState
-from nanobot_tui.ui.screens.sessions import PickedSession, SessionPicker
 from nanobot_tui.ui.widgets.prompt import PromptArea
 from nanobot_tui.ui.widgets.tool_block import Outcome, ToolBlock
 
 SUMMARY_CELLS = 160  # a compaction's summary on its line, at most
+# The agent's loop, its sessions and their picker are imported at the first turn or the
+# first pick: the app's first frame needs none of them (tests/test_import_weight.py).
 if TYPE_CHECKING:
     from textual.widgets.markdown import MarkdownStream
 
+    from nanobot_tui.engine.agent.loop import AgentEvent, TurnDone
+    from nanobot_tui.engine.agent.tools.registry import ToolResult
+    from nanobot_tui.ui.screens.sessions import PickedSession
     from nanobot_tui.ui.widgets.answer import Answer
 
 # A resumed session shows its last turns, this many messages at most: a Markdown answer or
@@ -336,6 +328,8 @@ class ChatPane(Vertical):
     @work(exclusive=True, group="agent", exit_on_error=False, description="agent turn")
     async def run_turn(self, text: str, turn: int) -> None:
         """One turn of the agent; its events come back to the pane as messages."""
+        from nanobot_tui.engine.agent.sessions import SessionError
+
         note = "stopped"
         try:
             kit = await self.app.agent_kit()
@@ -393,6 +387,15 @@ class ChatPane(Vertical):
 
     def _track(self, event: AgentEvent) -> None:
         """Keep the live indicator up to date with a turn's event."""
+        from nanobot_tui.engine.agent.loop import (
+            AnswerDelta,
+            CallProblem,
+            Compacted,
+            RoundDone,
+            ToolCalls,
+            ToolDone,
+        )
+
         if isinstance(event, AnswerDelta):
             self._tokens += 1  # a streamed delta is one token on the servers used here
             self._working("writing…")
@@ -408,6 +411,16 @@ class ChatPane(Vertical):
 
     async def show_event(self, event: AgentEvent) -> None:
         """Draw one agent event: the worker's, or one of a replayed event log."""
+        from nanobot_tui.engine.agent.loop import (
+            AnswerDelta,
+            CallProblem,
+            Compacted,
+            RoundDone,
+            ToolCalls,
+            ToolDone,
+            TurnDone,
+        )
+
         if isinstance(event, AnswerDelta):
             await self._write_answer(event.text)
         elif isinstance(event, ToolCalls):
@@ -480,6 +493,8 @@ class ChatPane(Vertical):
     # --- sessions ---------------------------------------------------------------------
 
     def action_sessions(self) -> None:
+        from nanobot_tui.ui.screens.sessions import SessionPicker
+
         picker = SessionPicker(current=self.app.session_name)
         self.app.push_screen(picker, self._picked)
 
@@ -516,6 +531,8 @@ class ChatPane(Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="chat-history",
           description="read a session")  # fmt: skip
     def _read_history(self, name: str, turn: int) -> None:
+        from nanobot_tui.engine.agent.sessions import SessionError, SessionStore
+
         try:
             session = SessionStore().open(name)
         except SessionError as exc:

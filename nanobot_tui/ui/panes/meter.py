@@ -122,7 +122,9 @@ class HardwareMeter(Vertical):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._sampler = HardwareSampler()
+        # Made in the first sample's thread: psutil's import and first reading stay off
+        # the app's first frame.
+        self._sampler: HardwareSampler | None = None
         self._last_servers: list[ServerStatus] | None = None
         self._last_hardware: tuple[object, ...] | None = None
 
@@ -133,14 +135,18 @@ class HardwareMeter(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Hardware"
         self.app.server_signal.subscribe(self, self._server_changed)
-        self.take_sample()
+        # After the first frame: the sample's thread (psutil, NVML) would slow it down.
+        self.call_after_refresh(self.take_sample)
 
     def on_unmount(self) -> None:
-        self._sampler.close()
+        if self._sampler is not None:
+            self._sampler.close()
 
     @work(thread=True, exclusive=True, group="meter", exit_on_error=False, description="sample")
     def take_sample(self) -> None:
         # NVML calls can block for a moment; a thread keeps the UI free.
+        if self._sampler is None:
+            self._sampler = HardwareSampler()
         self.post_message(self.Sampled(self._sampler.sample()))
 
     @on(Sampled)

@@ -51,8 +51,6 @@ from nanobot_tui.ui.format import (
     rate_text,
     screen_shown,
 )
-from nanobot_tui.ui.screens.inspect_node import InspectScreen
-from nanobot_tui.ui.screens.runs import open_run, pick_run, read_runs
 from nanobot_tui.ui.widgets.agent_tree import AgentTree
 from nanobot_tui.ui.widgets.run_tree import PAGE, Entry, More, RunNode, RunTree
 
@@ -91,6 +89,8 @@ class StoreReader:
                 raise RuntimeError("the pane is gone")
             if self._store is None or self._key != run_id:
                 self._close()
+                from nanobot_tui.ui.screens.runs import open_run  # in the worker's thread
+
                 self._store = open_run(run_id)
                 self._key = run_id
             try:
@@ -244,23 +244,36 @@ class ProcessTree(Vertical):
         self.update_seconds = 0.0  # the last poll's update of the pane, on the UI thread
 
     def compose(self) -> ComposeResult:
+        # The run's tree (between these two lines) is mounted when a run is first shown:
+        # with no run it is hidden, and mounting it would weigh on the app's first frame.
         yield Static(Text(NO_RUN, style="dim"), id="process-header", markup=False)
-        tree = RunTree("", id="process-tree")
-        tree.auto_expand = False
-        tree.guide_depth = 2
-        tree.show_root = False  # the header stands for the run: one indent less
-        yield tree
         yield Static("", id="process-status", markup=False)
         yield AgentTree(id="agent-tree")
+
+    def _mounted_tree(self) -> RunTree | None:
+        """The run's tree, None until a run was first shown."""
+        return self.query_one_optional("#process-tree", RunTree)
+
+    async def _mount_tree(self) -> RunTree:
+        """The run's tree, mounted hidden under the header the first time it is needed."""
+        tree = self._mounted_tree()
+        if tree is None:
+            tree = RunTree("", id="process-tree")
+            tree.auto_expand = False
+            tree.guide_depth = 2
+            tree.show_root = False  # the header stands for the run: one indent less
+            tree.display = False
+            await self.mount(tree, after=self.header)
+        return tree
 
     def on_unmount(self) -> None:
         self._reader.close()
 
     def on_mount(self) -> None:
         self.border_title = "Process"
-        self.run_tree.display = False
         self._status(HINT)
-        self.poll()
+        # After the first frame: the first poll's thread (the run stores) would slow it.
+        self.call_after_refresh(self.poll)
 
     # --- polling ----------------------------------------------------------------------
 
@@ -292,9 +305,10 @@ class ProcessTree(Vertical):
         self._read(run_id, ids, fresh=run_id != self.run_id, list_latest=list_latest)
 
     def _visible_ids(self) -> list[Any]:
-        if not self.run_tree.display:
+        tree = self._mounted_tree()
+        if tree is None or not tree.display:
             return []
-        nodes = self.run_tree.visible_nodes()
+        nodes = tree.visible_nodes()
         return [node.data.node_id for node in nodes if isinstance(node.data, Entry)]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="process-poll",
@@ -303,6 +317,8 @@ class ProcessTree(Vertical):
         latest = None
         try:
             if list_latest:
+                from nanobot_tui.ui.screens.runs import read_runs  # in the worker's thread
+
                 latest = most_recent(read_runs())
                 if run_id is None:
                     run_id, fresh = latest, True
@@ -316,7 +332,7 @@ class ProcessTree(Vertical):
             self.post_message(self.Polled(run_id, reading, latest))
 
     @on(Polled)
-    def _polled(self, message: Polled) -> None:
+    async def _polled(self, message: Polled) -> None:
         self._polling = False
         started = time.perf_counter()
         try:
@@ -335,7 +351,7 @@ class ProcessTree(Vertical):
             self.polls += 1
             self.read_seconds = reading.seconds
             if reading.root is not None:
-                self._show_run(message.run_id, reading.root, reading.children or [])
+                await self._show_run(message.run_id, reading.root, reading.children or [])
             else:
                 self._relabel(reading.rows)
             self._show_status(reading.status)
@@ -350,15 +366,17 @@ class ProcessTree(Vertical):
         self.run_id = None
         self.status = None
         self._by_id.clear()
-        self.run_tree.clear()
-        self.run_tree.display = False
+        tree = self._mounted_tree()
+        if tree is not None:
+            tree.clear()
+            tree.display = False
         self._set_header(Text.assemble((NO_RUN, "bold dim")))
         self._status(HINT)
         self.refresh_bindings()
 
-    def _show_run(self, run_id: str, root: NodeRow, children: list[NodeRow]) -> None:
+    async def _show_run(self, run_id: str, root: NodeRow, children: list[NodeRow]) -> None:
         """Another run: a new tree, its root expanded with the first page of children."""
-        tree = self.run_tree
+        tree = await self._mount_tree()
         # The focus stays on the tree across runs; and a tree that appears in a pane on
         # screen while nothing has the focus (`nanobot attach` starts so) takes it.
         had_focus = self.app.focused is tree or (self.app.focused is None and self.display)
@@ -465,6 +483,8 @@ class ProcessTree(Vertical):
                 event.node.set_label(Text("… loading", style="dim italic"))
                 self._load(parent, data.offset)
         elif isinstance(data, Entry) and self.run_id is not None:
+            from nanobot_tui.ui.screens.inspect_node import InspectScreen
+
             self.app.push_screen(InspectScreen(self.run_id, data.node_id))
 
     # --- commands ---------------------------------------------------------------------
@@ -488,6 +508,8 @@ class ProcessTree(Vertical):
             self._control("pause", self.run_id)
 
     def action_pick_run(self) -> None:
+        from nanobot_tui.ui.screens.runs import pick_run
+
         pick_run(self.app)
 
     @work(thread=True, exit_on_error=False, group="process-control",

@@ -197,23 +197,35 @@ class VolumeBrowser(Vertical):
         self._stamp: tuple[tuple[str, int, int, int], ...] | None = None  # of the list shown
 
     def compose(self) -> ComposeResult:
-        with ContentSwitcher(initial="volumes-list-view"):
-            with Vertical(id="volumes-list-view"):
-                yield OptionList(id="volumes-list")
-            with Vertical(id="volumes-open-view"):
-                yield Static(id="volume-header", markup=False)
-                tree: Tree[Directory | VolumeFile | None] = Tree("", id="volume-tree")
-                tree.show_root = False
-                tree.guide_depth = 2
-                yield tree
-                yield Input(placeholder="search · re:REGEX greps", id="volume-query")
-                yield OptionList(id="volume-hits")
+        # The open volume's view is mounted when a volume is first opened: until then it
+        # is hidden, and mounting it would weigh on the app's first frame.
+        with ContentSwitcher(initial="volumes-list-view"), Vertical(id="volumes-list-view"):
+            yield OptionList(id="volumes-list")
         yield Static("", id="volumes-status", markup=False)
+
+    async def _mount_open_view(self) -> None:
+        """The open volume's view (header, file tree, search box, hits), mounted hidden
+        in the switcher the first time a volume opens."""
+        if self.switcher.query_one_optional("#volumes-open-view") is not None:
+            return
+        tree: Tree[Directory | VolumeFile | None] = Tree("", id="volume-tree")
+        tree.show_root = False
+        tree.guide_depth = 2
+        view = Vertical(
+            Static(id="volume-header", markup=False),
+            tree,
+            Input(placeholder="search · re:REGEX greps", id="volume-query"),
+            OptionList(id="volume-hits"),
+            id="volumes-open-view",
+        )
+        view.display = False  # the switcher shows it
+        await self.switcher.mount(view)
 
     def on_mount(self) -> None:
         self.border_title = "Volumes"
         self._status("loading volumes…")
-        self.load_volumes()
+        # After the first frame: the listing's thread would slow it down.
+        self.call_after_refresh(self.load_volumes)
         self.set_timer(WATCH_SECONDS, self._watch)
 
     def on_unmount(self) -> None:
@@ -336,7 +348,9 @@ class VolumeBrowser(Vertical):
         self.post_message(self.Opened(name, volume, root))
 
     @on(Opened)
-    def _opened(self, message: Opened) -> None:
+    async def _opened(self, message: Opened) -> None:
+        if message.volume is not None:
+            await self._mount_open_view()  # first: what follows reads the state after it
         if message.name != self.opening or message.volume is None or message.root is None:
             if message.volume is not None:
                 message.volume.close()  # the user moved on while it opened
@@ -416,7 +430,8 @@ class VolumeBrowser(Vertical):
     # search
 
     def action_focus_search(self) -> None:
-        self.query_input.focus()
+        if self.is_open:
+            self.query_input.focus()
 
     @on(Input.Submitted, "#volume-query")
     def _query(self, event: Input.Submitted) -> None:

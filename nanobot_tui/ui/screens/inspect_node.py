@@ -13,6 +13,7 @@ the bottom); Esc goes back.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 TRACE_LINES = 20  # a step's trace lines shown, the latest (one per attempt)
 SAMPLE_TEXT = 300  # characters of a sample's reply shown
 VOTE_BAR = 20
-SECTIONS = ("node", "input", "votes", "flags", "result", "costs", "samples", "trace")
+SECTIONS = ("node", "input", "votes", "flags", "result", "change", "costs", "samples", "trace")
 
 
 # --- pieces ---------------------------------------------------------------------------
@@ -81,6 +82,9 @@ def node_title(row: NodeRow) -> str:
         return "run"
     if row.kind == "step":
         return f"step {row.first_step + 1:,}"
+    label = getattr(row, "label", None)
+    if label:  # a grouped run's group: a code run's file
+        return printable(" ".join(str(label).split()))
     return f"block {row.first_step + 1:,}–{row.last_step + 1:,}"
 
 
@@ -193,6 +197,39 @@ def render_result(step: StepRow) -> RenderableType:
         "verdict", verdict(step.correct, right="✓ correct", wrong="✗ wrong", unknown=unchecked)
     )
     return section("result", table)
+
+
+def render_change(step: StepRow) -> RenderableType | None:
+    """A code step's edit as a diff of the function, before and after (None for steps
+    whose input is not a function's source, or that have no answer)."""
+    site, answer = step.input, step.answer
+    if not (isinstance(site, dict) and isinstance(site.get("source"), str)):
+        return None
+    if not isinstance(answer, str):
+        return None
+    path = printable(str(site.get("path", "")))
+    first = int(site.get("start") or 1)
+    lines = difflib.unified_diff(
+        site["source"].splitlines(), answer.splitlines(), f"a/{path}", f"b/{path}", lineterm=""
+    )
+    text = Text()
+    for line in lines:
+        if line.startswith("@@"):  # hunk lines counted from the function's first line
+            line = _shift_hunk(line, first - 1)
+        style = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1], "")
+        text.append(printable(line) + "\n", style)
+    if not text:
+        text = Text("no change: the function is kept as it was", style="dim")
+    return section("change · the function before and after", text)
+
+
+def _shift_hunk(line: str, by: int) -> str:
+    head, _, tail = line[3:].partition(" @@")
+    parts = []
+    for part in head.split():  # "-3,4" / "+3,5"
+        sign, (number, comma, count) = part[:1], part[1:].partition(",")
+        parts.append(f"{sign}{int(number) + by}{comma}{count}")
+    return f"@@ {' '.join(parts)} @@{tail}"
 
 
 def render_costs(step: StepRow) -> RenderableType:
@@ -332,6 +369,7 @@ class InspectScreen(PageScreen):
         self._set("votes", render_votes(step))
         self._set("flags", render_flags(step))
         self._set("result", render_result(step))
+        self._set("change", render_change(step))
         self._set("costs", render_costs(step))
         self._set("samples", render_samples(message.samples))
         self._set("trace", render_trace(message.trace))

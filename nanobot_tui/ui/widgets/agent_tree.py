@@ -14,6 +14,7 @@ until the first one.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import getters
@@ -21,9 +22,11 @@ from textual.timer import Timer
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from nanobot_tui.engine.agent.delegate import Delegation
 from nanobot_tui.ui.engine_app import EngineApp
 from nanobot_tui.ui.format import duration, fit, plural, status_icon
+
+if TYPE_CHECKING:  # the agent's modules load at the first turn, not with the app
+    from nanobot_tui.engine.agent.delegate import Delegation
 
 TASK_CELLS = 32  # the task on a child's line, at most (the column is narrow)
 ERROR_CELLS = 60

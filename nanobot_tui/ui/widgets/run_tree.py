@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from nanobot_tui.text import printable
 from nanobot_tui.ui.format import fit, plural, progress_bar, status_icon
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 PAGE = 200  # children loaded at a time
 BAR_WIDTH = 5  # the left column is narrow: the counts say it exactly, the bar at a glance
+LABEL_CELLS = 48  # a group's label (a file's path), its end kept
 
 
 # --- labels ---------------------------------------------------------------------------
@@ -32,6 +34,20 @@ def span_text(row: NodeRow) -> str:
     """The steps a node covers, numbered from 1 like the header's done/total."""
     first, last = row.first_step + 1, row.last_step + 1
     return f"{first:,}" if first == last else f"{first:,}–{last:,}"
+
+
+def group_text(label: str, width: int = LABEL_CELLS) -> str:
+    """A group's label (a file's path) in `width` cells: its end kept, where the name is;
+    a block of groups ("a.py … f.py") keeps both ends."""
+    text = " ".join(printable(label).split())
+    if len(text) <= width:
+        return text
+    first, sep, last = text.partition(" … ")
+    if sep:  # each end gets half, or what the other end leaves
+        room = width - len(sep)
+        head = min(len(first), max(room - len(last), room // 2))
+        return group_text(first, head) + sep + group_text(last, room - head)
+    return "…" + text[len(text) - width + 1 :]
 
 
 def node_total(row: NodeRow) -> int:
@@ -50,7 +66,8 @@ def children_total(row: NodeRow) -> int:
 def node_label(row: NodeRow) -> Text:
     """One line, most telling first (the column is narrow and the tree indents): status
     icon; for a step its number, for an inner node done/total children and a bar; errors
-    in red; then a block's span of steps or a step's summary."""
+    in red; then a group's label (a file's path), a block's span of steps or a step's
+    summary."""
     icon, style = status_icon(row.status)
     text = Text.assemble((icon, style), " ")
     if row.kind == "step":
@@ -64,7 +81,10 @@ def node_label(row: NodeRow) -> Text:
         text.append_text(progress_bar(done / total if total else 0.0, BAR_WIDTH))
     if row.errors:
         text.append(f" {plural(row.errors, 'error')}", "bold red")
-    if row.kind != "step":
+    label = getattr(row, "label", None)
+    if label:
+        text.append(f"  {group_text(str(label))}")
+    elif row.kind != "step":
         text.append(f"  {span_text(row)}", "dim")
     elif row.summary:
         text.append(f"  {fit(str(row.summary), 40)}", "dim")

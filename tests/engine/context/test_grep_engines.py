@@ -152,7 +152,9 @@ def test_ripgrep_is_there_and_answers(tree: tuple[Path, Volume]) -> None:
     _, v = tree
     assert ripgrep.rg_binary() is not None
     found = ripgrep.rg_search(v, "def", fixed=True, ignore_case=False, keep=None, limit=10)
-    assert found == ([2, 5], ["def main(argv):", "def _helper():"])
+    assert found is not None
+    vlines, texts = found.parsed()
+    assert (vlines.tolist(), list(texts)) == ([2, 5], ["def main(argv):", "def _helper():"])
 
 
 @pytest.mark.parametrize(("pattern", "kw"), PATTERNS, ids=[repr(p) + str(k) for p, k in PATTERNS])
@@ -201,7 +203,12 @@ def test_ripgrep_itself_answers_python_syntax(tree: tuple[Path, Volume], pattern
     assert source is not None
     found = ripgrep.rg_search(v, source, fixed=False, ignore_case=False, keep=None, limit=99)
     want = python_grep(src, v, pattern)
-    assert found == ([vline for _, _, vline, _ in want], [text for *_, text in want])
+    assert found is not None
+    vlines, texts = found.parsed()
+    assert (vlines.tolist(), list(texts)) == (
+        [vline for _, _, vline, _ in want],
+        [text for *_, text in want],
+    )
 
 
 def test_word_edges_are_unicode_with_ripgrep(tree: tuple[Path, Volume]) -> None:

@@ -32,6 +32,7 @@ from nanobot_tui.engine.serving.manager import (
 from nanobot_tui.engine.serving.metrics import parse_metrics, tokens_in_flight
 from nanobot_tui.engine.serving.slots import KV_CACHE_TYPE, ServerSpec
 from tests.conftest import until
+from tests.engine.llm.test_kv_pool_server import ask as pooled_ask
 
 
 def spec_for(model: Path, slots: tuple[str, ...] = ("main",), ctx: int = 2048) -> ServerSpec:
@@ -239,6 +240,32 @@ async def test_a_full_window_prompt_fits_a_slot_of_the_lean_kv_cache(
             over = await http.post(url, json=ask(window + 1))
             assert over.status_code == 400
             assert "context" in over.text
+
+
+@pytest.mark.model
+@pytest.mark.timeout(600)  # four prompts on one thread of a busy machine
+async def test_a_pooled_servers_client_admits_requests_into_its_pool(
+    embedded_model: Path, no_orphans: None
+) -> None:
+    """Four slots sharing a unified pool of two 256-token windows: the client the manager
+    hands out reserves each request's worst case there, so four concurrent requests that
+    together overflow the pool all succeed (without it, llama.cpp fails every one of them:
+    tests/engine/llm/test_kv_pool_server.py)."""
+    spec = replace(
+        spec_for(embedded_model, ctx=512),
+        parallel=4,
+        kv_cache_type=KV_CACHE_TYPE,
+        kv_unified=True,
+        slot_context=256,
+    )
+    async with ServerManager([spec], resolve_runtime("embedded"), threads=1) as manager:
+        client = manager.client("main")
+        pool = client.kv_pool
+        assert pool is not None and (pool.capacity, pool.window) == (512, 256)
+        results = await asyncio.gather(*(client.chat(pooled_ask(seed)) for seed in range(4)))
+        assert [r.usage.completion_tokens for r in results] == [8] * 4
+        assert sum(r.usage.prompt_tokens + 8 for r in results) > 512
+        assert pool.in_use == 0
 
 
 @pytest.mark.model

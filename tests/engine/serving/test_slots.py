@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -73,25 +74,38 @@ def test_one_shared_server_with_summed_parallel(models_dir: Path, embedded_model
     assert spec.model_path == embedded_model
     assert spec.model_id == catalog.EMBEDDED_ID
     assert spec.parallel == 1 + 4 + 1
-    # Per-request context is the largest slot's (main and rlm: 8192) times the slots.
-    assert spec.context_size == 8192 * 6
+    # Per-request context is the largest slot's (main and rlm: 8192); the six slots share
+    # one KV pool of two such windows.
+    assert (spec.window, spec.context_size, spec.kv_unified) == (8192, 8192 * 2, True)
     assert spec.size_bytes == embedded_model.stat().st_size
     assert spec.gpu_layers == -1
 
 
-def test_default_server_keeps_every_slots_window_in_a_q8_0_kv_cache(
+def test_default_server_shares_a_q8_0_pool_of_two_windows(
     models_dir: Path, embedded_model: Path
 ) -> None:
-    """The shared default server: the same six slots of 8192 tokens each, their KV cache in
-    q8_0 (half of f16's memory) with the flash attention a quantised V cache needs."""
+    """The shared default server: six slots of up to 8192 tokens each drawing from one
+    unified KV pool of two windows, in q8_0 (half of f16's memory) with the flash attention
+    a quantised V cache needs. Its client admits requests into the pool (test_servers)."""
     (spec,) = plan_servers(resolve_slots(default_config(Tier.POTATO), models_dir))
     assert spec.kv_cache_type == KV_CACHE_TYPE == "q8_0"
     args = server_args(spec, port=1234, threads=2)
     flag = {name: args[args.index(name) + 1] for name in args if name.startswith("--")}
-    assert (flag["--ctx-size"], flag["--parallel"]) == (str(8192 * 6), "6")
+    assert (flag["--ctx-size"], flag["--parallel"]) == (str(8192 * 2), "6")
     assert flag["--cache-type-k"] == flag["--cache-type-v"] == "q8_0"
     assert flag["--flash-attn"] == "on"
-    assert "--kv-unified" not in args  # a pool below parallel x window fails on overflow
+    assert "--kv-unified" in args and flag["--kv-unified-per-slot"] == "8192"
+
+
+def test_a_server_of_two_slots_keeps_a_buffer_each(models_dir: Path) -> None:
+    """Up to two slots, a pool would save nothing: every slot keeps its own window."""
+    config = config_of({"main": {"model": catalog.EMBEDDED_ID, "contextSize": 2048, "parallel": 1}})
+    resolved = resolve_slots(config, models_dir)
+    rlm = replace(resolved["rlm"], parallel=1, context_size=2048)
+    two = {"main": resolved["main"], "rlm": rlm}
+    (spec,) = plan_servers(two)  # type: ignore[arg-type]
+    assert (spec.parallel, spec.context_size, spec.kv_unified) == (2, 2048 * 2, False)
+    assert "--kv-unified" not in server_args(spec, port=1234, threads=2)
 
 
 def test_context_is_capped_at_the_models_trained_context(models_dir: Path) -> None:
@@ -102,7 +116,7 @@ def test_context_is_capped_at_the_models_trained_context(models_dir: Path) -> No
     assert resolved["main"].context_size == 32768  # asked for, kept on the slot
     (spec,) = plan_servers(resolved)
     assert spec.parallel == 2 + 1 + 1
-    assert spec.context_size == TRAINED_CTX * 4
+    assert (spec.window, spec.context_size) == (TRAINED_CTX, TRAINED_CTX * 2)
 
 
 def test_context_below_the_cap_is_kept(models_dir: Path) -> None:
@@ -114,7 +128,7 @@ def test_context_below_the_cap_is_kept(models_dir: Path) -> None:
         }
     )
     (spec,) = plan_servers(resolve_slots(config, models_dir))
-    assert (spec.parallel, spec.context_size) == (5, 2048 * 5)
+    assert (spec.parallel, spec.window, spec.context_size) == (5, 2048, 2048 * 2)
 
 
 def test_slot_without_a_model_shares_mains_without_a_note(
@@ -169,8 +183,8 @@ def test_downloaded_model_is_used_and_gets_its_own_server(
     assert [s.model_path for s in specs] == [rlm_file, embedded_model]
     assert specs[0].size_bytes == big
     assert specs[0].size_bytes > specs[1].size_bytes
-    assert (specs[0].parallel, specs[0].context_size) == (4, 8192 * 4)
-    assert (specs[1].parallel, specs[1].context_size) == (2, 8192 * 2)
+    assert (specs[0].parallel, specs[0].context_size) == (4, 8192 * 2)  # a pool of two
+    assert (specs[1].parallel, specs[1].context_size) == (2, 8192 * 2)  # a buffer each
 
 
 def test_best_present_quant_wins_unless_one_is_named(

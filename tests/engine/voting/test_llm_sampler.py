@@ -39,7 +39,7 @@ class Essay:
     def messages(self, step: Step, paraphrase: int = 0) -> list[dict[str, str]]:
         return [{"role": "user", "content": self.prompt}]
 
-    def parse_strict(self, text: str) -> str:
+    def parse_strict(self, text: str, step: Step | None = None) -> str:
         return text
 
     def key(self, answer: str) -> str:
@@ -50,7 +50,7 @@ class LowerCaseWords(WordCase):
     """Asks the word-case question but wants `answer: word` in lower case: the model
     follows the prompt's examples, so its replies fail this strict parser."""
 
-    def parse_strict(self, text: str) -> str:
+    def parse_strict(self, text: str, step: Step | None = None) -> str:
         if not text.startswith("answer: ") or not text[8:].islower():
             raise ParseError(f"not 'answer: word': {text[:40]!r}")
         return text[8:]

@@ -24,10 +24,17 @@ from pathlib import Path
 
 from nanobot_tui import paths
 from nanobot_tui.engine.runs.spec import RunSpec, SpecError
-from nanobot_tui.engine.runs.store.db import DB_NAME, SCHEMA, StoreError, connect, meta_set
+from nanobot_tui.engine.runs.store.db import (
+    DB_NAME,
+    SCHEMA,
+    StoreError,
+    connect,
+    meta_set,
+    save_groups,
+)
 from nanobot_tui.engine.runs.store.places import db_path, new_run_id, run_dir
 from nanobot_tui.engine.runs.store.totals import new_totals
-from nanobot_tui.engine.runs.tree import Layout
+from nanobot_tui.engine.runs.tree import Layout, groups_of
 from nanobot_tui.engine.voting.domains import Domain
 
 MAX_TREE_NODES = 1_000_000
@@ -35,11 +42,17 @@ MAX_STEPS = 2**62  # step numbers and node ids are SQLite integers (64-bit, sign
 ABANDONED_AFTER_S = 60.0  # a folder without a lock file this old is a dead creation's
 
 
-def check_size(total: int, fanout: int) -> Layout:
-    """The run's tree layout, or SpecError when the run is too large to create."""
+def check_size(total: int, fanout: int, groups: list[tuple[str, int]] | None = None) -> Layout:
+    """The run's tree layout (the domain's `groups` as its level-1 blocks, when it has
+    them), or SpecError when the run is too large to create."""
     if total >= MAX_STEPS:
         raise SpecError(f"a run of {total:,} steps is more than a run can number ({MAX_STEPS:,})")
-    layout = Layout.build(total, fanout)
+    if groups is None:
+        layout = Layout.build(total, fanout)
+    else:
+        layout = Layout.grouped(groups, fanout)
+        if layout.steps != total:  # a domain's mistake, not the user's
+            raise ValueError(f"the domain's groups hold {layout.steps:,} steps, not {total:,}")
     nodes = 1 + sum(layout.counts)
     if nodes > MAX_TREE_NODES:
         raise SpecError(
@@ -107,7 +120,7 @@ def create_run(spec: RunSpec, run_id: str | None = None) -> str:
     return its id."""
     domain = spec.build_domain()
     total = domain.total_steps()
-    layout = check_size(total, spec.fanout)
+    layout = check_size(total, spec.fanout, groups_of(domain))
     paths.ensure(paths.runs_dir())
     sweep_abandoned()
     try:
@@ -132,7 +145,8 @@ def create_run(spec: RunSpec, run_id: str | None = None) -> str:
 
 
 def start_store(conn: sqlite3.Connection, layout: Layout) -> None:
-    """An empty store's schema and its tree's block rows, in a transaction left open."""
+    """An empty store's schema, its tree's block rows and a grouped run's groups, in a
+    transaction left open."""
     conn.executescript(SCHEMA)
     conn.execute("BEGIN")
     conn.executemany(
@@ -140,6 +154,7 @@ def start_store(conn: sqlite3.Connection, layout: Layout) -> None:
         "children) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         layout.block_rows(),
     )
+    save_groups(conn, layout)
 
 
 def _build(rid: str, spec: RunSpec, domain: Domain, total: int, layout: Layout) -> None:
@@ -165,7 +180,7 @@ def _build(rid: str, spec: RunSpec, domain: Domain, total: int, layout: Layout) 
                 "domain": domain.name,
                 "sampler": spec.sampler,
                 "steps_total": total,
-                "layout": layout.to_dict(),
+                "layout": layout.to_dict(groups=False),  # groups: in step_groups
                 "storage": {"canonical_inputs": canonical, "truth_answers": simulated},
                 "totals": new_totals(),
                 "elapsed_s": 0.0,

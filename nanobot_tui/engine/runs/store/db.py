@@ -13,6 +13,9 @@ steps                  one row per step (step = PRIMARY KEY: never twice), writt
                        the step is done (completed, skipped or failed).
 attempts               earlier, undecided attempts of a retried step.
 samples                every sample of a step (real models; off for simulated runs).
+step_groups            a grouped run's level-1 blocks (a code run's files): first step,
+                       index and label; the meta row "layout" has only their number.
+                       Only grouped runs have this table.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from nanobot_tui.engine.runs.tree import Layout
 from nanobot_tui.errors import NanobotError, UsageError
 
 DB_NAME = "run.db"
@@ -99,6 +103,15 @@ CREATE TABLE IF NOT EXISTS samples (
     text TEXT,
     PRIMARY KEY (step, attempt, i)
 ) WITHOUT ROWID;
+"""
+# Only in a grouped run's store: a run laid out in blocks of `fanout` steps (every run
+# from before grouped layouts) has no such table, and its file is as it always was.
+GROUPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS step_groups (
+    first_step INTEGER PRIMARY KEY,
+    ordinal INTEGER NOT NULL,
+    label TEXT NOT NULL
+)
 """
 
 
@@ -240,3 +253,40 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
         except ValueError:
             out[key] = value
     return out
+
+
+# --- the layout ------------------------------------------------------------------------
+
+
+def save_groups(conn: sqlite3.Connection, layout: Layout) -> None:
+    """Write a grouped layout's groups to step_groups: the meta row "layout" keeps only
+    their number (`layout.to_dict(groups=False)`), as their labels could be thousands of
+    paths that every status read would parse again."""
+    if layout.is_grouped:
+        conn.execute(GROUPS_SCHEMA)
+        conn.executemany(
+            "INSERT INTO step_groups(first_step, ordinal, label) VALUES (?, ?, ?)",
+            layout.group_rows(),
+        )
+
+
+def load_layout(conn: sqlite3.Connection, data: dict[str, Any]) -> Layout:
+    """The run's layout from its meta row "layout" (with a grouped run's groups read from
+    step_groups); the meta rows of runs from before grouped layouts load as they were."""
+    groups = data.get("groups")
+    if not isinstance(groups, int):
+        return Layout.from_dict(data)
+    try:
+        rows = conn.execute(
+            "SELECT first_step, label FROM step_groups ORDER BY first_step"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"its groups (the tree's files) cannot be read: {exc}") from None
+    if len(rows) != groups:
+        raise StoreError(f"the run's tree has {groups:,} groups, its store {len(rows):,}")
+    ends = [first for first, _ in rows[1:]] + [int(data["steps"])]
+    listed = [[label, end - first] for (first, label), end in zip(rows, ends, strict=True)]
+    try:
+        return Layout.from_dict({**data, "groups": listed})
+    except ValueError as exc:
+        raise StoreError(f"the run's groups do not fit its tree: {exc}") from None

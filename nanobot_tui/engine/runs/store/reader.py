@@ -9,7 +9,8 @@ import contextlib
 import json
 import os
 import sqlite3
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from nanobot_tui.engine.runs.store.db import (
     StoreError,
     check_intact,
     connect,
+    load_layout,
     read_meta,
     to_json,
 )
@@ -100,7 +102,12 @@ class RunStore:
     @property
     def layout(self) -> Layout:
         if self._layout is None:
-            self._layout = Layout.from_dict(self._static()["layout"])
+            try:
+                self._layout = load_layout(self.conn, self._static()["layout"])
+            except StoreError as exc:
+                raise StoreError(
+                    f"run {self.run_id}: {exc}; `nanobot runs recover {self.run_id}` rebuilds it"
+                ) from None
         return self._layout
 
     @property
@@ -151,7 +158,7 @@ class RunStore:
         ).fetchone()
         if row is None:
             raise StoreError(f"run {self.run_id}: no node {node_id}")
-        return self._with_summary(NodeRow(*row))
+        return self._with_summary(self._labelled(NodeRow(*row)))
 
     def children(self, node_id: int, offset: int = 0, limit: int = 200) -> list[NodeRow]:
         """A node's children in order (steps for the blocks that hold steps)."""
@@ -172,7 +179,12 @@ class RunStore:
         rows = self.conn.execute(
             f"SELECT {NODE_COLS} FROM nodes WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)
         ).fetchall()
-        return [self._with_summary(NodeRow(*r)) for r in rows]
+        return [self._with_summary(self._labelled(NodeRow(*r))) for r in rows]
+
+    def _labelled(self, row: NodeRow) -> NodeRow:
+        """A grouped run's block with its label (its group's, or its first and last)."""
+        label = self.layout.label_of(row.id)
+        return row if label is None else replace(row, label=label)
 
     def _with_summary(self, row: NodeRow) -> NodeRow:
         """Small blocks' summaries are not stored: derive them on read."""
@@ -188,7 +200,7 @@ class RunStore:
             answer = self._answer_object(int(got[0]))
             text = summarize(
                 self.domain, row.first_step, int(got[0]), answer,
-                row.completed_children, row.errors,
+                row.completed_children, row.errors, label=row.label, children=row.children,
             )  # fmt: skip
         except Exception:
             return row
@@ -210,7 +222,7 @@ class RunStore:
         for step in range(first, last + 1):
             r = got.get(step)
             parent = layout.leaf_of(step)
-            ordinal = step % layout.fanout if layout.depth else step
+            ordinal = layout.ordinal_of(step)
             if r is None:
                 status = "running" if step in inflight else "pending"
                 out.append(NodeRow(layout.step_base + step, parent, "step", ordinal, step, step,
@@ -237,6 +249,19 @@ class RunStore:
         if row is None:
             return None
         return row_answer(self.domain, step, *row)
+
+    def answers(self) -> Iterator[tuple[int, Any]]:
+        """(step, answer) of every completed step with a winner, in step order (a
+        simulated step that won with the truth comes back with the truth)."""
+        rows = self.conn.execute(
+            "SELECT step, input, answer, correct FROM steps WHERE status = 'completed' "
+            "ORDER BY step"
+        )
+        domain = self.domain
+        for step, inp, ans, correct in rows:
+            answer = row_answer(domain, step, inp, ans, correct)
+            if answer is not None:
+                yield step, answer
 
     def step(self, step: int) -> StepRow:
         """One step with everything about it (input, answer, votes, red flags), with the
@@ -353,6 +378,9 @@ class RunStore:
             dict(zip(NODE_COLS.split(", "), r, strict=True))
             for r in self.conn.execute(f"SELECT {NODE_COLS} FROM nodes ORDER BY id")
         ]
+        if self.layout.is_grouped:
+            for node in nodes:
+                node["label"] = self.layout.label_of(node["id"])
         doc: dict[str, Any] = {
             "run": self.run_id,
             "spec": meta.get("spec"),

@@ -47,6 +47,9 @@ class NodeRow:
     error: str | None
     level: int = 0  # 0 for steps, 1 for blocks of steps, ..., the root highest
     children: int = 0  # how many children it has
+    # A grouped run's block: its group's label (a file's path), or above the groups its
+    # first and last group's ("a.py … f.py"); None otherwise.
+    label: str | None = None
 
     @property
     def step(self) -> int | None:

@@ -41,7 +41,7 @@ def update_tree(
         if level == top or layout.span(level) >= SUMMARY_MIN_STEPS:
             summarize_ids.append((lo_id, hi_id))
     if summarize_ids:
-        store_summaries(conn, domain, summarize_ids)
+        store_summaries(conn, layout, domain, summarize_ids)
 
 
 def _update_leaves(
@@ -58,16 +58,14 @@ def _update_leaves(
     if not layout.depth:
         conn.execute(LEAF_UPDATE_RANGE, {"now": now, "lo": ROOT_ID, "hi": ROOT_ID})
         return 0, 0
-    f = layout.fanout
+    leaf = layout.leaf_index
     base = layout.bases[0]
-    last_step = layout.steps - 1
     whole: list[list[int]] = []
     for a, z, _rounds, n in runs:
-        b_lo = -(-a // f)
-        b_hi = z // f if z == last_step else (z + 1) // f - 1
+        b_lo, b_hi = layout.leaves_within(a, z)
         if b_lo <= b_hi:
             whole.append([b_lo, b_hi, n])
-    touched = merge_ranges((a // f, z // f) for a, z in ranges)
+    touched = merge_ranges((leaf(a), leaf(z)) for a, z in ranges)
     rest = subtract(touched, [(w[0], w[1]) for w in whole])
     if whole:
         conn.execute(
@@ -77,27 +75,30 @@ def _update_leaves(
     if rest:
         ids = [base + i for a, b in rest for i in range(a, b + 1)]
         conn.execute(LEAF_UPDATE_LIST, {"now": now, "ids": to_json(ids)})
-    return ranges[0][0] // f, ranges[-1][1] // f
+    return leaf(ranges[0][0]), leaf(ranges[-1][1])
 
 
 def store_summaries(
-    conn: sqlite3.Connection, domain: Domain, id_ranges: list[tuple[int, int]]
+    conn: sqlite3.Connection, layout: Layout, domain: Domain, id_ranges: list[tuple[int, int]]
 ) -> None:
     """Store the summaries of big blocks (and the root) that completed just now; the
     reader derives the small ones'."""
     where = " OR ".join("n.id BETWEEN ? AND ?" for _ in id_ranges)
     found = conn.execute(
         "SELECT n.id, n.first_step, n.last_step, n.completed_children, n.errors, "
-        "s.input, s.answer, s.correct FROM nodes AS n JOIN steps AS s "
+        "n.children, s.input, s.answer, s.correct FROM nodes AS n JOIN steps AS s "
         f"ON s.step = n.last_step WHERE ({where}) AND n.summary IS NULL "
         "AND n.status = 'completed'",
         [x for pair in id_ranges for x in pair],
     ).fetchall()
     out = []
-    for node_id, first, last, done, errors, inp, ans, correct in found:
+    for node_id, first, last, done, errors, children, inp, ans, correct in found:
+        label = layout.label_of(node_id)
         try:
             answer = row_answer(domain, last, inp, ans, correct)
-            text = summarize(domain, first, last, answer, done, errors)
+            text = summarize(
+                domain, first, last, answer, done, errors, label=label, children=children
+            )
         except Exception as exc:  # a summary is never worth failing a run over
             text = f"steps {first + 1:,}–{last + 1:,} ({type(exc).__name__})"
         out.append((text, node_id))

@@ -36,6 +36,7 @@ from nanobot_tui.engine.runs.store.db import (
     STEP_COLS,
     StoreError,
     connect,
+    load_layout,
     meta_set,
     read_meta,
     to_json,
@@ -66,7 +67,7 @@ class StoreWriter:
         self.conn = connect(db_path(run_id))
         meta = read_meta(self.conn)
         self.spec = RunSpec.from_dict(meta["spec"])
-        self.layout = Layout.from_dict(meta["layout"])
+        self.layout = load_layout(self.conn, meta["layout"])
         self.domain = self.spec.build_domain()  # the writer's own (summaries)
         self.totals: Totals = {**new_totals(), **(meta.get("totals") or {})}
         self.committed = int(self.totals["steps_done"])
@@ -277,6 +278,11 @@ def _insert_sql(layout: Layout) -> tuple[str, str, str]:
     """The INSERTs of a commit: runs of plain steps (one recursive CTE expands them),
     mixed simulated steps and full rows (each one JSON array, read by json_each)."""
     node = f"{layout.bases[0]} + s / {layout.fanout}" if layout.depth else str(ROOT_ID)
+    if layout.is_grouped:  # the group that starts last at or before s (a key lookup)
+        node = (
+            f"{layout.bases[0]} + (SELECT ordinal FROM step_groups WHERE first_step <= s "
+            "ORDER BY first_step DESC LIMIT 1)"
+        )
     plain = (
         "WITH RECURSIVE r(s, z, rounds, n) AS ("
         "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "

@@ -45,6 +45,12 @@ class Domain(Protocol):
 
     def total_steps(self) -> int: ...
 
+    def groups(self) -> list[tuple[str, int]] | None:
+        """The steps' groups as (label, number of consecutive steps), in step order and
+        adding up to total_steps() (a code run: each file and its functions' steps), for
+        the run's tree; None: blocks of `fanout` steps."""
+        ...
+
     def step_at(self, index: int) -> Step:
         """Step `index` (0-based) of the true solution, without going through the ones
         before it; ValueError outside 0..total_steps() - 1."""
@@ -59,12 +65,15 @@ class Domain(Protocol):
         meaning) to decorrelate errors on stubborn steps."""
         ...
 
-    def parse_strict(self, text: str) -> Any:
-        """The answer, or ParseError: the exact format the prompt asks for."""
+    def parse_strict(self, text: str, step: Step | None = None) -> Any:
+        """The answer, or ParseError: the exact format the prompt asks for. `step` is the
+        step it answers, for domains that check an answer against its own input (code:
+        an edit of that function); the samplers always pass it."""
         ...
 
-    def parse_lenient(self, text: str) -> Any:
-        """The answer, or ParseError: what the model most plausibly meant."""
+    def parse_lenient(self, text: str, step: Step | None = None) -> Any:
+        """The answer, or ParseError: what the model most plausibly meant (`step` as for
+        `parse_strict`)."""
         ...
 
     def key(self, answer: Any) -> Hashable:

@@ -223,6 +223,9 @@ class Hanoi:
     def total_steps(self) -> int:
         return self._total
 
+    def groups(self) -> list[tuple[str, int]] | None:
+        return None  # moves have no groups: the tree is blocks of `fanout` moves
+
     def state_after(self, m: int) -> State:
         """The state after m moves of the optimal solution, O(disks)."""
         if not 0 <= m <= self._total:
@@ -295,7 +298,7 @@ class Hanoi:
         }
         return [text.format(**fields) for text in _SYSTEM]
 
-    def parse_strict(self, text: str) -> HanoiAnswer:
+    def parse_strict(self, text: str, step: Step | None = None) -> HanoiAnswer:
         """Exactly `move = [disk, from, to]` then `next_state = [[...], [...], [...]]`,
         whitespace aside; anything else is a ParseError that says what was wrong."""
         lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -312,7 +315,7 @@ class Hanoi:
         state = _check_state(_strict_list(s.group(1), "next_state"))
         return HanoiAnswer(move, state)
 
-    def parse_lenient(self, text: str) -> HanoiAnswer:
+    def parse_lenient(self, text: str, step: Step | None = None) -> HanoiAnswer:
         """The move and next state found anywhere in the text: labelled `move = [..]`,
         `move: (..)`, 'disk 1 from peg 0 to peg 2', code fences, prose around them. The
         last labelled occurrence wins (models restate the previous move first)."""

@@ -7,6 +7,7 @@ calibrate` options named in `options` give them, under the same names.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,10 @@ class DomainKind:
     options: tuple[str, ...]  # the command-line options its params come from
     build: Callable[[Params], Domain]  # ValueError for params it cannot use
     label: Callable[[Params], str]  # the readable part of a run id, e.g. "hanoi20"
+    # The command that starts its runs: "run" (`nanobot run` and `nanobot calibrate`
+    # offer it, with `options` as flags) or "process" (real work over a codebase or a
+    # volume, started by `nanobot process`).
+    command: str = "run"
 
 
 def _hanoi(params: Params) -> Domain:
@@ -37,6 +42,18 @@ def _wordcase(params: Params) -> Domain:
     return WordCase(count=int(params.get("words", 300)), seed=int(params.get("seed", 0)))
 
 
+def _lazy(module: str, factory: str = "build") -> Callable[[Params], Domain]:
+    """A domain built by a layer ABOVE voting (engine.work): this registry may not
+    import upward (the import-linter layers), so the module is imported by name, the
+    first time such a domain is built, and its `factory(params)` builds it."""
+
+    def build(params: Params) -> Domain:
+        built: Domain = getattr(importlib.import_module(module), factory)(params)
+        return built
+
+    return build
+
+
 DOMAINS: dict[str, DomainKind] = {
     kind.name: kind
     for kind in (
@@ -44,9 +61,24 @@ DOMAINS: dict[str, DomainKind] = {
         DomainKind(
             "wordcase", ("words", "seed"), _wordcase, lambda p: f"wordcase{p.get('words', 300)}"
         ),
+        DomainKind(
+            "code",
+            ("recipe", "instruction"),
+            _lazy("nanobot_tui.engine.work.domain"),
+            lambda p: f"code-{p.get('recipe') or 'instruction'}",
+            command="process",
+        ),
+        DomainKind(
+            "extract",
+            ("volume", "instruction"),
+            _lazy("nanobot_tui.engine.work.extract"),
+            lambda p: f"extract-{p.get('volume') or 'volume'}",
+            command="process",
+        ),
     )
 }
-NAMES = tuple(DOMAINS)
+NAMES = tuple(DOMAINS)  # every domain a run spec may name
+RUN_NAMES = tuple(name for name, kind in DOMAINS.items() if kind.command == "run")
 
 
 def build_domain(name: str, params: Params) -> Domain:

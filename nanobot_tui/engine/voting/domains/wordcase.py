@@ -132,6 +132,9 @@ class WordCase:
     def total_steps(self) -> int:
         return len(self.words)
 
+    def groups(self) -> list[tuple[str, int]] | None:
+        return None  # words have no groups: the tree is blocks of `fanout` words
+
     def steps(self) -> Iterator[Step]:
         for i, word in enumerate(self.words):
             yield Step(i, word)
@@ -175,7 +178,7 @@ class WordCase:
 
     # --- parsing ---------------------------------------------------------------------
 
-    def parse_strict(self, text: str) -> str:
+    def parse_strict(self, text: str, step: Step | None = None) -> str:
         """Exactly one line `answer = WORD` (capital letters A-Z), surrounding whitespace
         aside; anything else is a ParseError saying what was wrong."""
         body = text.strip()
@@ -188,7 +191,7 @@ class WordCase:
             raise ParseError(f"not 'answer = WORD' in capital letters: {body[:60]!r}")
         return m.group(1)
 
-    def parse_lenient(self, text: str) -> str:
+    def parse_lenient(self, text: str, step: Step | None = None) -> str:
         """What the model meant: the word after `answer =` (or `answer:`) in whatever
         case it was written, else the first all-capitals token of two or more letters."""
         m = _LABELLED.search(text)

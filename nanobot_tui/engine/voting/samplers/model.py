@@ -139,13 +139,15 @@ class LLMSampler:
         for t, idx in groups.items():
             size = (self.max_n or len(idx)) if self.batch else 1
             jobs += [(t, idx[j : j + size]) for j in range(0, len(idx), size)]
-        batches = await asyncio.gather(*(self._draw(messages, t, len(ix)) for t, ix in jobs))
+        batches = await asyncio.gather(*(self._draw(step, messages, t, len(ix)) for t, ix in jobs))
         by_index: dict[int, Sample] = {}
         for (_, ix), samples in zip(jobs, batches, strict=True):
             by_index.update(zip(ix, samples, strict=True))
         return [by_index[i] for i in range(len(temperatures))]
 
-    async def _draw(self, messages: Sequence[Mapping[str, str]], t: float, n: int) -> list[Sample]:
+    async def _draw(
+        self, step: Step, messages: Sequence[Mapping[str, str]], t: float, n: int
+    ) -> list[Sample]:
         """`n` samples at temperature t from one request (n > 1: `n` choices); never
         raises an LLMError, falls back to smaller requests where the server wants it."""
         max_tokens = self.token_cap + 1
@@ -163,7 +165,7 @@ class LLMSampler:
             )
         except RequestError as exc:
             if n > 1 and exc.status in (400, 422) and _N_FIELD.search(exc.server_message):
-                return await self._split(messages, t, n, exc)
+                return await self._split(step, messages, t, n, exc)
             return [self._error(exc, t, time.perf_counter() - start)] * n
         except LLMError as exc:
             return [self._error(exc, t, time.perf_counter() - start)] * n
@@ -172,11 +174,16 @@ class LLMSampler:
             if choice is None:
                 return [self._error("the server sent no choices", t, result.latency_s)]
             tokens = result.usage.completion_tokens
-            return [self._judge(choice.content, choice.finish_reason, tokens, result, t, 0)]
-        return await self._judge_many(messages, result, t, n)
+            return [self._judge(step, choice.content, choice.finish_reason, tokens, result, t, 0)]
+        return await self._judge_many(step, messages, result, t, n)
 
     async def _split(
-        self, messages: Sequence[Mapping[str, str]], t: float, n: int, exc: RequestError
+        self,
+        step: Step,
+        messages: Sequence[Mapping[str, str]],
+        t: float,
+        n: int,
+        exc: RequestError,
     ) -> list[Sample]:
         """The server refused `n` choices (or their logprobs): learn its limit (llama.cpp
         says 'Value must be between 1 <= value <= 4') or give up batching, and draw the
@@ -190,11 +197,16 @@ class LLMSampler:
             limit = 1
         log.debug("%s: n=%d refused (%s); requests of %d from now on", self.name, n, exc, limit)
         parts = [min(limit, n - j) for j in range(0, n, limit)]
-        drawn = await asyncio.gather(*(self._draw(messages, t, size) for size in parts))
+        drawn = await asyncio.gather(*(self._draw(step, messages, t, size) for size in parts))
         return [s for batch in drawn for s in batch]
 
     async def _judge_many(
-        self, messages: Sequence[Mapping[str, str]], result: ChatResult, t: float, n: int
+        self,
+        step: Step,
+        messages: Sequence[Mapping[str, str]],
+        result: ChatResult,
+        t: float,
+        n: int,
     ) -> list[Sample]:
         raw_choices = result.raw.get("choices") or []
         by_index = {c.get("index", i): c for i, c in enumerate(raw_choices)}
@@ -206,19 +218,22 @@ class LLMSampler:
             if tokens is None:
                 exact = False
                 tokens = _estimate_tokens(choice.content, choice.finish_reason, self.token_cap)
-            out.append(self._judge(choice.content, choice.finish_reason, tokens, result, t, pos))
+            out.append(
+                self._judge(step, choice.content, choice.finish_reason, tokens, result, t, pos)
+            )
         if not exact:
             log.debug("%s: no per-choice logprobs; one request per sample from now on", self.name)
             self.batch = False
         missing = n - len(out)
         if missing > 0:  # an endpoint that ignores n: draw the rest one by one
             self.batch = False
-            more = await asyncio.gather(*(self._draw(messages, t, 1) for _ in range(missing)))
+            more = await asyncio.gather(*(self._draw(step, messages, t, 1) for _ in range(missing)))
             out += [batch[0] for batch in more]
         return out
 
     def _judge(
         self,
+        step: Step,
         text: str,
         finish_reason: str | None,
         tokens: int,
@@ -226,8 +241,9 @@ class LLMSampler:
         t: float,
         position: int,
     ) -> Sample:
-        """A reply as a Sample: red-flagged (too long, truncated, unparsable) or parsed.
-        Prompt tokens are counted once per request, on its first sample."""
+        """A reply as a Sample: red-flagged (too long, truncated, unparsable) or parsed
+        strictly against its own step. Prompt tokens are counted once per request, on its
+        first sample."""
         prompt = result.usage.prompt_tokens if position == 0 else 0
         flag = None
         if tokens > self.token_cap:
@@ -237,7 +253,7 @@ class LLMSampler:
         else:
             domain = self.domain
             try:
-                answer = domain.parse_strict(text)
+                answer = domain.parse_strict(text, step)
             except ParseError:
                 flag = RED_PARSE
             else:
