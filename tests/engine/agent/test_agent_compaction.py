@@ -217,6 +217,7 @@ def test_mechanical_summary_lists_every_message_when_it_can() -> None:
     assert "more messages" not in text
 
 
+@pytest.mark.timeout(300)  # five real summariser calls: slow on busy shared cores
 async def test_tool_calls_are_never_split_from_their_results(llm: LLMClient) -> None:
     messages = [
         SYSTEM,
