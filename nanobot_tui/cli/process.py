@@ -40,6 +40,21 @@ def _sampler_text(args: argparse.Namespace) -> str:
     return f"simulated:{p}" if kind == "simulated" else f"local:{args.slot}"
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What every process's run takes from the command line: sampler, k, budgets,
+    retries, seed and concurrency."""
+    from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy
+
+    return {
+        "sampler": _sampler_text(args),
+        "k": args.k or DEFAULT_K,
+        "budgets": Budgets(steps=args.max_steps, tokens=args.max_tokens, seconds=args.max_seconds),
+        "retry": RetryPolicy(retries=args.retries, on_fail="skip"),
+        "seed": args.seed,
+        "concurrency": args.concurrency,
+    }
+
+
 async def _classify(task: str) -> str:
     """The recipe the main model votes for `task` (printed, so the user sees the choice)."""
     from nanobot_tui.config import load_config
@@ -56,7 +71,6 @@ async def _classify(task: str) -> str:
 
 def _plan(args: argparse.Namespace, task: str, recipe: str) -> Plan:
     from nanobot_tui.cli.progress import TerminalProgress
-    from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy
     from nanobot_tui.engine.work.process import prepare
 
     bar = TerminalProgress(enabled=False if args.json else None)
@@ -64,15 +78,10 @@ def _plan(args: argparse.Namespace, task: str, recipe: str) -> Plan:
         task,
         args.on,
         recipe,
-        sampler=_sampler_text(args),
-        k=args.k or DEFAULT_K,
-        budgets=Budgets(steps=args.max_steps, tokens=args.max_tokens, seconds=args.max_seconds),
-        retry=RetryPolicy(retries=args.retries, on_fail="skip"),
+        **_run_options(args),
         verify=args.verify,
         verify_timeout=args.verify_timeout,
         files=args.files,
-        seed=args.seed,
-        concurrency=args.concurrency,
         max_samples=args.max_samples,
         progress=lambda n: bar.update("copy", n, 0, "files"),
     )
@@ -146,18 +155,12 @@ async def _check_projection(args: argparse.Namespace, recipe: str, plan: Plan) -
 
 async def _start_extract(args: argparse.Namespace, task: str) -> tuple[str, str]:
     from nanobot_tui.engine.runs.durable import start_run
-    from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy
     from nanobot_tui.engine.work.process import prepare_extract
 
     spec = prepare_extract(
         task,
         args.volume,
-        sampler=_sampler_text(args),
-        k=args.k or DEFAULT_K,
-        budgets=Budgets(steps=args.max_steps, tokens=args.max_tokens, seconds=args.max_seconds),
-        retry=RetryPolicy(retries=args.retries, on_fail="skip"),
-        seed=args.seed,
-        concurrency=args.concurrency,
+        **_run_options(args),
     )
     line = f"extract: {spec.build_domain().total_steps():,} chunk(s) of volume {args.volume}"
     if not args.json:

@@ -118,18 +118,8 @@ def prepare(
         "verify": verify,
         "verify_timeout": verify_timeout,
     }
-    spec = RunSpec(
-        domain=DOMAIN,
-        params=params,
-        sampler=sampler,
-        vote=VoteConfig(k=k),
-        seed=seed,
-        budgets=budgets or Budgets(),
-        retry=retry or RetryPolicy(on_fail="skip"),
-        fanout=fanout,
-        concurrency=concurrency,
-        label=f"code-{recipe}",
-    )
+    spec = _spec(DOMAIN, params, f"code-{recipe}", sampler, k, budgets, retry, seed,
+                 concurrency, fanout)  # fmt: skip
     try:
         domain = spec.build_domain()
     except ValueError as exc:
@@ -185,8 +175,26 @@ def prepare_extract(
         params["volume_fingerprint"] = ExtractDomain(params).fingerprint
     except ValueError as exc:
         raise ProcessError(str(exc)) from None
+    return _spec(EXTRACT, params, f"extract-{volume}", sampler, k, budgets, retry, seed,
+                 concurrency, fanout)  # fmt: skip
+
+
+def _spec(
+    domain: str,
+    params: dict[str, Any],
+    label: str,
+    sampler: str,
+    k: int,
+    budgets: Budgets | None,
+    retry: RetryPolicy | None,
+    seed: int,
+    concurrency: int | None,
+    fanout: int,
+) -> RunSpec:
+    """A process's run spec: an undecided function or chunk is skipped after its retries
+    (the others do not depend on it), never the whole run failed."""
     return RunSpec(
-        domain=EXTRACT,
+        domain=domain,
         params=params,
         sampler=sampler,
         vote=VoteConfig(k=k),
@@ -195,7 +203,7 @@ def prepare_extract(
         retry=retry or RetryPolicy(on_fail="skip"),
         fanout=fanout,
         concurrency=concurrency,
-        label=f"extract-{volume}",
+        label=label,
     )
 
 
