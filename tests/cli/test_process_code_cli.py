@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from nanobot_tui import paths
-from tests.cli.test_process_cli import nanobot, runner_pid
-from tests.engine.runs.runner_hold import held_when
+from tests.cli.test_process_cli import nanobot, runner_pid, start
+from tests.engine.runs.runner_hold import HANG_GUARD_S, held_runner, let_go, step_until
 
 FORMATTED = """\
 def greet(name):
@@ -120,29 +121,33 @@ def test_a_failing_check_is_bisected_to_the_edit_that_breaks_it(tmp_path: Path) 
 def test_a_process_resumes_after_its_runner_is_killed_mid_file(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    for f in range(3):  # 3 files of 150 functions each
+    for f in range(6):  # 6 files of 150 functions each
         body = "".join(f'def f{f}_{i}(x):\n    return "v%s" % x\n\n\n' for i in range(150))
         (repo / f"m{f}.py").write_text(body)
-    out = nanobot(
+    cli = start(
         "process", "f-strings", "--on", str(repo), "--recipe", "fstrings",
         "--sampler", "simulated:1.0", "--k", "1", "--concurrency", "1", "--detach",
-        timeout=240,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    run_id = out.stdout.strip().splitlines()[-1]
-    worker = runner_pid(out.stdout)
-    with held_when(run_id, lambda st: 0 < st.steps_done < 300) as seen:
+    worker = held_runner(cli.pid)  # the runner, held before it has imported anything
+    try:
+        run_id = psutil.Process(worker).cmdline()[-1]  # `python -m WORKER RUN_ID`
+        seen = step_until(worker, run_id, lambda st: 0 < st.steps_done < 600)
         assert seen.pid == worker
-        os.kill(worker, signal.SIGKILL)
+        stdout, stderr = cli.communicate(timeout=HANG_GUARD_S)  # it saw the runner start
+        assert cli.returncode == 0, stderr
+        assert runner_pid(stdout) == worker and stdout.strip().splitlines()[-1] == run_id
+        os.kill(worker, signal.SIGKILL)  # mid-run: 0 < done < 600 of 6 x 150
+    finally:
+        let_go(worker)
     resumed = nanobot("resume", run_id, "--json", timeout=240)
     assert resumed.returncode == 0, resumed.stderr
     shown = nanobot("process", "show", run_id, "--json")
     result = json.loads(shown.stdout)
     assert result["status"] == "completed"
-    assert (result["functions"], result["decided"], result["accepted"]) == (450, 450, 450)
+    assert (result["functions"], result["decided"], result["accepted"]) == (900, 900, 900)
     with sqlite3.connect(paths.runs_dir() / run_id / "run.db") as db:
         rows = db.execute("SELECT COUNT(*), COUNT(DISTINCT step) FROM steps").fetchone()
-    assert rows == (450, 450)  # every function recorded once
+    assert rows == (900, 900)  # every function recorded once
     assert result["summary"]  # a detached run's summaries, made from the facts when shown
 
 

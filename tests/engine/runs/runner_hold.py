@@ -19,10 +19,11 @@ from pathlib import Path
 
 import psutil
 
-from nanobot_tui.engine.runs.control import run_status
+from nanobot_tui.engine.runs.control import WORKER_MODULE, run_status
 from nanobot_tui.engine.runs.store import RunStatus
 
 HANG_GUARD_S = 90.0  # a wait that only stops a hang: tests assert what happens, not how soon
+STEP_SLICE_S = 0.001  # how long `step_until` lets a held runner go on between looks
 
 
 def hold(pid: int) -> None:
@@ -57,6 +58,38 @@ def held_when(run_id: str, ready: Callable[[RunStatus], bool]) -> Iterator[RunSt
         yield st
     finally:
         let_go(st.pid)
+
+
+def held_runner(parent_pid: int) -> int:
+    """The detached runner `parent_pid` starts (while that command still waits for it),
+    held still as soon as it runs the runner's module, before it has imported much."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        for child in psutil.Process(parent_pid).children():
+            with contextlib.suppress(psutil.Error):  # a fork shows its parent's cmdline
+                if WORKER_MODULE in child.cmdline():  # until it has exec'd
+                    hold(child.pid)
+                    return child.pid
+        assert time.monotonic() < deadline, f"pid {parent_pid} started no runner"
+        time.sleep(0.0005)
+
+
+def step_until(pid: int, run_id: str, ready: Callable[[RunStatus], bool]) -> RunStatus:
+    """Let the held runner `pid` of run `run_id` go on a few milliseconds at a time until
+    its store shows `ready`; it stays held. However fast the run, it cannot pass the
+    condition between two looks by more than one short slice: the runner is also made
+    the machine's least important process, so that a busy machine that keeps this test
+    from looking in time keeps the runner from running too."""
+    os.setpriority(os.PRIO_PROCESS, pid, 19)
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        let_go(pid)
+        time.sleep(STEP_SLICE_S)
+        hold(pid)
+        st = run_status(run_id)  # the run is created before its runner starts
+        if st.pid is not None and ready(st):
+            return st
+        assert time.monotonic() < deadline, f"run {run_id} never reached the condition"
 
 
 def wait_pending(pid: int, sig: signal.Signals) -> None:
