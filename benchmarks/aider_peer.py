@@ -210,9 +210,23 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the two sides -----------------------------------------------------------------------
 
 
+_PROMPT_EVAL = re.compile(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens")
+
+
+def server_prompt_tokens(home: Path) -> int:
+    """Prompt tokens the home's llama.cpp servers evaluated (their logs' timing lines):
+    what /metrics counts for Aider's server, cached prefixes excluded on both sides."""
+    return sum(
+        int(m[1])
+        for log in (home / "logs").glob("server-*.log")
+        for m in _PROMPT_EVAL.finditer(log.read_text(errors="replace"))
+    )
+
+
 def nanobot_side(root: Path, tree: Path, files: list[str], args: argparse.Namespace) -> dict:
+    home = root / "home"
     out, wall = nanobot(
-        root / "home", "process", TASK, "--on", str(tree), "--recipe", "fstrings",
+        home, "process", TASK, "--on", str(tree), "--recipe", "fstrings",
         "--sampler", "local", "--files", *files, "--k", str(args.k),
         "--max-samples", str(args.max_samples), "--json",
     )  # fmt: skip
@@ -222,10 +236,12 @@ def nanobot_side(root: Path, tree: Path, files: list[str], args: argparse.Namesp
         "proposed": result["proposed"],
         "accepted": result["accepted"],
         "reverted": len(result["reverted"]),
+        "decided": result["decided"],
+        "functions": result["functions"],
         "samples": run.get("samples"),
         "errors_by_reason": run.get("errors_by_reason"),
-        "completion_tokens": run.get("completion_tokens"),
-        "prompt_tokens": run.get("prompt_tokens"),
+        "completion_tokens": run.get("tokens"),
+        "prompt_tokens": server_prompt_tokens(home),
         "seconds": wall,
         "measured": measure(tree, final, files),
     }
@@ -418,7 +434,8 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--max-tokens", type=int, default=512, help="Aider: tokens per reply")
     ap.add_argument("--timeout", type=int, default=420, help="Aider: seconds per file")
-    ap.add_argument("--skip-nanobot", action="store_true")
+    ap.add_argument("--skip-nanobot", action="store_true", help="run Aider's side only")
+    ap.add_argument("--skip-aider", action="store_true", help="run nanobot's side only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="nb-aider-peer-") as tmp:
@@ -433,12 +450,13 @@ def main() -> None:
             pool = work if args.subset == "first" else report["aider_fit"]["fitting"]
             files = pool[: args.files]
             report["files"] = {path: tokens[path] for path in files}
-            report["aider"] = aider_side(url, root, tree, files, args)
+            if not args.skip_aider:
+                report["aider"] = aider_side(url, root, tree, files, args)
         report["aider_fit"]["fitting"] = report["aider_fit"]["fitting"][:10]  # shorter
         if not args.skip_nanobot:
             report["nanobot"] = nanobot_side(root, tree, files, args)
     print(json.dumps(report, indent=None if args.json else 1, default=str))
-    if "nanobot" in report and not args.json:
+    if "nanobot" in report and "aider" in report and not args.json:
         print(table(report))
 
 

@@ -22,14 +22,18 @@ class TerminalProgress:
         self._width = 0
 
     def update(self, phase: str, done: int, total: int, detail: str = "") -> None:
+        """Draw `done` of `total` (`total` <= 0: not known yet, so a count and no bar)."""
         if not self.enabled:
             return
         now = time.monotonic()
         if phase != self._phase:
             self._phase, self._phase_started = phase, now
-        elif now - self._last_draw < 0.1 and done < total:
+        elif now - self._last_draw < 0.1 and (total <= 0 or done < total):
             return
         self._last_draw = now
+        if total <= 0:
+            self._draw(f"{phase:<6} {done:,} {detail}")
+            return
         fraction = done / total if total else 0.0
         filled = int(fraction * BAR_WIDTH)
         elapsed = now - self._phase_started
@@ -37,7 +41,10 @@ class TerminalProgress:
         if 0 < done < total and elapsed > 0.5:
             eta = f" ETA {format_seconds(elapsed / done * (total - done))}"
         bar = "█" * filled + "░" * (BAR_WIDTH - filled)
-        line = f"{phase:<6} {bar} {done}/{total}{eta} {detail}"[:100]
+        self._draw(f"{phase:<6} {bar} {done}/{total}{eta} {detail}")
+
+    def _draw(self, text: str) -> None:
+        line = text[:100]
         self.stream.write("\r" + line.ljust(self._width))
         self._width = len(line)
         self.stream.flush()

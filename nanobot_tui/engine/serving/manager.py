@@ -49,6 +49,12 @@ HOST = "127.0.0.1"
 HOST_MODULE = "nanobot_tui.engine.serving.llama_host"
 
 
+# A request to our own server is as slow as its queue and the machine: a busy CPU makes a
+# few hundred tokens take many minutes, and cutting it off wastes the work. A dead server
+# is found by the health checks, not by this timeout, which only ends a request that hangs.
+LOCAL_REQUEST_TIMEOUT_S = 3600.0
+
+
 class ServerStartError(NanobotError):
     """A server that could not be started or kept running. str() is one line."""
 
@@ -391,7 +397,11 @@ class ServerManager:
             # One pool per server, shared by every slot on it: the client admits requests.
             pool = KvPool(spec.context_size, spec.window) if spec.kv_unified else None
             self._clients[key] = LLMClient(
-                server.base_url, api_key=self._api_key, model=spec.model_id, kv_pool=pool
+                server.base_url,
+                api_key=self._api_key,
+                model=spec.model_id,
+                kv_pool=pool,
+                timeout=LOCAL_REQUEST_TIMEOUT_S,
             )
         return self._clients[key]
 

@@ -127,12 +127,6 @@ def python_grep(
     return out
 
 
-@pytest.fixture(params=["rg", "re2"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv(ripgrep.ENGINE_ENV, request.param)
-    return str(request.param)
-
-
 @pytest.fixture
 def tree(tmp_path: Path, nanobot_home: Path) -> Iterator[tuple[Path, Volume]]:
     src = write_tree(tmp_path / "src", FILES)

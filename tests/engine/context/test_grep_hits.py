@@ -27,12 +27,6 @@ FILES = {
 }
 
 
-@pytest.fixture(params=["rg", "re2"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv(ripgrep.ENGINE_ENV, request.param)
-    return str(request.param)
-
-
 @pytest.fixture
 def tree(tmp_path: Path, nanobot_home: Path) -> Iterator[tuple[Path, Volume]]:
     src = write_tree(tmp_path / "src", FILES)

@@ -28,19 +28,7 @@ from nanobot_tui.engine.work.summaries import (
 )
 from nanobot_tui.errors import NanobotError
 from tests.cli.test_process_cli import nanobot
-
-A = """\
-def greet(name):
-    return "hello %s" % name
-
-
-def total(a, b):
-    return "{} + {} = {}".format(a, b, a + b)
-
-
-def plain():
-    return 1
-"""
+from tests.cli.test_process_code_cli import FORMATTED as A
 
 
 def make_repo(root: Path) -> Path:
