@@ -210,17 +210,21 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the two sides -----------------------------------------------------------------------
 
 
-_PROMPT_EVAL = re.compile(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens")
+_EVAL_TOKENS = re.compile(r"(prompt eval|\beval) time =\s*[\d.]+ ms /\s*(\d+) tokens")
 
 
-def server_prompt_tokens(home: Path) -> int:
-    """Prompt tokens the home's llama.cpp servers evaluated (their logs' timing lines):
-    what /metrics counts for Aider's server, cached prefixes excluded on both sides."""
-    return sum(
-        int(m[1])
-        for log in (home / "logs").glob("server-*.log")
-        for m in _PROMPT_EVAL.finditer(log.read_text(errors="replace"))
-    )
+def logged_tokens(home: Path) -> tuple[int, int]:
+    """(prompt, completion) tokens the home's llama.cpp servers evaluated and generated,
+    from their logs' timing lines: what /metrics counts for Aider's server (cached prompt
+    prefixes excluded on both sides; a request cut off mid-reply is not in the log)."""
+    prompt = completion = 0
+    for log in (home / "logs").glob("server-*.log"):
+        for m in _EVAL_TOKENS.finditer(log.read_text(errors="replace")):
+            if m[1] == "prompt eval":
+                prompt += int(m[2])
+            else:
+                completion += int(m[2])
+    return prompt, completion
 
 
 def nanobot_side(root: Path, tree: Path, files: list[str], args: argparse.Namespace) -> dict:
@@ -232,6 +236,7 @@ def nanobot_side(root: Path, tree: Path, files: list[str], args: argparse.Namesp
     )  # fmt: skip
     run, result = out["run"], out["outcome"]
     final = Path(result["patch"]).parent / "final" / "tree"
+    prompt_tokens, completion_tokens = logged_tokens(home)
     return {
         "proposed": result["proposed"],
         "accepted": result["accepted"],
@@ -240,8 +245,8 @@ def nanobot_side(root: Path, tree: Path, files: list[str], args: argparse.Namesp
         "functions": result["functions"],
         "samples": run.get("samples"),
         "errors_by_reason": run.get("errors_by_reason"),
-        "completion_tokens": run.get("tokens"),
-        "prompt_tokens": server_prompt_tokens(home),
+        "completion_tokens": completion_tokens,
+        "prompt_tokens": prompt_tokens,
         "seconds": wall,
         "measured": measure(tree, final, files),
     }

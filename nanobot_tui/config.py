@@ -116,6 +116,13 @@ class AgentConfig(_Section):
     tool_output_chars: int = Field(default=4000, ge=200, le=1_000_000)
 
 
+class LearningConfig(_Section):
+    """The learning loops (engine.learning): reuse of verified results, budgets from
+    history, learned skills. Off: nothing is read from or added to what was learned."""
+
+    enabled: bool = True
+
+
 class UIConfig(_Section):
     theme: str = "nanobot-dark"
     keymap: dict[str, str] = Field(default_factory=dict)
@@ -128,6 +135,7 @@ class Config(_Section):
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
 
     def holds_keys(self) -> bool:

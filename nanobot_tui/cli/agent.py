@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,12 @@ from nanobot_tui.text import printable
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.agent.loop import AgentEvent, TurnDone
+    from nanobot_tui.engine.agent.sessions import Session
 
 
 NOTE_CHARS = 200  # a tool call's arguments on stderr, at most
+
+log = logging.getLogger(__name__)
 
 
 def _note(text: str) -> None:
@@ -39,6 +43,8 @@ async def _run_agent(args: argparse.Namespace, message: str) -> int:
     config = load_config()[0]
     if args.max_rounds is not None:
         config.agent.max_rounds = args.max_rounds
+    if args.no_learn:
+        config.learning.enabled = False
     if args.session is not None:
         valid_name(args.session)
     workbench = Workbench(config)
@@ -55,6 +61,8 @@ async def _run_agent(args: argparse.Namespace, message: str) -> int:
         turn = _Turn(quiet=args.json)
         async for event in kit.agent.turn(message):
             turn.show(event)
+        if config.learning.enabled:
+            await asyncio.to_thread(_learn_from, session)
         if turn.done is None:
             return fail("agent: the turn ended without an answer")
         if args.json:
@@ -71,6 +79,26 @@ async def _run_agent(args: argparse.Namespace, message: str) -> int:
             kit.close()
         await workbench.stop()
     return EXIT_OK
+
+
+def _learn_from(session: Session) -> None:
+    """Learned skills from the session's finished turns; one line on stderr for each
+    skill learned or demoted. A failure here never fails the answer: one line logged."""
+    from nanobot_tui.engine.learning.skills import SkillLearner
+
+    try:
+        learner = SkillLearner()
+        lines = learner.announce(learner.observe_session(session))
+    except Exception as exc:
+        log.warning(
+            "learning from session %s skipped: %s: %s",
+            session.name,
+            type(exc).__name__,
+            " ".join(str(exc).split()),
+        )
+        return
+    for line in lines:
+        _note(line)
 
 
 class _Turn:
@@ -198,6 +226,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="tool rounds cap (config: agent.maxRounds)",
     )
     agent.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    agent.add_argument(
+        "--no-learn",
+        action="store_true",
+        help="leave the learned skills as they are: none learned, no hit or failure "
+        "counted (config: learning.enabled)",
+    )
     agent.set_defaults(func=cmd_agent)
 
     sessions = sub.add_parser("sessions", help="list the saved agent sessions")

@@ -55,9 +55,10 @@ COMMAND_MODULES: dict[str, str] = {
         ("runs", "status", "resume", "pause", "cancel", "traces", "attach", "export"), "runs"
     ),
     **dict.fromkeys(("setup", "models"), "setup"),
+    "learned": "learned",
 }
 # Every module that adds commands, in the order `nanobot --help` lists them.
-ALL_MODULES = ("agent", "context", "run", "process", "runs", "setup")
+ALL_MODULES = ("agent", "context", "run", "process", "runs", "learned", "setup")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 at a time, on a snapshot of the user's files.
 
     nanobot process "add a docstring to every public function" --on ./repo [--detach]
+    nanobot process "use f-strings and add docstrings" --on ./repo --plan
     nanobot process show ID      what the run produced (edits, reverts, the check)
     nanobot process diff ID      the patch
     nanobot process apply ID     write it into ./repo, if those files did not change since
@@ -28,6 +29,11 @@ from nanobot_tui.cli.common import fail as _fail
 from nanobot_tui.errors import NanobotError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from contextlib import AbstractAsyncContextManager
+
+    from nanobot_tui.engine.llm.chat_client import ChatClient
+    from nanobot_tui.engine.work.plan import Pass, PlannerModel
     from nanobot_tui.engine.work.process import Plan
 
 ACTIONS = ("show", "diff", "apply", "undo")
@@ -42,7 +48,7 @@ def _sampler_text(args: argparse.Namespace) -> str:
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """What every process's run takes from the command line: sampler, k, budgets,
-    retries, seed and concurrency."""
+    retries, seed, concurrency and whether it learns."""
     from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy
 
     return {
@@ -52,6 +58,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "retry": RetryPolicy(retries=args.retries, on_fail="skip"),
         "seed": args.seed,
         "concurrency": args.concurrency,
+        "learn": not args.no_learn,
     }
 
 
@@ -69,14 +76,74 @@ async def _classify(task: str) -> str:
     return result.recipe
 
 
-def _plan(args: argparse.Namespace, task: str, recipe: str) -> Plan:
+class _MainPlanner:
+    """The main slot's model as a planner (engine.work.plan.PlannerModel); its server
+    starts only when `open` is entered."""
+
+    def __init__(self) -> None:
+        from nanobot_tui.config import load_config
+        from nanobot_tui.engine.serving.workbench import Workbench
+
+        self.workbench = Workbench(load_config()[0], only_slots=("main",))
+        slot = self.workbench.slots["main"]
+        self.name = f"{slot.provider} main: {slot.display_name}"
+        if slot.path is not None:  # a local file: its name and size
+            self.model_key = f"{slot.provider}:{slot.path.name}:{slot.path.stat().st_size}"
+        else:
+            self.model_key = f"{slot.provider}:{slot.model_id}"
+
+    def open(self) -> AbstractAsyncContextManager[ChatClient]:
+        from contextlib import asynccontextmanager
+
+        @asynccontextmanager
+        async def started() -> AsyncIterator[ChatClient]:
+            async with self.workbench:
+                yield self.workbench.client("main")
+
+        return started()
+
+
+def _main_planner() -> PlannerModel:
+    """The model `--plan` asks: the main slot's. The one place the CLI gets its planner, so
+    a test can put a fake in its stead (no model strong enough to plan runs offline)."""
+    return _MainPlanner()
+
+
+async def _planned(args: argparse.Namespace, task: str) -> tuple[Pass, ...]:
+    """`--plan`: the main model's plan of `task` if it is able (the grade and the plan
+    printed); () when it is not able or its vote is undecided: then the process goes on as
+    without --plan."""
+    from nanobot_tui.engine.work.plan import decide
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr)
+
+    decision = await decide(task, _main_planner(), say)
+    if decision.vote is None:
+        return ()
+    if not decision.vote.decided:
+        say(f"{decision.vote.line()}; going on without a plan")
+        return ()
+    if not args.json:
+        print(decision.vote.line())
+    return decision.passes
+
+
+def _plan(
+    args: argparse.Namespace,
+    task: str,
+    recipe: str,
+    source: Path | None = None,
+    origin: Path | None = None,
+    previous: str | None = None,
+) -> Plan:
     from nanobot_tui.cli.progress import TerminalProgress
     from nanobot_tui.engine.work.process import prepare
 
     bar = TerminalProgress(enabled=False if args.json else None)
     plan = prepare(
         task,
-        args.on,
+        source or args.on,
         recipe,
         **_run_options(args),
         verify=args.verify,
@@ -84,16 +151,25 @@ def _plan(args: argparse.Namespace, task: str, recipe: str) -> Plan:
         files=args.files,
         max_samples=args.max_samples,
         progress=lambda n: bar.update("copy", n, 0, "files"),
+        origin=origin,
+        previous=previous,
     )
     bar.finish()
     return plan
 
 
-async def _start(args: argparse.Namespace, task: str) -> tuple[Plan, str]:
+async def _start(
+    args: argparse.Namespace, task: str, recipe: str | None = None
+) -> tuple[Plan, str]:
+    recipe = recipe or args.recipe or await _classify(task)
+    plan = await asyncio.to_thread(_plan, args, task, recipe)
+    return plan, await _start_planned(args, recipe, plan)
+
+
+async def _start_planned(args: argparse.Namespace, recipe: str, plan: Plan) -> str:
+    """Print what `plan` found, check the projection of a real model, start the run."""
     from nanobot_tui.engine.runs.durable import start_run
 
-    recipe = args.recipe or await _classify(task)
-    plan = await asyncio.to_thread(_plan, args, task, recipe)
     if not args.json:
         print(plan.line())
         for problem in plan.problems[:5]:
@@ -105,8 +181,7 @@ async def _start(args: argparse.Namespace, task: str) -> tuple[Plan, str]:
                 plan,
                 spec=dataclasses.replace(plan.spec, vote=dataclasses.replace(plan.spec.vote, k=k)),
             )
-    run_id = await start_run(plan.spec)
-    return plan, run_id
+    return await start_run(plan.spec)
 
 
 async def _check_projection(args: argparse.Namespace, recipe: str, plan: Plan) -> int | None:
@@ -172,10 +247,19 @@ async def _run(args: argparse.Namespace, task: str) -> int | str:
     from nanobot_tui.cli.runs import run_foreground
     from nanobot_tui.engine.runs.durable import summary
 
+    passes: tuple[Pass, ...] = ()
     if args.volume:
         line, run_id = await _start_extract(args, task)
     else:
-        plan, run_id = await _start(args, task)
+        passes = await _planned(args, task) if args.plan else ()
+        if len(passes) > 1:
+            if args.detach:
+                raise UsageError(
+                    f"process: a plan of {len(passes)} passes runs in the foreground only "
+                    "(drop --detach)"
+                )
+            return await _run_passes(args, passes)
+        plan, run_id = await _start(args, task, passes[0].recipe if passes else None)
         line = plan.line()
     if args.detach:
         return run_id
@@ -185,7 +269,10 @@ async def _run(args: argparse.Namespace, task: str) -> int | str:
     if not args.volume:
         result["summary"] = await _summarize(args, run_id)
     if args.json:
-        print(json.dumps({"run": summary(status, monitor), "outcome": result, "plan": line}))
+        out: dict[str, Any] = {"run": summary(status, monitor), "outcome": result, "plan": line}
+        if passes:
+            out["passes"] = [{"pass": passes[0].line(), "run_id": run_id, "status": status.status}]
+        print(json.dumps(out))
     else:
         reason = f" ({status.reason})" if status.reason else ""
         what = "chunks" if args.volume else "functions"
@@ -200,6 +287,62 @@ async def _run(args: argparse.Namespace, task: str) -> int | str:
             print(f"look: nanobot process diff {run_id} · apply: nanobot process apply {run_id}")
         print(run_id)
     return EXIT_OK if status.status == "completed" else EXIT_FAIL
+
+
+async def _run_passes(args: argparse.Namespace, passes: tuple[Pass, ...]) -> int:
+    """A plan's passes as consecutive runs, each on the previous one's result; the last
+    run stands for the whole plan (its diff, apply and undo are against the user's files).
+    A pass whose recipe finds nothing is skipped; one that does not complete stops the plan."""
+    from nanobot_tui.cli.runs import run_foreground
+    from nanobot_tui.engine.runs.durable import summary
+    from nanobot_tui.engine.work import process
+
+    say = (lambda text: None) if args.json else print
+    started = time.perf_counter()
+    done: list[dict[str, Any]] = []
+    source: Path | None = None
+    origin: Path | None = None
+    last: tuple[str, Any, Any, str] | None = None  # run id, status, monitor, plan line
+    for n, step in enumerate(passes, 1):
+        say(f"pass {n}/{len(passes)}: {step.line()}")
+        previous = last[0] if last else None
+        try:
+            plan = await asyncio.to_thread(
+                _plan, args, step.instruction, step.recipe, source, origin, previous
+            )
+        except process.NothingToDo as exc:
+            say(f"  skipped: {exc}")
+            done.append({"pass": step.line(), "run_id": None, "status": "skipped"})
+            continue
+        run_id = await _start_planned(args, step.recipe, plan)
+        status, monitor = await run_foreground(run_id, quiet=args.json)
+        done.append({"pass": step.line(), "run_id": run_id, "status": status.status})
+        last = (run_id, status, monitor, plan.line())
+        if status.status != "completed":
+            say(f"pass {n} {status.status}: the plan stops here (resume: nanobot resume {run_id})")
+            break
+        await _summarize(args, run_id)
+        source, origin = await asyncio.to_thread(process.chain_source, run_id)
+    if last is None:
+        raise process.ProcessError(f"nothing to do in {args.on}: no pass of the plan found work")
+    run_id, status, monitor, line = last
+    result = await asyncio.to_thread(_result, run_id, False)
+    if args.json:
+        run = summary(status, monitor)
+        print(json.dumps({"run": run, "outcome": result, "plan": line, "passes": done}))
+    else:
+        ran = sum(1 for d in done if d["run_id"])
+        print(
+            f"{status.status}: {ran} pass run(s) of {len(passes)}, "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        print(_show(result))
+        print(
+            f"the whole plan: nanobot process diff {run_id} · apply: nanobot process apply {run_id}"
+        )
+        print(run_id)
+    complete = status.status == "completed" and len(done) == len(passes)
+    return EXIT_OK if complete else EXIT_FAIL
 
 
 async def _summarize(args: argparse.Namespace, run_id: str) -> str | None:
@@ -281,6 +424,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             "process: a simulated extract needs the planted truth (benchmarks/extract_recall.py "
             "plants it); use the local sampler"
         )
+    if args.volume and args.plan:
+        raise UsageError("process: --plan splits a task over code (--on), not a --volume")
     if args.volume and args.on is not None:
         raise UsageError(
             "process: --on (a codebase) and --volume (to extract from) exclude each other"
@@ -411,12 +556,25 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(default: the main model picks one from TASK; see `nanobot recipes`)",
     )
     p.add_argument(
+        "--plan",
+        action="store_true",
+        help="let the main model split TASK into passes, each one recipe, run one after "
+        "the other (the last run's diff/apply/undo is the whole plan's); only if the model "
+        "passes 5 of 6 planning probes (graded once per model), else as without --plan "
+        "(the plan, when there is one, overrides --recipe)",
+    )
+    p.add_argument(
         "--sampler",
         type=parse_sampler,
         default=("local", None),
         help="'local' (the slot's model) or 'simulated:P' (a SIMULATED model right with p P)",
     )
-    p.add_argument("--slot", choices=("main", "rlm", "memory"), default="rlm")
+    p.add_argument(
+        "--slot",
+        choices=("main", "rlm", "memory"),
+        default="rlm",
+        help="the slot whose model does the steps with --sampler local (default: rlm)",
+    )
     p.add_argument(
         "--k",
         type=positive_int,
@@ -437,6 +595,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--concurrency", type=positive_int, help="functions at once (default: CPU cores)"
     )
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument(
+        "--no-learn",
+        action="store_true",
+        help="learn nothing and use nothing learned: no reused step results and no task "
+        "history (the config's learning.enabled = false does this for every run)",
+    )
     budget_options(p)
     p.add_argument("--detach", action="store_true", help="run in the background (own session)")
     p.add_argument(

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from nanobot_tui.cli.common import fail as _fail
 from nanobot_tui.errors import NanobotError, UsageError
 
 if TYPE_CHECKING:
+    from nanobot_tui.engine.learning.history import HistoryBudget
     from nanobot_tui.engine.runs.spec import RunSpec
     from nanobot_tui.engine.voting.domains import Domain
 
@@ -139,15 +141,21 @@ async def _calibrate(args: argparse.Namespace) -> int:
     from nanobot_tui.engine.voting import calibration_store
     from nanobot_tui.engine.voting.calibration import calibrate
     from nanobot_tui.engine.voting.samplers.model import LLMSampler
+    from nanobot_tui.engine.voting.samples import DEFAULT_TOKEN_CAP
 
     domain = make_domain(args)
     steps = args.steps or domain.total_steps()
+    # A code recipe's replies are whole functions: the cap `nanobot process` gives them.
+    token_cap = getattr(domain, "token_cap", lambda: DEFAULT_TOKEN_CAP)()
     workbench = Workbench(load_config()[0], only_slots=(args.slot,))
     model = workbench.slots[args.slot].display_name
     bar = TerminalProgress(enabled=False if args.json else None)
     async with workbench:
         sampler = LLMSampler(
-            workbench.client(args.slot), domain, name=f"local {args.slot}: {model}"
+            workbench.client(args.slot),
+            domain,
+            name=f"local {args.slot}: {model}",
+            token_cap=token_cap,
         )
         result = await calibrate(
             domain,
@@ -200,8 +208,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _fail("calibration interrupted", 130)
 
 
-def run_spec(args: argparse.Namespace, k: int) -> RunSpec:
-    """The durable run's spec from `nanobot run`'s flags."""
+def run_spec(args: argparse.Namespace, k: int, history: HistoryBudget | None = None) -> RunSpec:
+    """The durable run's spec from `nanobot run`'s flags; `history`'s budgets stand in for
+    the budget flags not given."""
     from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy, RunSpec
     from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
     from nanobot_tui.engine.voting.domains.registry import DOMAINS as KINDS
@@ -216,14 +225,60 @@ def run_spec(args: argparse.Namespace, k: int) -> RunSpec:
         sampler=sampler,
         vote=VoteConfig(k=k),
         seed=args.seed,
-        budgets=Budgets(steps=args.max_steps, tokens=args.max_tokens, seconds=args.max_seconds),
+        budgets=Budgets(
+            steps=_given(args.max_steps, history and history.steps),
+            tokens=_given(args.max_tokens, history and history.tokens),
+            seconds=_given(args.max_seconds, history and history.seconds),
+        ),
         retry=RetryPolicy(retries=args.retries, on_fail=args.on_fail),
         fanout=args.fanout,
         concurrency=args.concurrency,
         keep_samples=args.keep_samples,
         traces=not args.no_traces,
         label=label,
+        learn=not args.no_learn,
     )
+
+
+def _given(flag: Any, learned: Any) -> Any:
+    """An explicit flag wins over what history says."""
+    return flag if flag is not None else (learned or None)
+
+
+def _history(args: argparse.Namespace, domain: Domain) -> HistoryBudget | None:
+    """The budgets and k of the run's task type from its history (at least MIN_RECORDS
+    earlier runs), when learning is on and some of them are not given by flags; one line
+    says what was taken. A learned.db that cannot be read is reported and ignored."""
+    from nanobot_tui.config import load_config_file
+    from nanobot_tui.engine.learning.run_memory import history_budget, task_type_of
+    from nanobot_tui.engine.voting.domains.registry import DOMAINS as KINDS
+
+    flags = (args.max_steps, args.max_tokens, args.max_seconds)
+    if args.no_learn or (args.k is not None and None not in flags):
+        return None
+    config = load_config_file()
+    if config is not None and not config.learning.enabled:
+        return None
+    label = KINDS[args.domain].label(domain_params(args))
+    task_type = task_type_of(label, args.domain, args.sampler[0] == "simulated")
+    steps = min(domain.total_steps(), args.max_steps or domain.total_steps())
+    try:
+        budget = history_budget(task_type, steps=steps)
+    except NanobotError as exc:
+        print(f"nanobot: {exc}; budgets and k from the defaults", file=sys.stderr)
+        return None
+    if budget is None:
+        return None
+    taken = []
+    if args.k is None and budget.k is not None:
+        taken.append(f"k = {budget.k}")
+    if None in flags:
+        taken.append("budgets")
+    if not taken:
+        return None
+    line = f"{' and '.join(taken)} from {budget.records} earlier {task_type} runs"
+    print(line, file=sys.stderr if args.json else sys.stdout)
+    return budget
 
 
 async def _pick_k(args: argparse.Namespace, domain: Domain) -> int:
@@ -261,8 +316,12 @@ async def _run(args: argparse.Namespace, domain: Domain) -> int | str:
     from nanobot_tui.cli.runs import print_outcome, run_foreground
     from nanobot_tui.engine.runs.durable import start_run
 
-    k = await _pick_k(args, domain)
-    run_id = await start_run(run_spec(args, k))
+    history = _history(args, domain)
+    if args.k is None and history is not None and history.k is not None:
+        k = history.k
+    else:
+        k = await _pick_k(args, domain)
+    run_id = await start_run(run_spec(args, k, history))
     if args.detach:
         return run_id  # its runner is started by cmd_run, outside this event loop
     started = time.perf_counter()
@@ -331,6 +390,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="keep every sample (default: for real models only)",
     )
     p.add_argument("--no-traces", action="store_true", help="no trace file for this run")
+    p.add_argument(
+        "--no-learn",
+        action="store_true",
+        help="learn nothing and use nothing learned: no reused step results, no task "
+        "history, budgets and k not from history (the config's learning.enabled = false "
+        "does this for every run)",
+    )
     _domain_options(p)
     p.set_defaults(func=cmd_run)
 

@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nanobot_tui.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, positive_float, positive_int
 from nanobot_tui.cli.common import fail as _fail
@@ -274,11 +274,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         from nanobot_tui.engine.work.summaries import stored_summary
 
         summary = stored_summary(meta, st.steps_done)
+    learning = meta.get("learning") if isinstance(meta.get("learning"), dict) else None
     if args.json:
-        print(json.dumps({**st.to_dict(), **({"summary": summary} if summary else {})}))
+        extra = {"summary": summary} if summary else {}
+        if learning:
+            extra["learning"] = learning
+        print(json.dumps({**st.to_dict(), **extra}))
     else:
-        print(status_text(st) + (f"\n  summary: {summary}" if summary else ""))
+        text = status_text(st) + (f"\n  summary: {summary}" if summary else "")
+        if learning and learning.get("anomaly"):
+            text += "\n" + anomaly_line(learning)
+        print(text)
     return EXIT_OK
+
+
+def anomaly_line(learning: dict[str, Any]) -> str:
+    """The one line `status` adds for a run that cost far more than its task type's
+    history (engine/learning/history.py says when)."""
+    from nanobot_tui.text import display_name
+
+    what = display_name(str(learning.get("task_type") or "its task type"))
+    return f"  anomaly: {display_name(str(learning['anomaly']))}, against earlier {what} runs"
 
 
 # --- resume ----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class NanobotApp(EngineApp):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("question_mark", "help", "Help", id="app.help_alt", show=False),
+        # Not in the footer, which is full at 80 columns: help (F1) and the palette list it.
+        Binding("f3", "learning", "Learning", id="app.learning", show=False),
         # Textual's Keys panel (palette: Keys) has no key of its own to close it. Only
         # while it is shown (check_action): otherwise Esc goes on to the focused widget.
         Binding(
@@ -121,6 +123,11 @@ class NanobotApp(EngineApp):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_learning(self) -> None:
+        from nanobot_tui.ui.screens.learning import open_learning  # on first use
+
+        open_learning(self)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -5,13 +5,17 @@ come with them: Theme, whose choice the app remembers, Keys, Screenshot, Quit.)
 Start and ingest call the engine (`engine.runs.control.start_detached`,
 `engine.context.ingest.ingest`) in a thread worker, and resume and pause go through the
 Process pane, which does the same: the UI never waits on a runner starting or a folder
-being read. The engine is imported on use: none of it is in the first frame's way.
+being read. A process whose recipe is left to the main model has it voted on by the
+app's own main server, in a worker on the app's loop, and confirmed by the user (screens.
+recipe_choice) before it starts. The engine is imported on use: none of it is in the
+first frame's way.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,13 +29,15 @@ from nanobot_tui.ui.format import RESTART_SERVERS, error_line
 from nanobot_tui.ui.panes.process_tree import ProcessTree
 from nanobot_tui.ui.panes.volumes import VolumeBrowser
 from nanobot_tui.ui.screens.path_prompt import PathPrompt
-from nanobot_tui.ui.screens.process_prompt import ProcessPrompt, ProcessRequest
+from nanobot_tui.ui.screens.process_prompt import AUTO, ProcessPrompt, ProcessRequest
+from nanobot_tui.ui.screens.recipe_choice import RecipeChoice
 from nanobot_tui.ui.widgets.run_tree import Entry
 from nanobot_tui.units import human_bytes
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.context.ingest import IngestReport
     from nanobot_tui.engine.runs.spec import RunSpec
+    from nanobot_tui.engine.work.classify import Classification
 
 W = TypeVar("W", bound=Widget)
 T = TypeVar("T")
@@ -93,6 +99,11 @@ def commands(app: EngineApp, screen: Screen[Any]) -> Iterator[SystemCommand]:
         RESTART_SERVERS,
         "start again every model server that is down (the Hardware meter shows which)",
         lambda: restart_servers(app),
+    )
+    yield SystemCommand(
+        "Learning: what nanobot has learned",
+        "learning curve, cache hit rates, budgets and p, anomalies, skills; live (F3)",
+        lambda: app.run_action("learning"),
     )
     yield SystemCommand(
         "Help: keys and commands",
@@ -183,8 +194,12 @@ def start_run(app: EngineApp) -> None:
 
 def start_process(app: EngineApp, request: ProcessRequest | None) -> None:
     """Snapshot the codebase and start the process detached (as `nanobot process ...
-    --detach`); the Process pane follows it. None: the prompt was cancelled."""
+    --detach`); the Process pane follows it. None: the prompt was cancelled. A request
+    whose recipe is AUTO has the main model choose one first (`choose_recipe`)."""
     if request is None:
+        return
+    if request.recipe == AUTO:
+        choose_recipe(app, request)
         return
     req = request
 
@@ -211,6 +226,72 @@ def start_process(app: EngineApp, request: ProcessRequest | None) -> None:
 
     app.notify(f"taking a snapshot of {req.path}…")
     in_background(app, start, started, "the process did not start", "start a process")
+
+
+def main_model_down(app: EngineApp) -> str | None:
+    """Why the app's main model cannot answer now, or None when it can."""
+    workbench = app.workbench
+    if workbench is None or not app.engine_state.ready:
+        return app.engine_state.error or "the model servers are still starting"
+    if workbench.providers["main"].is_cloud:
+        return None
+    server = next((s for s in workbench.statuses() if "main" in s.slots), None)
+    if server is None:
+        return "no model server runs the main slot"
+    if server.state != "ready":
+        return f"the main model's server is {server.state}"
+    return None
+
+
+def choose_recipe(app: EngineApp, request: ProcessRequest) -> None:
+    """The main model votes on the recipe for the request's task (as `nanobot process`
+    without --recipe does), on the app's loop where the servers' clients live; the user
+    confirms or changes it (RecipeChoice), then the process starts. With the main model
+    down, or the vote failing, the prompt opens again with the request's values."""
+    workbench = app.workbench
+    why = main_model_down(app)
+    if workbench is None or why is not None:
+        app.notify(f"the main model cannot choose the recipe ({why}): pick one",
+                   severity="warning")  # fmt: skip
+        reopen_prompt(app, request)
+        return
+    slot = workbench.slots["main"]
+
+    async def vote() -> None:
+        from nanobot_tui.engine.work.classify import classify
+
+        name = f"{slot.provider} main: {slot.display_name}"
+        try:
+            result = await classify(request.task, workbench.client("main"), name)
+        except Exception as exc:  # a server gone mid-vote: say so, keep the request
+            if isinstance(exc, NanobotError):
+                problem = str(exc)
+            else:
+                log.exception("classify a task failed")
+                problem = f"{type(exc).__name__}: {error_line(exc)}"
+            app.notify(f"{problem}: pick a recipe", title="no recipe chosen", severity="error")
+            reopen_prompt(app, request)
+            return
+        confirm_recipe(app, request, result)
+
+    app.notify(f"{slot.display_name} is voting on the recipe for the task…",
+               title="choosing a recipe")  # fmt: skip
+    app.run_worker(vote(), group="palette", exit_on_error=False, description="choose a recipe")
+
+
+def reopen_prompt(app: EngineApp, request: ProcessRequest) -> None:
+    app.push_screen(ProcessPrompt(request), lambda req: start_process(app, req))
+
+
+def confirm_recipe(app: EngineApp, request: ProcessRequest, result: Classification) -> None:
+    """Show `result` for the request's task; the recipe the user confirms starts it, Esc
+    starts nothing."""
+
+    def chosen(recipe: str | None) -> None:
+        if recipe is not None:
+            start_process(app, replace(request, recipe=recipe))
+
+    app.push_screen(RecipeChoice(request.task, result), chosen)
 
 
 def ingest_summary(report: IngestReport) -> str:

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from nanobot_tui import paths
+from nanobot_tui.engine.runs.store import RunStore
 from tests.cli.test_process_cli import nanobot, runner_pid, start
 from tests.engine.runs.runner_hold import HANG_GUARD_S, held_runner, let_go, step_until
 
@@ -87,8 +88,10 @@ def test_apply_refuses_when_the_users_file_changed_since_the_run_began(tmp_path:
     repo = make_repo(tmp_path / "repo")
     data = start_json(
         "f-strings", "--on", str(repo), "--recipe", "fstrings",
-        "--sampler", "simulated:1.0", "--k", "1",
+        "--sampler", "simulated:1.0", "--k", "1", "--no-learn",
     )  # fmt: skip
+    with RunStore.open(data["run"]["run_id"]) as store:
+        assert store.spec.learn is False  # --no-learn reaches the run
     edited = FORMATTED + "\n\ndef mine():\n    return 3\n"
     (repo / "pkg" / "a.py").write_text(edited)
     refused = nanobot("process", "apply", data["run"]["run_id"])

@@ -5,6 +5,7 @@ actions: start, resume, inspect, ingest, setup, help."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from rich.console import Console
 from textual.binding import Binding
 from textual.widgets import Input, Static
 
-from nanobot_tui.engine.runs.control import cancel_run
+from nanobot_tui.engine.runs.control import RunError, cancel_run
 from nanobot_tui.engine.runs.store import RunStore, list_runs
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.ui.app import NanobotApp
@@ -26,6 +27,7 @@ from nanobot_tui.ui.screens.path_prompt import PathPrompt
 from nanobot_tui.ui.screens.setup import SetupScreen
 from nanobot_tui.ui.widgets.prompt import PromptArea
 from tests.conftest import until
+from tests.engine.runs.runner_hold import HANG_GUARD_S
 from tests.ui.palette import run_command
 from tests.ui.test_app import small_config
 from tests.ui.test_process_pane import (
@@ -162,7 +164,22 @@ async def test_palette_starts_a_durable_run_the_process_pane_follows() -> None:
             assert [run["id"] for run in list_runs()] == [app.attached_run]
     finally:
         if app.attached_run:
-            cancel_run(app.attached_run)
+            cancel_started(app.attached_run)
+
+
+def cancel_started(run_id: str) -> None:
+    """Cancel a run whose runner may still be starting ("just started; try again" until
+    it holds the run); a run that ended meanwhile has nothing to cancel."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        try:
+            cancel_run(run_id)
+            return
+        except RunError as exc:
+            if "just started" not in str(exc):
+                return
+        assert time.monotonic() < deadline, f"run {run_id} never let itself be cancelled"
+        time.sleep(0.05)
 
 
 async def test_palette_resume_and_inspect_act_on_the_process_pane() -> None:

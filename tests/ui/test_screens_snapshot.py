@@ -1,6 +1,6 @@
 """SVG snapshots of each screen at 120x36 and at 80x24: the main screen with a run under
-way, the inspect screen, the volume browser. (The setup screen's are in
-test_setup_screen.py.)
+way, the inspect screen, the volume browser, the recipe confirmation. (The setup screen's
+are in test_setup_screen.py.)
 
 What would change from one run to the next is pinned: the runs have fixed ids and seeds
 and their clock-dependent values are set in their stores; the volume is ingested from a
@@ -24,6 +24,7 @@ from textual.widgets import OptionList, Static
 
 from nanobot_tui.engine.context.ingest import ingest
 from nanobot_tui.engine.runs.store import db_path
+from nanobot_tui.engine.work.classify import Classification
 from nanobot_tui.hardware import HardwareSample
 from nanobot_tui.ui.panes import meter
 from nanobot_tui.ui.panes.meter import HardwareMeter
@@ -32,6 +33,7 @@ from nanobot_tui.ui.panes.volumes import VolumeBrowser
 from nanobot_tui.ui.panes.votes import VoteCounter
 from nanobot_tui.ui.screens.inspect_node import InspectScreen
 from nanobot_tui.ui.screens.main import MainScreen
+from nanobot_tui.ui.screens.recipe_choice import RecipeChoice
 from tests.conftest import until
 from tests.ui.test_app import text_of
 from tests.ui.test_process_pane import fixed_run, hanoi, make_run, quiet_app, watching
@@ -156,5 +158,22 @@ def test_volume_browser(snap_compare: Any, size: tuple[int, int]) -> None:
         pane.open_volume(name)
         await until(lambda: pane.is_open)
         await settled(screen)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["120x36", "80x24"])
+def test_recipe_choice_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    app = quiet_app()
+    voted = Classification(
+        recipe="fstrings", decided=True, votes={"fstrings": 3, "instruction": 1}, samples=4
+    )
+
+    async def ready(pilot: Any) -> None:
+        screen = await on_main(app)
+        await settled(screen)
+        await app.push_screen(RecipeChoice("use f-strings instead of % formatting", voted))
+        await until(lambda: isinstance(app.screen, RecipeChoice) and app.screen.is_mounted)
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=ready)

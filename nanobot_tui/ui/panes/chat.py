@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from textual.widgets.markdown import MarkdownStream
 
     from nanobot_tui.engine.agent.loop import AgentEvent, TurnDone
+    from nanobot_tui.engine.agent.sessions import Session
     from nanobot_tui.engine.agent.tools.registry import ToolResult
     from nanobot_tui.ui.screens.sessions import PickedSession
     from nanobot_tui.ui.widgets.answer import Answer
@@ -331,6 +332,7 @@ class ChatPane(Vertical):
         from nanobot_tui.engine.agent.sessions import SessionError
 
         note = "stopped"
+        kit = None
         try:
             kit = await self.app.agent_kit()
             self.post_message(self.SessionOpened(turn, kit.session.name))
@@ -348,6 +350,30 @@ class ChatPane(Vertical):
             note = f"error: {type(exc).__name__}: {' '.join(str(exc).split())}"
         finally:
             self.post_message(self.TurnEnded(turn, note))
+            if kit is not None and self.app.config.learning.enabled:
+                self._learn_from(kit.session)
+
+    @work(thread=True, exit_on_error=False, group="learn", description="learn from a turn")
+    def _learn_from(self, session: Session) -> None:
+        """Learned skills from the session's finished turns (file I/O and fsync, so off
+        the UI thread); each skill learned or demoted is announced once. A failure here
+        never touches the chat: one line in the log."""
+        from nanobot_tui.engine.learning.skills import SkillLearner
+
+        try:
+            learner = SkillLearner()
+            # records() copies the session's list: a next turn appending meanwhile on
+            # the UI thread only adds an unfinished turn, which is not judged yet.
+            lines = learner.announce(learner.observe_session(session))
+        except Exception as exc:
+            why = " ".join(str(exc).split())
+            name = type(exc).__name__
+            log.warning("learning from session %s skipped: %s: %s", session.name, name, why)
+            return
+        for line in lines:
+            self.app.call_from_thread(
+                self.app.notify, printable(line), title="Skills", markup=False
+            )
 
     @on(EventArrived)
     async def _event_arrived(self, message: EventArrived) -> None:

@@ -1,6 +1,8 @@
 """The process prompt (the palette's "Start a process…"): the task, the codebase, the
 recipe, the sampler and a step budget, as `nanobot process TASK --on PATH` takes them.
-Enter in the last field (or ctrl+s) starts it once the folder exists; Esc gives None."""
+Enter in the last field (or ctrl+s) starts it once the folder exists; Esc gives None.
+The recipe defaults to AUTO: the main model votes on one and the user confirms it
+(screens.recipe_choice), as `nanobot process` without --recipe prints its choice."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from textual.widgets import Input, Label, Select, Static
 # The recipes (engine.work.recipes.RECIPES), named here so the prompt opens without
 # importing the engine; tests/ui/test_process_prompt.py checks the two agree.
 RECIPES = ("docstrings", "fstrings", "error-handling", "instruction")
+# Not a recipe: the request's recipe when the main model is to choose one.
+AUTO = "auto"
+RECIPE_CHOICES = (("chosen by the main model", AUTO), *((r, r) for r in RECIPES))
 SAMPLERS = (
     ("the rlm slot's model", "local:rlm"),
     ("simulated, right 99 % (no model)", "simulated:0.99"),
@@ -33,7 +38,8 @@ class ProcessRequest:
 
 
 class ProcessPrompt(ModalScreen[ProcessRequest | None]):
-    """Asks what `nanobot process` asks; gives a ProcessRequest, or None on Esc."""
+    """Asks what `nanobot process` asks; gives a ProcessRequest, or None on Esc. Given a
+    request, its values fill the fields (the prompt opened again, nothing lost)."""
 
     CSS_PATH = "process_prompt.tcss"
     BINDINGS = [
@@ -44,25 +50,34 @@ class ProcessPrompt(ModalScreen[ProcessRequest | None]):
     box = getters.query_one("#prompt-box", Vertical)
     problem = getters.query_one("#prompt-error", Static)
 
+    def __init__(self, request: ProcessRequest | None = None) -> None:
+        super().__init__()
+        self.request = request
+
     def compose(self) -> ComposeResult:
+        req = self.request
+        steps = "" if req is None or req.max_steps is None else str(req.max_steps)
         with Vertical(id="prompt-box"):
             yield Label("task")
-            yield Input(placeholder="e.g. add a docstring to every public function", id="task")
+            yield Input(req.task if req else "", id="task",
+                        placeholder="e.g. add a docstring to every public function")  # fmt: skip
             yield Label("codebase (a folder: the run works on a snapshot of it)")
-            yield Input(placeholder="~/src/project", id="path")
+            yield Input(req.path if req else "", placeholder="~/src/project", id="path")
             yield Label("recipe")
-            yield Select([(r, r) for r in RECIPES], value="instruction", id="recipe",
+            yield Select(RECIPE_CHOICES, value=req.recipe if req else AUTO, id="recipe",
                          allow_blank=False)  # fmt: skip
             yield Label("sampler")
-            yield Select(SAMPLERS, value="local:rlm", id="sampler", allow_blank=False)
+            yield Select(SAMPLERS, value=req.sampler if req else "local:rlm", id="sampler",
+                         allow_blank=False)  # fmt: skip
             yield Label("step budget (empty: none)")
-            yield Input(placeholder="e.g. 200000", id="steps", type="integer")
+            yield Input(steps, placeholder="e.g. 200000", id="steps", type="integer")
             yield Static("", id="prompt-error", markup=False)
 
     def on_mount(self) -> None:
         self.box.border_title = "Start a process"
         self.box.border_subtitle = "enter in the budget or ctrl+s starts · esc cancels"
-        self.query_one("#task", Input).focus()
+        # Opened again with a request: what is left to do is pick the recipe.
+        self.query_one("#recipe" if self.request else "#task").focus()
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:

@@ -131,6 +131,7 @@ class ScriptedClient:
 
     def __init__(self, replies: list[str]) -> None:
         self.replies = replies
+        self.requests: list[ChatRequest] = []
 
     @property
     def model(self) -> str | None:
@@ -141,6 +142,7 @@ class ScriptedClient:
         return "http://fake"
 
     async def chat(self, request: ChatRequest) -> ChatResult:
+        self.requests.append(request)
         text = self.replies.pop(0)
         usage = Usage(10, 20, 30)
         return ChatResult([Choice(text, finish_reason="stop")], usage, None, 0.01, "fake", {})
@@ -163,6 +165,21 @@ async def test_the_model_sampler_red_flags_a_code_answer_against_its_step(repo: 
     samples = await sampler.sample(step, [0.0, 0.1, 0.1])
     assert [s.red_flag for s in samples] == [None, RED_PARSE, RED_PARSE]
     assert samples[0].key == domain.key(domain.truth(step))
+
+
+async def test_each_function_gets_a_token_cap_of_its_own_size(repo: Path) -> None:
+    """A reply is cut at its own function's cap (the recipe's 3x + 400 characters at ~3
+    a token), not at the cap of the longest function in the codebase."""
+    domain = CodeDomain(params(repo, "docstrings"))
+    steps = [domain.step_at(i) for i in range(domain.total_steps())]
+    sizes = [len(domain.sites[s.index].source) for s in steps]
+    client = ScriptedClient(['```python\ndef add(a, b):\n    """Add."""\n    return a + b\n```'])
+    sampler = LLMSampler(client, domain, name="fake: scripted", token_cap=domain.token_cap())  # type: ignore[arg-type]
+    caps = [sampler.cap_for(s) for s in steps]
+    assert caps == [(3 * n + 400) // 3 + 1 for n in sizes]
+    assert max(caps) <= domain.token_cap() and len(set(caps)) > 1
+    await sampler.sample(steps[0], [0.0])
+    assert client.requests[0].max_tokens == caps[0] + 1
 
 
 async def test_a_durable_code_run_records_every_step_and_wins_the_truths(repo: Path) -> None:

@@ -35,6 +35,11 @@ for `logprobs` (top 1), whose per-token list gives every choice its exact token 
 send fewer choices, or send no logprobs make the sampler fall back to one request per
 sample from then on; a server that caps `n` (llama.cpp: at its number of slots) gets
 requests split to that size.
+
+Few-shot examples. `shots` (optional) gives a step's worked examples as (user, assistant)
+text pairs; they go into every request for the step as user/assistant turns just before
+its last user message (data in the conversation, never a system instruction). The
+sampler knows nothing of where they come from (the learning layer's examples, for one).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nanobot_tui.engine.llm.chat_client import ChatClient
@@ -62,7 +67,10 @@ from nanobot_tui.engine.voting.samples import (
     Sample,
 )
 
-__all__ = ["LLMSampler"]
+__all__ = ["LLMSampler", "Shots", "with_shots"]
+
+# A step's few-shot examples: (user text, assistant text) pairs, in prompt order.
+Shots = Callable[[Step], Sequence[tuple[str, str]]]
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +87,30 @@ def _model_from_name(name: str) -> str:
     return tail.strip() if sep and tail.strip() else name
 
 
+def with_shots(
+    messages: Sequence[Mapping[str, str]], shots: Sequence[tuple[str, str]]
+) -> list[Mapping[str, str]]:
+    """`messages` with the example pairs as user/assistant turns inserted, in order, just
+    before the last user message (unchanged when there are no shots or no user message)."""
+    last_user = next(
+        (i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None
+    )
+    if not shots or last_user is None:
+        return list(messages)
+    turns: list[Mapping[str, str]] = []
+    for user, assistant in shots:
+        turns += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return [*messages[:last_user], *turns, *messages[last_user:]]
+
+
 class LLMSampler:
     """Samples a domain's steps from one model endpoint. `name` says what it is
     ("local rlm: SmolLM2-135M-Instruct"); `model` (default: the part of the name after
     ': ') is what calibrations are filed under. `seed` makes the per-request seeds
     reproducible (None: fresh ones). `batch=False` sends one request per sample. `extra`
     is merged into every request body (llama.cpp's `ignore_eos`, Qwen3's
-    `chat_template_kwargs`, ...)."""
+    `chat_template_kwargs`, ...). `shots` gives each step's few-shot examples (see the
+    module's docstring); it is called once per `sample` call and may be set later."""
 
     simulated = False
 
@@ -100,6 +125,7 @@ class LLMSampler:
         model: str | None = None,
         batch: bool = True,
         extra: Mapping[str, Any] | None = None,
+        shots: Shots | None = None,
     ) -> None:
         if token_cap < 1:
             raise ValueError(f"token_cap must be >= 1, got {token_cap}")
@@ -111,11 +137,18 @@ class LLMSampler:
         self.batch = batch
         self.extra = dict(extra or {})
         self._extra_n = {**self.extra, **_LOGPROBS}
+        self.shots = shots
         self.max_n: int | None = None  # learned when a server refuses a larger n
         self._next_seed = random.Random(seed).randrange(_SEED_SPACE)
 
     def __repr__(self) -> str:
         return f"LLMSampler(name={self.name!r}, token_cap={self.token_cap}, batch={self.batch})"
+
+    def cap_for(self, step: Step) -> int:
+        """The token cap of `step`'s replies: the sampler's, or less where the domain
+        sizes each step (a code step's reply is its own function, not the longest one)."""
+        step_cap = getattr(self.domain, "step_token_cap", None)
+        return min(self.token_cap, step_cap(step)) if step_cap is not None else self.token_cap
 
     def _seeds(self, count: int) -> int:
         """A request seed whose n choices (seed, seed + 1, ...) no other request uses."""
@@ -131,7 +164,9 @@ class LLMSampler:
         """One sample per temperature, in the order given, all requested concurrently."""
         if not temperatures:
             return []
-        messages = self.domain.messages(step, paraphrase)
+        messages: Sequence[Mapping[str, str]] = self.domain.messages(step, paraphrase)
+        if self.shots is not None:
+            messages = with_shots(messages, self.shots(step))
         groups: dict[float, list[int]] = {}
         for i, t in enumerate(temperatures):
             groups.setdefault(t, []).append(i)
@@ -150,7 +185,7 @@ class LLMSampler:
     ) -> list[Sample]:
         """`n` samples at temperature t from one request (n > 1: `n` choices); never
         raises an LLMError, falls back to smaller requests where the server wants it."""
-        max_tokens = self.token_cap + 1
+        max_tokens = self.cap_for(step) + 1
         start = time.perf_counter()
         try:
             result = await self.client.chat(
@@ -217,7 +252,7 @@ class LLMSampler:
             tokens = _logprob_tokens(raw)
             if tokens is None:
                 exact = False
-                tokens = _estimate_tokens(choice.content, choice.finish_reason, self.token_cap)
+                tokens = _estimate_tokens(choice.content, choice.finish_reason, self.cap_for(step))
             out.append(
                 self._judge(step, choice.content, choice.finish_reason, tokens, result, t, pos)
             )
@@ -246,7 +281,7 @@ class LLMSampler:
         first sample."""
         prompt = result.usage.prompt_tokens if position == 0 else 0
         flag = None
-        if tokens > self.token_cap:
+        if tokens > self.cap_for(step):
             flag = RED_TOO_LONG
         elif finish_reason == "length":
             flag = RED_TRUNCATED

@@ -1,0 +1,325 @@
+"""A durable run's memory: L0 reuse of verified step results and the task history, behind
+the runs layer's `StepMemory` seam (engine/runs/learning_seam.py imports this module by
+name; runs never import learning).
+
+What a run keeps and where:
+- L0 (reuse.py) for a real model's run only: a simulated sampler's answers are not a
+  model's work, so they are never stored nor looked up. A step's key is its step type
+  (`step_type_of`), its canonical input (`domain.dump_step`), the fingerprint of the
+  domain's own messages for it (`domain.messages(step)`: any change of the prompt, the
+  recipe's instruction or the domain's prompt params changes it) and the model. Only
+  answers verified by the truth are stored by the run; a code recipe without a reference
+  edit has no truth, and its winners are kept as "voted+checked" only once the user's
+  check passed them, after the run (`remember_checked`, called by the process).
+- L1 (examples.py) for a real model's run: the sampler is given up to `SHOTS` verified
+  examples of the step type per step (`attach`), every truth-verified answer becomes an
+  example (the winning reply's text), and each voted step's verdict is credited to the
+  examples it was given (`judged`).
+- The task history (history.py), once per run: when a session ends completed, failed or
+  stopped by a budget, with the whole run's steps, tokens, seconds and samples per step,
+  the p it measured and whether it solved its task. A stop, pause or cancel that a user
+  asked for records nothing (an interrupted task says nothing of what the task costs);
+  the run is recorded when a later session ends it. Simulated runs are recorded too,
+  under a task type of their own ("wordcase300 (simulated)"), so they never set a real
+  model's budgets.
+
+The store is opened on first use, so a simulated run touches learned.db once, at its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from nanobot_tui.engine.learning.history import HistoryBudget, Kind, TaskHistory
+from nanobot_tui.engine.learning.reuse import ResultCache, VerifiedBy, prompt_fingerprint
+from nanobot_tui.engine.learning.store import LearningStore
+from nanobot_tui.engine.runs.learning_seam import Outcome, RunOutcome
+from nanobot_tui.errors import NanobotError
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.learning.examples import ExampleBank, StepShots
+    from nanobot_tui.engine.runs.spec import RunSpec
+    from nanobot_tui.engine.voting.domains import Domain, Step
+    from nanobot_tui.engine.voting.samples import Sampler
+
+__all__ = [
+    "RunMemory",
+    "history_budget",
+    "kind_of",
+    "open_run_memory",
+    "remember_checked",
+    "step_type_of",
+    "task_type_of",
+]
+
+log = logging.getLogger(__name__)
+
+SIMULATED_SUFFIX = " (simulated)"
+SHOTS = 3  # few-shot examples per step (L1)
+# Session endings that say what the task cost (a user's stop says nothing of it).
+_RECORDED = ("completed", "failed")
+
+
+def step_type_of(domain: str, params: dict[str, Any]) -> str:
+    """What a step asks, for L0: the domain, and for a code run its recipe
+    ("code:fstrings"); the prompt itself is in the key's fingerprint."""
+    if domain == "code":
+        return f"code:{params.get('recipe') or 'instruction'}"
+    return domain
+
+
+def task_type_of(label: str, domain: str, simulated: bool) -> str:
+    """A run's task type in the history: its label ("wordcase300", "hanoi10",
+    "code-fstrings": the size is part of what a task costs), else the domain; a
+    simulated run's own type says so."""
+    base = label or domain
+    return base + SIMULATED_SUFFIX if simulated else base
+
+
+def kind_of(domain: str) -> Kind:
+    """A run's kind of task in the history: a code run applies a recipe."""
+    return "recipe" if domain == "code" else "domain"
+
+
+def history_budget(task_type: str, steps: int | None = None) -> HistoryBudget | None:
+    """The budgets and k a new run of `task_type` gets from its history (None before
+    MIN_RECORDS runs, or with no learned.db); LearningStoreError for a damaged file."""
+    store = LearningStore.open_existing()
+    if store is None:
+        return None
+    with store:
+        return TaskHistory(store).budget(task_type, steps=steps)
+
+
+def _model_of_name(name: str) -> str:
+    """'local rlm: SmolLM2-135M-Instruct' -> 'SmolLM2-135M-Instruct', as LLMSampler
+    names its model by default."""
+    _, sep, tail = name.partition(": ")
+    return tail.strip() if sep and tail.strip() else name
+
+
+def _model_of(sampler: Sampler) -> str:
+    inner = getattr(sampler, "inner", sampler)  # runs.session.Watch wraps the real one
+    return str(getattr(inner, "model", None) or inner.name)
+
+
+class RunMemory:
+    """One runner session's `StepMemory` (see the module's docstring)."""
+
+    def __init__(self, run_id: str, spec: RunSpec, domain: Domain, sampler: Sampler) -> None:
+        self.run_id = run_id
+        self.spec = spec
+        self.domain = domain
+        self.reuses = not sampler.simulated
+        self.model = _model_of(sampler) if self.reuses else ""
+        self.step_type = step_type_of(spec.domain, spec.params)
+        self.task_type = task_type_of(spec.label, spec.domain, sampler.simulated)
+        self._store: LearningStore | None = None
+        self._lock = threading.Lock()
+        self._broken = False
+        self._prints: dict[int, tuple[Any, str]] = {}  # step -> (input, fingerprint)
+        # L1, set by `attach` for a sampler that takes few-shot examples.
+        self._bank: ExampleBank | None = None
+        self._shots: StepShots | None = None
+        self._user_text: Callable[[Step], str] | None = None
+        self._template = ""
+
+    # --- the store, opened on first use ---------------------------------------------------
+
+    def _open(self) -> LearningStore | None:
+        with self._lock:
+            if self._store is None and not self._broken:
+                try:
+                    self._store = LearningStore()
+                except NanobotError as exc:
+                    self._give_up(exc)
+            return self._store
+
+    def _give_up(self, exc: BaseException) -> None:
+        if not self._broken:
+            log.warning("run %s: learning is off for this session: %s", self.run_id, exc)
+        self._broken = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    # --- L0 -----------------------------------------------------------------------------
+
+    def _key_parts(self, step: Step) -> tuple[Any, str]:
+        known = self._prints.get(step.index)
+        if known is None:
+            known = (self.domain.dump_step(step), prompt_fingerprint(self.domain.messages(step)))
+            self._prints[step.index] = known
+        return known
+
+    def recall(self, step: Step) -> Any | None:
+        if not self.reuses:
+            return None
+        store = self._open()
+        if store is None:
+            return None
+        step_input, fingerprint = self._key_parts(step)
+        try:
+            hit = ResultCache(store).get(
+                self.step_type, step_input, fingerprint=fingerprint, model=self.model
+            )
+        except NanobotError as exc:
+            self._give_up(exc)
+            return None
+        if hit is None:
+            return None
+        self._prints.pop(step.index, None)
+        try:
+            return self.domain.load_answer(hit.output)
+        except ValueError:  # a stored answer this domain no longer reads: vote instead
+            return None
+
+    def remember(self, step: Step, answer: Any, verified_by: str, text: str | None) -> None:
+        if not self.reuses or verified_by not in ("truth", "voted+checked"):
+            self._prints.pop(step.index, None)
+            return
+        store = self._open()
+        step_input, fingerprint = self._key_parts(step)
+        self._prints.pop(step.index, None)
+        if store is None:
+            return
+        verified: VerifiedBy = "truth" if verified_by == "truth" else "voted+checked"
+        try:
+            ResultCache(store).put(
+                self.step_type, step_input, self.domain.dump_answer(answer),
+                fingerprint=fingerprint, model=self.model, verified_by=verified,
+            )  # fmt: skip
+        except NanobotError as exc:
+            self._give_up(exc)
+            return
+        self._keep_example(step, verified, text)
+
+    def judged(self, step: Step, outcome: Outcome | None) -> None:
+        self._prints.pop(step.index, None)
+        if self._shots is not None:
+            self._shots.settle(step, outcome)
+
+    # --- L1 -----------------------------------------------------------------------------
+
+    def attach(self, sampler: Sampler) -> None:
+        """Give a real model's sampler its few-shot examples (examples.py), when it takes
+        them (`LLMSampler.shots`)."""
+        inner = getattr(sampler, "inner", sampler)
+        if not self.reuses or not hasattr(inner, "shots"):
+            return
+        first = next(iter(self.domain.steps()), None)
+        store = self._open()
+        if first is None or store is None:
+            return
+        # Imported here: a simulated run (history only) never loads the examples' matcher.
+        from nanobot_tui.engine.learning.examples import ExampleBank, StepShots, user_text_of
+
+        # What every step's prompt shares (all but its last user message, the step's own
+        # input): examples are kept and found per prompt template, not per step.
+        self._template = prompt_fingerprint(self.domain.messages(first)[:-1])
+        self._bank = ExampleBank(store)
+        self._user_text = user_text_of(self.domain)
+        self._shots = StepShots(
+            self._bank, self.step_type, input_text=self._user_text, n=SHOTS,
+            fingerprint=self._template,
+        )  # fmt: skip
+        inner.shots = self._shots
+
+    def _keep_example(self, step: Step, verified_by: VerifiedBy, text: str | None) -> None:
+        if self._bank is None or self._user_text is None or not text or not text.strip():
+            return
+        user_text = self._user_text(step)
+        if not user_text.strip():
+            return
+        try:
+            self._bank.add(
+                self.step_type, user_text, text, verified_by=verified_by, model=self.model,
+                fingerprint=self._template,
+            )  # fmt: skip
+        except NanobotError as exc:
+            self._give_up(exc)
+
+    # --- the history ------------------------------------------------------------------------
+
+    def finished(self, outcome: RunOutcome, meta: dict[str, Any]) -> dict[str, Any] | None:
+        """Record the run in its type's history (once: see the module's docstring);
+        returns the run's meta "learning" (what it reused, its task type, its record and
+        anomaly), None when nothing changed."""
+        before: dict[str, Any] = dict(meta.get("learning") or {})
+        learning = {
+            **before,
+            "task_type": self.task_type,
+            "reused": int(before.get("reused") or 0) + outcome.reused,
+        }
+        budget_stop = outcome.status == "stopped" and outcome.reason.startswith("budget")
+        if before.get("recorded") is None and (outcome.status in _RECORDED or budget_stop):
+            store = self._open()
+            if store is not None:
+                try:
+                    done = TaskHistory(store).record(
+                        self.task_type,
+                        kind=kind_of(self.spec.domain),
+                        steps=outcome.steps,
+                        tokens=outcome.tokens,
+                        seconds=max(outcome.seconds, 0.0),
+                        samples_per_step=outcome.samples / outcome.steps if outcome.steps else 0.0,
+                        p=outcome.p,
+                        success=outcome.solved,
+                    )
+                except NanobotError as exc:
+                    self._give_up(exc)
+                else:
+                    learning["recorded"] = done.record.id
+                    if done.anomaly is not None:
+                        learning["anomaly"] = done.anomaly.describe()
+        if learning == before:
+            return None
+        return learning
+
+
+def open_run_memory(run_id: str, spec: RunSpec, domain: Domain, sampler: Sampler) -> RunMemory:
+    """The seam's factory (runs/learning_seam.py `open_memory`)."""
+    return RunMemory(run_id, spec, domain, sampler)
+
+
+def remember_checked(run_id: str, steps: Iterable[int]) -> int:
+    """Keep the winners of a finished real-model run's `steps` as "voted+checked" results
+    (L0): for a process whose edits passed the user's check after the run (a code recipe
+    without a reference has no truth, so the run itself stores none). Steps without a
+    completed winner (or out of range) are left out; returns how many were kept. Off
+    when the run's spec or the config turns learning off, and for a simulated run."""
+    from nanobot_tui.engine.runs.learning_seam import learning_enabled
+    from nanobot_tui.engine.runs.store import RunStore
+
+    with RunStore.open(run_id) as run:
+        spec = run.spec
+        if not spec.learn or spec.simulated or not learning_enabled():
+            return 0
+        model = _model_of_name(str(run.meta().get("sampler_name") or ""))
+        domain = run.domain
+        step_type = step_type_of(spec.domain, spec.params)
+        kept = []
+        total = domain.total_steps()
+        for index in sorted(i for i in set(steps) if 0 <= i < total):
+            row = run.step(index)
+            if row.status != "completed" or row.answer is None:
+                continue
+            step = domain.load_step(index, row.input)
+            kept.append((domain.dump_step(step), prompt_fingerprint(domain.messages(step)),
+                         row.answer))  # fmt: skip
+    if not kept:
+        return 0
+    with LearningStore() as store:
+        cache = ResultCache(store)
+        for step_input, fingerprint, answer in kept:
+            cache.put(
+                step_type, step_input, answer, fingerprint=fingerprint, model=model,
+                verified_by="voted+checked",
+            )  # fmt: skip
+    return len(kept)
