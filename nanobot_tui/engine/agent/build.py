@@ -75,6 +75,7 @@ async def build_agent(
         protocols[slot] = await detect_protocol(workbench.client(slot), settings.tool_mode)
     memory = MemoryFile()
     recall = SessionRecall(current=session.name)
+    learning = config.learning.enabled  # off: learned skills are not offered either
 
     def registry(for_session: Session) -> ToolRegistry:
         tools = default_tools(
@@ -95,7 +96,7 @@ async def build_agent(
         # 200 skills, matching about 9 ms), so no cache.
         return [
             memory_prompt(memory) or "",
-            skills_prompt(match_skills(load_skills(), user_text)) or "",
+            skills_prompt(match_skills(load_skills(learned=learning), user_text)) or "",
         ]
 
     def agent_for(slot: SlotName, for_session: Session, prompt: str) -> Agent:

@@ -68,8 +68,9 @@ def terms(text: str) -> list[str]:
     return out
 
 
-def parse_skill(text: str, folder_name: str) -> tuple[str, str, str]:
-    """(name, description, body) of a SKILL.md's text."""
+def front_matter(text: str) -> tuple[dict[str, str], str]:
+    """(the `key: value` fields between the leading `---` lines, the body after them) of a
+    SKILL.md's text; no front matter: ({}, the text)."""
     fields: dict[str, str] = {}
     body = text
     lines = text.splitlines()
@@ -81,6 +82,12 @@ def parse_skill(text: str, folder_name: str) -> tuple[str, str, str]:
                 if sep and key.strip() and not line.startswith((" ", "\t", "#")):
                     fields[key.strip().lower()] = value.strip().strip("\"'")
             body = "\n".join(lines[end + 1 :])
+    return fields, body
+
+
+def parse_skill(text: str, folder_name: str) -> tuple[str, str, str]:
+    """(name, description, body) of a SKILL.md's text."""
+    fields, body = front_matter(text)
     name = fields.get("name") or folder_name
     description = fields.get("description") or next(
         (x.strip() for x in body.splitlines() if x.strip() and not x.startswith("#")), ""
@@ -88,9 +95,10 @@ def parse_skill(text: str, folder_name: str) -> tuple[str, str, str]:
     return name, description, body.strip()
 
 
-def load_skills(root: Path | None = None) -> list[Skill]:
-    """Every skill folder's SKILL.md, by name. An unreadable one is skipped with a
-    warning; a missing skills folder means no skills."""
+def load_skills(root: Path | None = None, *, learned: bool = True) -> list[Skill]:
+    """Every skill folder's SKILL.md, by name; with `learned` False, not those that
+    learning wrote (`learned: true` in their front matter), as when learning is off. An
+    unreadable one is skipped with a warning; a missing skills folder means no skills."""
     root = root if root is not None else paths.skills_dir()
     if not root.is_dir():
         return []
@@ -104,6 +112,8 @@ def load_skills(root: Path | None = None) -> list[Skill]:
                 text = fh.read(MAX_SKILL_BYTES).decode("utf-8", "replace")
         except OSError as exc:
             log.warning("skill %s skipped: %s", folder.name, exc.strerror or exc)
+            continue
+        if not learned and front_matter(text)[0].get("learned", "").lower() == "true":
             continue
         name, description, body = parse_skill(text, folder.name)
         skills.append(Skill(name, description, path, body))
@@ -164,4 +174,12 @@ def skills_prompt(matched: list[Skill], max_chars: int = 2000) -> str | None:
     return "\n\n".join(parts)
 
 
-__all__ = ["Skill", "load_skills", "match_skills", "parse_skill", "skills_prompt", "terms"]
+__all__ = [
+    "Skill",
+    "front_matter",
+    "load_skills",
+    "match_skills",
+    "parse_skill",
+    "skills_prompt",
+    "terms",
+]

@@ -56,6 +56,16 @@ def test_load_skills_reads_front_matter_and_defaults(skills_home: Path) -> None:
     assert skills["release"].description.startswith("Cut a release: bump")
 
 
+def test_with_learning_off_the_learned_skills_are_not_loaded(skills_home: Path) -> None:
+    (skills_home / "learned-one").mkdir()
+    (skills_home / "learned-one" / "SKILL.md").write_text(
+        "---\nname: learned-one\ndescription: Read a file and count its lines\n"
+        "learned: true\n---\n1. read_file {path}\n"
+    )
+    assert "learned-one" in {s.name for s in load_skills()}
+    assert {s.name for s in load_skills(learned=False)} == {"git-commit", "pdf-report", "release"}
+
+
 def test_no_skills_folder_means_no_skills(nanobot_home: Path) -> None:
     assert load_skills() == []
     assert match_skills([], "commit my changes") == []
