@@ -21,6 +21,7 @@ import psutil
 
 from nanobot_tui.engine.runs.control import WORKER_MODULE, run_status
 from nanobot_tui.engine.runs.store import RunStatus
+from nanobot_tui.engine.runs.store.db import StoreError
 
 HANG_GUARD_S = 90.0  # a wait that only stops a hang: tests assert what happens, not how soon
 STEP_SLICE_S = 0.001  # how long `step_until` lets a held runner go on between looks
@@ -83,13 +84,20 @@ def step_until(pid: int, run_id: str, ready: Callable[[RunStatus], bool]) -> Run
     os.setpriority(os.PRIO_PROCESS, pid, 19)
     deadline = time.monotonic() + HANG_GUARD_S
     while True:
+        assert time.monotonic() < deadline, f"run {run_id} never reached the condition"
         let_go(pid)
         time.sleep(STEP_SLICE_S)
         hold(pid)
-        st = run_status(run_id)  # the run is created before its runner starts
+        try:
+            st = run_status(run_id)  # the run is created before its runner starts
+        except StoreError as exc:
+            # Held inside SQLite's update of its WAL index, the runner leaves readers
+            # "locking protocol" until it goes on: let it, and look again.
+            if "locking protocol" not in str(exc):
+                raise
+            continue
         if st.pid is not None and ready(st):
             return st
-        assert time.monotonic() < deadline, f"run {run_id} never reached the condition"
 
 
 def wait_pending(pid: int, sig: signal.Signals) -> None:
