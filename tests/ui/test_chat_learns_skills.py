@@ -10,7 +10,7 @@ call the same tools in the same order on demand. Only the workbench's client is 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,70 +19,17 @@ import pytest
 from nanobot_tui.config import AgentConfig, Config, LearningConfig, LocalConfig, SlotConfig
 from nanobot_tui.engine.agent.build import AgentKit, build_agent, open_session
 from nanobot_tui.engine.learning.skills import DEFAULT_MIN_SUCCESSES, list_learned_skills
-from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import (
-    ChatResult,
-    Choice,
-    StreamDone,
-    StreamEvent,
-    TextDelta,
-    Usage,
-)
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.ui.app import NanobotApp
 from nanobot_tui.ui.panes.chat import ChatPane, Note
 from nanobot_tui.ui.widgets.answer import Answer
 from nanobot_tui.ui.widgets.prompt import PromptArea
 from tests.conftest import until
+from tests.fakes import ScriptedModel
 from tests.ui.test_app import text_of
 
 SKILLS_HEAD = "Skills that may help with this request:"
 MISSING = ["gone-1.txt", "gone-2.txt", "gone-3.txt"]  # read_file fails: a failed turn
-
-
-class ScriptedModel:
-    """FAKE model (a ChatClient): one scripted reply per request, each request kept."""
-
-    model = "fake"
-    base_url = "fake://scripted"
-
-    def __init__(self, replies: Sequence[str]) -> None:
-        self.replies = list(replies)
-        self.requests: list[ChatRequest] = []
-
-    async def __aenter__(self) -> ScriptedModel:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        self.requests.append(request)
-        reply = self.replies.pop(0)
-        yield TextDelta(reply)
-        yield StreamDone(
-            ChatResult(
-                choices=[Choice(content=reply, finish_reason="stop")],
-                usage=Usage(prompt_tokens=100, completion_tokens=5, total_tokens=105),
-                timings=None,
-                latency_s=0.001,
-                model="fake",
-                raw={},
-            )
-        )
-
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        async for event in self.stream_chat(request):
-            if isinstance(event, StreamDone):
-                return event.result
-        raise AssertionError("unreachable")
-
-    def system_texts(self) -> list[str]:
-        """Each request's system message."""
-        return [str(r.messages[0]["content"]) for r in self.requests]
 
 
 def tool_call(name: str, **arguments: Any) -> str:

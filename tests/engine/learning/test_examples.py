@@ -10,7 +10,6 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,10 +22,10 @@ from nanobot_tui.engine.learning.examples import (
 )
 from nanobot_tui.engine.learning.store import SCHEMA_VERSION, LearningStore, learned_path
 from nanobot_tui.engine.llm.openai import LLMClient
-from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import ChatResult, Choice, Usage
+from nanobot_tui.engine.llm.results import Usage
 from nanobot_tui.engine.voting.domains.wordcase import VOCABULARY, WordCase
 from nanobot_tui.engine.voting.samplers.model import LLMSampler, with_shots
+from tests.fakes import ScriptedClient
 
 MODEL = "smollm2-135m"
 NAME = "local main: SmolLM2-135M-Instruct"
@@ -148,36 +147,6 @@ def test_a_version_1_database_gains_the_examples_table(nanobot_home: Path) -> No
     assert rows == [("cat",)]
 
 
-class ScriptedClient:
-    """A FAKE chat client (no server): replies with the scripted texts in turn and records
-    every request."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = replies
-        self.requests: list[ChatRequest] = []
-
-    @property
-    def model(self) -> str | None:
-        return "fake"
-
-    @property
-    def base_url(self) -> str:
-        return "http://fake"
-
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        self.requests.append(request)
-        text = self.replies.pop(0)
-        return ChatResult(
-            [Choice(text, finish_reason="stop")], Usage(10, 3, 13), None, 0.01, "fake", {}
-        )
-
-    def stream_chat(self, request: ChatRequest) -> Any:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
-
-
 async def test_the_sampler_puts_the_shots_before_the_steps_user_message_in_order(
     bank: ExampleBank,
 ) -> None:
@@ -188,7 +157,7 @@ async def test_the_sampler_puts_the_shots_before_the_steps_user_message_in_order
     for word in ("castle", "casting"):
         add(bank, word)
     shots = StepShots(bank, "wordcase", input_text=user_text_of(domain), n=2)
-    client = ScriptedClient(["answer = CAST", "answer = CAST", "answer = CAST"])
+    client = ScriptedClient(["answer = CAST", "answer = CAST", "answer = CAST"], Usage(10, 3, 13))
     sampler = LLMSampler(client, domain, name="fake: scripted", batch=False, shots=shots)  # type: ignore[arg-type]
     samples = await sampler.sample(step, [0.0])
     await sampler.sample(step, [0.1], paraphrase=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,7 @@ from nanobot_tui.engine.learning.skills import (
     list_learned_skills,
     session_turns,
 )
-from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import (
-    ChatResult,
-    Choice,
-    StreamDone,
-    StreamEvent,
-    TextDelta,
-    Usage,
-)
+from tests.fakes import ScriptedModel
 
 Call = tuple[str, dict[str, Any]]
 
@@ -109,45 +101,6 @@ def teach_counting(learner: SkillLearner, files: Sequence[str]) -> list[str]:
 
 
 # --- turns ------------------------------------------------------------------------------
-
-
-class ScriptedModel:
-    """FAKE model (a ChatClient): one scripted reply per request."""
-
-    model = "fake"
-    base_url = "fake://scripted"
-
-    def __init__(self, replies: Sequence[str]) -> None:
-        self.replies = list(replies)
-
-    async def __aenter__(self) -> ScriptedModel:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        reply = self.replies.pop(0)
-        yield TextDelta(reply)
-        yield StreamDone(
-            ChatResult(
-                choices=[Choice(content=reply, finish_reason="stop")],
-                usage=Usage(prompt_tokens=100, completion_tokens=5, total_tokens=105),
-                timings=None,
-                latency_s=0.001,
-                model="fake",
-                raw={},
-            )
-        )
-
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        async for event in self.stream_chat(request):
-            if isinstance(event, StreamDone):
-                return event.result
-        raise AssertionError("unreachable")
 
 
 def tool_call(name: str, **arguments: Any) -> str:

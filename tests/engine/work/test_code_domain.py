@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import ChatResult, Choice, Usage
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import RunSpec
 from nanobot_tui.engine.runs.store import RunStore
@@ -23,6 +21,7 @@ from nanobot_tui.engine.voting.samples import RED_PARSE
 from nanobot_tui.engine.work.codebase import FunctionSite
 from nanobot_tui.engine.work.domain import CodeDomain
 from nanobot_tui.errors import UsageError
+from tests.fakes import ScriptedClient
 
 FILES = {
     "app/__init__.py": "",
@@ -124,34 +123,6 @@ def test_strict_parsing_red_flags_against_the_steps_own_function(repo: Path) -> 
         domain.parse_strict(good)
     # Lenient (calibration): any fence, no red flags.
     assert domain.parse_lenient(good.replace("```python", "```"), step) == answer
-
-
-class ScriptedClient:
-    """A FAKE chat client (no server): replies with the scripted texts in turn."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = replies
-        self.requests: list[ChatRequest] = []
-
-    @property
-    def model(self) -> str | None:
-        return "fake"
-
-    @property
-    def base_url(self) -> str:
-        return "http://fake"
-
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        self.requests.append(request)
-        text = self.replies.pop(0)
-        usage = Usage(10, 20, 30)
-        return ChatResult([Choice(text, finish_reason="stop")], usage, None, 0.01, "fake", {})
-
-    def stream_chat(self, request: ChatRequest) -> Any:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
 
 
 async def test_the_model_sampler_red_flags_a_code_answer_against_its_step(repo: Path) -> None:
