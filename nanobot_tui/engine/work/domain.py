@@ -61,9 +61,9 @@ _CACHE: dict[tuple[Any, ...], _Loaded] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _subset(root: Path, files: Any) -> list[str]:
-    """The codebase's Python files, or the requested subset of them (in path order)."""
-    every = python_files(root)
+def _subset(every: list[str], files: Any) -> list[str]:
+    """`every` Python file of the codebase, or the requested subset of them (in path
+    order)."""
     if files is None:
         return every
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
@@ -144,7 +144,9 @@ class CodeDomain:
         if not self.instruction.strip():
             raise RecipeError(f"the {self.recipe.name} recipe needs an instruction")
         self.simulated = bool(params.get("simulated", False))
-        loaded = _load(self.root, self.recipe, _subset(self.root, params.get("files")))
+        every = python_files(self.root)
+        self.python_files = len(every)  # the whole codebase's, whatever the subset
+        loaded = _load(self.root, self.recipe, _subset(every, params.get("files")))
         self.sites = loaded.sites
         self.problems = loaded.problems
         self._groups = list(loaded.groups)

@@ -152,7 +152,7 @@ def prepare(
     plan = Plan(
         spec,
         work,
-        python_files=len(_python_files(domain)),
+        python_files=domain.python_files,
         files=len(domain.groups()),
         functions=domain.total_steps(),
         problems=domain.problems,
@@ -161,12 +161,6 @@ def prepare(
         shutil.rmtree(work, ignore_errors=True)
         raise NothingToDo(f"nothing to do in {source}: {plan.line()}")
     return plan
-
-
-def _python_files(domain: CodeDomain) -> list[str]:
-    from nanobot_tui.engine.work.codebase import python_files
-
-    return python_files(domain.root)
 
 
 def prepare_extract(
