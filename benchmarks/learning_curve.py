@@ -1,31 +1,40 @@
-"""A learning curve: the same stream of tasks run with learning on and with it off.
+"""A learning curve: one stream of small tasks over 10 kinds of step, run by four arms
+that differ only in which learning loops are on (an ablation).
 
-The stream is N small word-case tasks (default 1,000) in a fixed order from a seed. Each
-task is 3 words (`--words`) of one of 10 themed word lists (animals, food, ...; the
-"families"); a family is drawn uniformly, its words by a Zipf law over a fixed seeded
-ranking of the list, so a few words come back often, most now and then, and every task
-is a new combination: familiar items in new company. All families are the engine's one
-`wordcase` domain (upper-case each word, truth known), so what varies between families
-is the vocabulary, not the kind of step.
+The stream is N tasks (default 1,000) in a fixed order from a seed. Each task is one of
+the 10 families of the engine's `micro` domain (wordcase, city, email, dates, units,
+code, sentiment, numbers, sums, capitals; drawn uniformly) and `--items` (default 3)
+distinct items of that family's pool, drawn by a Zipf law (weight 1/rank^s) over a seeded
+ranking of the pool: a few items come back often, most now and then, and every task is a
+new combination of them. Each item is one step with a known truth.
 
 Each task is a durable run (start_run + execute, as `nanobot run` does) on the REAL
-embedded model (SmolLM2-135M, `local:rlm`, one model server for the whole benchmark,
-started by the app's own serving code in a private NANOBOT_HOME). Two arms run every
-task, one after the other, the first alternating from task to task so neither gets the
-server's warm prompt cache every time:
-- learn:   `RunSpec(learn=True)`: L0 reuse of verified step results, L1 few-shot
-           examples and the task history (engine/learning through runs/learning_seam);
-- control: `RunSpec(learn=False)`: nothing read or written.
-The engine has one `learn` switch for all loops, so there is no L0-only / L0+L1 ablation.
+embedded model (SmolLM2-135M, `local:rlm`; one model server for the whole benchmark,
+started by the app's own serving code). Every task runs in every arm, the arm order
+rotating from task to task so no arm always gets the server's warm prompt cache:
+- control: `RunSpec(learn=False)`: nothing read or written;
+- L0:      `learn_loops=("reuse",)`: verified step results are reused;
+- L0+L1:   `("reuse", "examples")`: and verified answers are given as few-shot examples;
+- all:     `("reuse", "examples", "history")`: and, as `nanobot run` does, k and budgets
+           come from the task type's history (`history_budget`) once it has enough runs.
 
-Per task and arm (one JSON line each, `--rows`): steps, samples, completion tokens, wall
-clock, solved (every word right), right words, steps reused from L0 (the run's meta
-`learning.reused`), example uses (L1: new helped + hurt credits over all examples, i.e.
-step-example pairs that were given and judged). `--svg` draws samples per task and the
-running success rate of both arms against task number.
+Arms must not see each other's learning: learned.db (and the runs, traces) live in
+NANOBOT_HOME, so each arm has a home of its own (<base>/<arm>) and NANOBOT_HOME is
+switched to it around each of its runs (runs are sequential); the model server lives in
+<base>/server. `--home DIR` keeps the homes (open the Learning screen on one with
+`NANOBOT_HOME=DIR/L0 nanobot`); without it they are deleted at the end.
 
-    python -m benchmarks.learning_curve [--tasks 1000] [--words 3] [--k 2] [--seed 11]
-        [--sampler local:rlm] [--rows FILE] [--svg benchmarks/learning_curve.svg] [--json]
+Per task and arm, one JSON line (`--rows`, appended as they come, so a stopped benchmark
+keeps them): task, family, arm, steps (done), voted_steps (that called the model),
+samples, tokens (completion), wall_s, solved (every item right), right, items, reused
+(steps answered from L0), example_uses (L1: helped + hurt credits added by the run, i.e.
+step-example pairs given and judged) and k. `--from-rows FILE` summarises (and draws)
+such a file without running anything. `--svg` draws samples per task (a 20-task rolling
+mean) and the running success rate of the four arms against task number.
+
+    python -m benchmarks.learning_curve [--tasks 1000] [--items 3] [--k 2] [--seed 11]
+        [--arms control,L0,L0+L1,all] [--sampler local:rlm] [--rows FILE] [--svg FILE]
+        [--home DIR] [--json] [--from-rows FILE]
 """
 
 from __future__ import annotations
@@ -38,51 +47,77 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-# Ten themed lists of common words (3 to 6 letters, as the wordcase domain asks them).
-FAMILIES: dict[str, tuple[str, ...]] = {
-    name: tuple(words.split())
-    for name, words in (
-        ("animals", "bear bird cat cow dog duck fish horse lion monkey mouse rabbit sheep tiger"),
-        ("food", "bread cake cheese coffee egg fruit juice lunch milk orange potato salt soup"),
-        ("nature", "air earth field fire flower forest grass hill island lake leaf moon ocean"),
-        ("home", "bed bottle box candle chair clock cup desk door floor knife lamp room wall"),
-        ("wear", "coat dress hat jacket pocket ring shirt shoe bag gold glass paper pencil card"),
-        ("places", "bank beach castle city farm garden market office park pool road school store"),
-        ("time", "day early hour late minute month night season spring summer today week winter"),
-        ("colors", "black blue brown five four green red seven three white yellow orange first"),
-        ("actions", "begin bring build carry dance drink drive eat fly grow jump laugh read sing"),
-        ("qualities", "big busy cheap clean cold dark deep dry easy fast happy heavy hot quiet"),
-    )
-}  # fmt: skip
+# Each arm's learning loops (None: learning off).
+ARMS: dict[str, tuple[str, ...] | None] = {
+    "control": None,
+    "L0": ("reuse",),
+    "L0+L1": ("reuse", "examples"),
+    "all": ("reuse", "examples", "history"),
+}
+ROW_KEYS = (
+    "task", "family", "arm", "steps", "voted_steps", "samples", "tokens", "wall_s",
+    "solved", "right", "items", "reused", "example_uses", "k",
+)  # fmt: skip
+ROLLING = 20  # tasks in the drawing's rolling mean
 
 
-def task_stream(tasks: int, words: int, seed: int, zipf_s: float) -> list[dict[str, Any]]:
-    """`tasks` tasks in a fixed order: a family (uniform), then `words` distinct words of
-    it drawn by a Zipf law (weight 1/rank^s) over the family's seeded ranking."""
+@dataclass(frozen=True)
+class Task:
+    task: int  # 0-based place in the stream
+    family: str
+    items: tuple[str, ...]
+
+
+def family_pools() -> dict[str, tuple[str, ...]]:
+    from nanobot_tui.engine.voting.domains.micro_families import FAMILIES
+
+    return {name: tuple(family.pool()) for name, family in FAMILIES.items()}
+
+
+def task_stream(
+    tasks: int, items: int, seed: int, zipf: float, pools: dict[str, tuple[str, ...]]
+) -> list[Task]:
+    """`tasks` tasks in a fixed order: a family (uniform), then `items` distinct items of
+    its pool drawn by a Zipf law over the pool's seeded ranking."""
     rng = random.Random(seed)
-    ranked = {f: rng.sample(ws, len(ws)) for f, ws in FAMILIES.items()}
-    names = sorted(FAMILIES)
+    ranked = {name: rng.sample(pool, len(pool)) for name, pool in sorted(pools.items())}
+    names = sorted(pools)
     out = []
     for n in range(tasks):
         family = rng.choice(names)
         pool = ranked[family]
-        weights = [1 / (r + 1) ** zipf_s for r in range(len(pool))]
+        weights = [1 / (r + 1) ** zipf for r in range(len(pool))]
         picked: list[str] = []
-        while len(picked) < min(words, len(pool)):
-            word = rng.choices(pool, weights)[0]
-            if word not in picked:
-                picked.append(word)
-        out.append({"task": n, "family": family, "words": picked})
+        while len(picked) < min(items, len(pool)):
+            item = rng.choices(pool, weights)[0]
+            if item not in picked:
+                picked.append(item)
+        out.append(Task(n, family, tuple(picked)))
     return out
 
 
+@contextmanager
+def nanobot_home(home: Path) -> Iterator[None]:
+    """NANOBOT_HOME is `home` inside (learned.db, runs and traces go there)."""
+    before = os.environ.get("NANOBOT_HOME")
+    os.environ["NANOBOT_HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("NANOBOT_HOME", None)
+        else:
+            os.environ["NANOBOT_HOME"] = before
+
+
 def example_credits() -> int:
-    """helped + hurt over every stored L1 example (0 before learned.db exists)."""
+    """helped + hurt over every stored L1 example of this home's learned.db."""
     from nanobot_tui.engine.learning.examples import ExampleBank
     from nanobot_tui.engine.learning.store import LearningStore
 
@@ -94,23 +129,36 @@ def example_credits() -> int:
 
 
 async def run_task(
-    task: dict[str, Any], learn: bool, args: argparse.Namespace, client: Any, model: str
+    task: Task, arm: str, args: argparse.Namespace, client: Any, model: str
 ) -> dict[str, Any]:
-    """One task as one durable run; its row."""
+    """One task as one durable run in `arm`, inside the arm's NANOBOT_HOME; its row."""
+    from nanobot_tui.engine.learning.run_memory import history_budget, task_type_of
     from nanobot_tui.engine.runs.durable import execute, start_run
-    from nanobot_tui.engine.runs.spec import RetryPolicy, RunSpec
+    from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy, RunSpec
     from nanobot_tui.engine.runs.store import RunStore
     from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
+    from nanobot_tui.engine.voting.domains.registry import DOMAINS
     from nanobot_tui.engine.voting.samplers.model import LLMSampler
 
+    loops = ARMS[arm]
+    params: dict[str, Any] = {"family": task.family, "items": list(task.items)}
+    label = DOMAINS["micro"].label(params)
+    k, budgets = args.k, Budgets()
+    if loops is not None and "history" in loops:  # as `nanobot run` takes them
+        task_type = task_type_of(label, "micro", args.sampler.startswith("simulated"))
+        budget = await asyncio.to_thread(history_budget, task_type, len(task.items))
+        if budget is not None:
+            k = budget.k or k
+            # Steps and tokens as `nanobot run` takes them; not seconds: on this shared
+            # machine a wall budget from history measures the neighbours' load.
+            budgets = Budgets(steps=budget.steps, tokens=budget.tokens)
     spec = RunSpec(
-        domain="wordcase", params={"word_list": task["words"], "words": len(task["words"])},
-        sampler=args.sampler, seed=args.seed, label=f"{task['family']}{len(task['words'])}",
-        vote=VoteConfig(k=args.k, max_rounds=args.max_rounds, max_red_rounds=3,
-                        token_cap=args.cap),
-        retry=RetryPolicy(retries=0, on_fail="skip"), learn=learn,
+        domain="micro", params=params, sampler=args.sampler, seed=args.seed, label=label,
+        vote=VoteConfig(k=k, max_rounds=args.max_rounds, max_red_rounds=3, token_cap=args.cap),
+        budgets=budgets, retry=RetryPolicy(retries=0, on_fail="skip"),
+        learn=loops is not None, learn_loops=loops or (),
     )  # fmt: skip
-    credits = await asyncio.to_thread(example_credits) if learn else 0
+    credits = await asyncio.to_thread(example_credits) if loops else 0
     started = time.perf_counter()
     rid = await start_run(spec)
     sampler = None
@@ -121,87 +169,190 @@ async def run_task(
         )  # fmt: skip
     status = await execute(rid, sampler=sampler)
     wall = time.perf_counter() - started
+    right = reused = 0
     with RunStore.open(rid) as store:
-        learning = store.meta().get("learning") or {}
         domain = store.domain
-        right = sum(
-            1
-            for i in range(domain.total_steps())
-            if (answer := store.step(i).answer) is not None
-            and domain.key(domain.load_answer(answer))
-            == domain.key(domain.truth(domain.step_at(i)))
-        )
-    used = (await asyncio.to_thread(example_credits)) - credits if learn else 0
+        for i in range(domain.total_steps()):
+            row = store.step(i)
+            if row.status == "completed" and row.attempts == 0:  # an L0 hit: no model call
+                reused += 1
+            if row.answer is not None and domain.key(domain.load_answer(row.answer)) == (
+                domain.key(domain.truth(domain.step_at(i)))
+            ):
+                right += 1
+    used = (await asyncio.to_thread(example_credits)) - credits if loops else 0
+    steps = status.steps_done or 0
     return {
-        "task": task["task"],
-        "arm": "learn" if learn else "control",
-        "family": task["family"],
-        "words": task["words"],
-        "status": status.status,
-        "solved": status.status == "completed" and status.reason == "solved",
-        "right": right,
-        "steps": status.steps_done or 0,
+        "task": task.task,
+        "family": task.family,
+        "arm": arm,
+        "steps": steps,
+        "voted_steps": steps - reused,
         "samples": status.samples,
         "tokens": status.tokens,
-        "wallS": round(wall, 3),
-        "reused": int(learning.get("reused") or 0),
-        "exampleUses": used,
+        "wall_s": round(wall, 3),
+        "solved": status.status == "completed" and status.reason == "solved",
+        "right": right,
+        "items": len(task.items),
+        "reused": reused,
+        "example_uses": used,
+        "k": k,
     }
 
 
-def window(rows: list[dict[str, Any]], part: slice) -> dict[str, Any]:
-    picked = rows[part]
-    if not picked:
+def arm_order(arms: Sequence[str], task: int) -> list[str]:
+    """The arms rotated by one place per task: each leads every len(arms)-th task."""
+    shift = task % len(arms)
+    return list(arms[shift:]) + list(arms[:shift])
+
+
+async def run_stream(
+    stream: Sequence[Task],
+    args: argparse.Namespace,
+    base: Path,
+    client: Any,
+    model: str,
+    quiet: bool = True,
+) -> list[dict[str, Any]]:
+    """Every task in every arm of `args.arms`, each arm in its own home under `base`;
+    the rows, also appended to `args.rows` as they come."""
+    rows: list[dict[str, Any]] = []
+    for task in stream:
+        done = []
+        for arm in arm_order(args.arms, task.task):
+            with nanobot_home(base / arm):
+                row = await run_task(task, arm, args, client, model)
+            rows.append(row)
+            done.append(row)
+            if args.rows:  # row by row: a long stream stopped early keeps its rows
+                with Path(args.rows).open("a") as out:
+                    out.write(json.dumps(row) + "\n")
+        if not quiet:
+            print(f"task {task.task + 1}/{len(stream)} {task.family}: " + "  ".join(
+                f"{r['arm']} solved={r['solved']} samples={r['samples']} "
+                f"reused={r['reused']} k={r['k']} {r['wall_s']:.1f}s" for r in done
+            ), flush=True)  # fmt: skip
+    return rows
+
+
+# --- the summary ---------------------------------------------------------------------------
+
+
+def edge_of(tasks: int) -> int:
+    """The first and last windows' size: min(50, N/5), at least 1."""
+    return max(1, min(50, tasks // 5))
+
+
+def window(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    if not rows:
         return {}
-    n, steps = len(picked), sum(r["steps"] for r in picked) or 1
+    n, steps, items = len(rows), sum(r["steps"] for r in rows), sum(r["items"] for r in rows)
     return {
         "tasks": n,
-        "solved": round(sum(r["solved"] for r in picked) / n, 3),
-        "wordsRight": round(sum(r["right"] for r in picked) / steps, 3),
-        "samplesPerTask": round(sum(r["samples"] for r in picked) / n, 2),
-        "tokensPerTask": round(sum(r["tokens"] for r in picked) / n, 1),
-        "wallPerTaskS": round(sum(r["wallS"] for r in picked) / n, 2),
-        "reusedShare": round(sum(r["reused"] for r in picked) / steps, 3),
-        "exampleUsesPerTask": round(sum(r["exampleUses"] for r in picked) / n, 2),
+        "votedStepsPerTask": round(sum(r["voted_steps"] for r in rows) / n, 3),
+        "samplesPerTask": round(sum(r["samples"] for r in rows) / n, 2),
+        "tokensPerTask": round(sum(r["tokens"] for r in rows) / n, 1),
+        "wallPerTaskS": round(sum(r["wall_s"] for r in rows) / n, 3),
+        "success": round(sum(bool(r["solved"]) for r in rows) / n, 3),
+        "itemsRight": round(sum(r["right"] for r in rows) / max(1, items), 3),
+        "hitShare": round(sum(r["reused"] for r in rows) / steps, 3) if steps else 0.0,
+        "exampleUsesPerTask": round(sum(r["example_uses"] for r in rows) / n, 2),
+        "meanK": round(sum(r["k"] for r in rows) / n, 2),
+    }  # fmt: skip
+
+
+def _ratio(first: float, last: float) -> str:
+    if last > 0:
+        return f"{first / last:.1f}x"
+    return "inf x" if first > 0 else "1.0x"
+
+
+def targets(first: dict[str, Any], last: dict[str, Any]) -> dict[str, str]:
+    """The seed's targets, each as "first window -> last window" (steps 5x fewer, wall 10x
+    less, success 60 -> 95 %, hit share 0 -> 60 %)."""
+    if not first or not last:
+        return {}
+    fs, ls = first["votedStepsPerTask"], last["votedStepsPerTask"]
+    fw, lw = first["wallPerTaskS"], last["wallPerTaskS"]
+    return {
+        "votedSteps (5x fewer)": f"{fs:.2f} -> {ls:.2f} ({_ratio(fs, ls)} fewer)",
+        "wall (10x less)": f"{fw:.2f} s -> {lw:.2f} s ({_ratio(fw, lw)} less)",
+        "success (60 -> 95 %)": f"{first['success']:.0%} -> {last['success']:.0%}",
+        "hit (0 -> 60 %)": f"{first['hitShare']:.0%} -> {last['hitShare']:.0%}",
     }
 
 
-def summarize(rows: list[dict[str, Any]], edge: int) -> dict[str, Any]:
-    out = {}
-    for arm in ("learn", "control"):
-        mine = [r for r in rows if r["arm"] == arm]
-        out[arm] = {
-            "all": window(mine, slice(None)),
-            f"first{edge}": window(mine, slice(None, edge)),
-            f"last{edge}": window(mine, slice(-edge, None)),
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per arm: the whole stream, the first and last windows and the targets; per family
+    and arm: the success rate."""
+    tasks = len({r["task"] for r in rows})
+    edge = edge_of(tasks)
+    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    out: dict[str, Any] = {"tasks": tasks, "window": edge, "arms": {}, "families": {}}
+    for arm in arms:
+        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["task"])
+        first, last = window(mine[:edge]), window(mine[-edge:])
+        out["arms"][arm] = {
+            "all": window(mine),
+            "first": first,
+            "last": last,
+            "targets": targets(first, last),
+        }
+    for family in sorted({r["family"] for r in rows}):
+        out["families"][family] = {
+            arm: round(sum(bool(r["solved"]) for r in picked) / len(picked), 3)
+            for arm in arms
+            if (picked := [r for r in rows if r["arm"] == arm and r["family"] == family])
         }
     return out
 
 
-def svg_chart(rows: list[dict[str, Any]], title: str) -> str:
-    """Two panels, hand-drawn: samples per task (top; a 5-task moving mean) and the
-    running share of solved tasks (bottom), both arms against task number."""
-    width, height, left, pad, panel = 760, 520, 60, 20, 200
-    colors = {"learn": "#1f77b4", "control": "#d62728"}
-    arms = {a: [r for r in rows if r["arm"] == a] for a in colors}
+# --- the drawing ---------------------------------------------------------------------------
+
+STYLES = {  # colour and dash: told apart in colour and in grey
+    "control": ("#d62728", ""),
+    "L0": ("#ff7f0e", "6 3"),
+    "L0+L1": ("#2ca02c", "2 3"),
+    "all": ("#1f77b4", "10 3 2 3"),
+}
+
+
+def rolling(values: Sequence[float], width: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= width:
+            total -= values[i - width]
+        out.append(total / min(i + 1, width))
+    return out
+
+
+def running(values: Sequence[float]) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        out.append(total / (i + 1))
+    return out
+
+
+def svg_chart(rows: Sequence[dict[str, Any]], title: str) -> str:
+    """Two panels, plain SVG: samples per task (top; a 20-task rolling mean) and the
+    running share of solved tasks (bottom), every arm against task number."""
+    width, height, left, pad, panel = 760, 540, 60, 20, 200
+    arms = {
+        a: sorted((r for r in rows if r["arm"] == a), key=lambda r: r["task"])
+        for a in STYLES
+        if any(r["arm"] == a for r in rows)
+    }
     count = max((len(v) for v in arms.values()), default=0) or 1
-
-    def mean5(values: Sequence[float]) -> list[float]:
-        return [sum(values[max(0, i - 4) : i + 1]) / len(values[max(0, i - 4) : i + 1])
-                for i in range(len(values))]  # fmt: skip
-
-    def running(values: Sequence[float]) -> list[float]:
-        total, out = 0.0, []
-        for i, v in enumerate(values):
-            total += v
-            out.append(total / (i + 1))
-        return out
-
     series = {
-        a: (mean5([r["samples"] for r in rs]), running([float(r["solved"]) for r in rs]))
+        a: (
+            rolling([float(r["samples"]) for r in rs], ROLLING),
+            running([float(bool(r["solved"])) for r in rs]),
+        )
         for a, rs in arms.items()
     }
-    top = max((max(s[0], default=0) for s in series.values()), default=0) or 1.0
+    top = max((max(s[0], default=0.0) for s in series.values()), default=0.0) or 1.0
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         'font-family="sans-serif" font-size="12">',
@@ -209,16 +360,18 @@ def svg_chart(rows: list[dict[str, Any]], title: str) -> str:
         f'<text x="{left}" y="16" font-size="14">{title}</text>',
     ]
     plot_w = width - left - pad
-    for p, (label, y_max) in enumerate((("samples per task (5-task mean)", top),
-                                        ("solved so far (share)", 1.0))):  # fmt: skip
+    panels = ((f"samples per task ({ROLLING}-task rolling mean)", top), ("solved so far", 1.0))
+    for p, (label, y_max) in enumerate(panels):
         y0 = 40 + p * (panel + 60)
         parts.append(f'<text x="{left}" y="{y0 - 6}">{label}</text>')
-        parts.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel}" '
-                     'fill="none" stroke="#888"/>')  # fmt: skip
+        parts.append(
+            f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel}" '
+            'fill="none" stroke="#888"/>'
+        )
         for frac in (0.0, 0.5, 1.0):
             y = y0 + panel * (1 - frac)
-            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                         f"{y_max * frac:.3g}</text>")  # fmt: skip
+            text = f"{frac:.0%}" if p == 1 else f"{y_max * frac:.3g}"
+            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{text}</text>')
         for a, values in series.items():
             ys = values[p]
             if not ys:
@@ -228,26 +381,38 @@ def svg_chart(rows: list[dict[str, Any]], title: str) -> str:
                 f"{y0 + panel * (1 - min(v / y_max, 1.0)):.1f}"
                 for i, v in enumerate(ys)
             )
-            parts.append(f'<polyline fill="none" stroke="{colors[a]}" stroke-width="1.5" '
-                         f'points="{points}"/>')  # fmt: skip
+            color, dash = STYLES[a]
+            dashes = f' stroke-dasharray="{dash}"' if dash else ""
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="1.5"{dashes} '
+                f'points="{points}"/>'
+            )
         base = y0 + panel + 14
         parts.append(f'<text x="{left}" y="{base}">task 1</text>')
         parts.append(f'<text x="{left + plot_w}" y="{base}" text-anchor="end">task {count}</text>')
-    for n, (a, c) in enumerate(colors.items()):
-        y = height - 14
-        parts.append(f'<line x1="{left + 200 * n}" y1="{y - 4}" x2="{left + 200 * n + 24}" '
-                     f'y2="{y - 4}" stroke="{c}" stroke-width="2"/>')  # fmt: skip
-        name = "learning on" if a == "learn" else "learning off (control)"
-        parts.append(f'<text x="{left + 200 * n + 30}" y="{y}">{name}</text>')
+    for n, a in enumerate(arms):
+        color, dash = STYLES[a]
+        x, y = left + 150 * n, height - 14
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        parts.append(
+            f'<line x1="{x}" y1="{y - 4}" x2="{x + 30}" y2="{y - 4}" stroke="{color}" '
+            f'stroke-width="2"{dashes}/>'
+        )
+        name = "control (no learning)" if a == "control" else a
+        parts.append(f'<text x="{x + 36}" y="{y}">{name}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    stream = task_stream(args.tasks, args.words, args.seed, args.zipf)
-    rows: list[dict[str, Any]] = []
+# --- the command ---------------------------------------------------------------------------
+
+
+async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    pools = family_pools()
+    stream = task_stream(args.tasks, args.items, args.seed, args.zipf, pools)
     if args.rows:
         Path(args.rows).write_text("")
+    started = time.perf_counter()
     async with AsyncExitStack() as stack:
         client, model = None, ""
         if not args.sampler.startswith("simulated"):
@@ -255,95 +420,106 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             from nanobot_tui.engine.serving.workbench import Workbench
 
             slot = cast("SlotName", args.sampler.partition(":")[2] or "rlm")
+            # The server's home stays NANOBOT_HOME (<base>/server) while it starts and stops.
             workbench = Workbench(load_config()[0], only_slots=(slot,))
+            if args.threads:
+                # On a machine busier than its cores, llama.cpp's threads wait on each
+                # other at every barrier: one thread can be many times faster.
+                for server in workbench.manager.servers:
+                    server.threads = args.threads
             await stack.enter_async_context(workbench)
             client, model = workbench.client(slot), workbench.slots[slot].display_name
-        started = time.perf_counter()
-        for task in stream:
-            order = (True, False) if task["task"] % 2 == 0 else (False, True)
-            for learn in order:
-                row = await run_task(task, learn, args, client, model)
-                rows.append(row)
-                if args.rows:  # row by row: a long stream stopped early keeps its rows
-                    with Path(args.rows).open("a") as out:
-                        out.write(json.dumps(row) + "\n")
-            if not args.json:
-                done = [r for r in rows if r["task"] == task["task"]]
-                print(f"task {task['task'] + 1}/{args.tasks} " + "  ".join(
-                    f"{r['arm']}: solved={r['solved']} samples={r['samples']} "
-                    f"reused={r['reused']} wall={r['wallS']:.1f}s" for r in done
-                ), flush=True)  # fmt: skip
+        rows = await run_stream(stream, args, base, client, model, quiet=args.json)
     seen: set[str] = set()
     familiar = 0
     for task in stream:
-        familiar += sum(w in seen for w in task["words"])
-        seen.update(task["words"])
+        familiar += sum(f"{task.family}/{i}" in seen for i in task.items)
+        seen.update(f"{task.family}/{i}" for i in task.items)
     if args.svg:
-        title = f"learning curve: {args.tasks} word-case tasks, {args.sampler}, k={args.k}"
-        Path(args.svg).write_text(svg_chart(rows, title))
-    edge = max(1, min(10, args.tasks // 2))
+        Path(args.svg).write_text(svg_chart(rows, title_of(args, len(stream))))
     return {
-        "tasks": args.tasks,
-        "wordsPerTask": args.words,
-        "families": len(FAMILIES),
-        "distinctWords": len(seen),
-        "familiarWordShare": round(familiar / max(1, sum(len(t["words"]) for t in stream)), 3),
+        "itemsPerTask": args.items,
+        "familyCount": len(pools),
+        "distinctItems": len(seen),
+        "familiarItemShare": round(familiar / max(1, sum(len(t.items) for t in stream)), 3),
         "sampler": args.sampler,
         "model": model or None,
         "k": args.k,
         "seed": args.seed,
         "wallS": round(time.perf_counter() - started, 1),
-        "arms": summarize(rows, edge),
+        **summarize(rows),
         "rows": args.rows,
         "svg": args.svg,
+        "home": args.home,
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=1000, help="tasks in the stream")
-    parser.add_argument("--words", type=int, default=3, help="words (steps) per task")
-    parser.add_argument("--k", type=int, default=2, help="votes ahead needed to decide a word")
-    parser.add_argument(
-        "--max-rounds", type=int, default=8, help="voting rounds before a word is undecided"
+def title_of(args: argparse.Namespace, tasks: int) -> str:
+    return f"learning curve: {tasks} micro tasks (10 families), {args.sampler}, k={args.k}"
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--tasks", type=int, default=1000, help="tasks in the stream")
+    p.add_argument("--items", type=int, default=3, help="items (steps) per task")
+    p.add_argument("--k", type=int, default=2, help="votes ahead needed to decide an item")
+    p.add_argument("--max-rounds", type=int, default=8, help="voting rounds before undecided")
+    p.add_argument("--cap", type=int, default=24, help="token cap per sample")
+    p.add_argument("--seed", type=int, default=11, help="the stream's and the runs' seed")
+    p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of item recurrence")
+    p.add_argument(
+        "--arms",
+        default=",".join(ARMS),
+        help=f"comma-separated arms to run (default all: {','.join(ARMS)})",
     )
-    parser.add_argument("--cap", type=int, default=24, help="token cap per sample")
-    parser.add_argument("--seed", type=int, default=11, help="the stream's and the runs' seed")
-    parser.add_argument(
-        "--zipf", type=float, default=1.1, help="Zipf exponent of word recurrence in a family"
-    )
-    parser.add_argument(
+    p.add_argument(
         "--sampler",
         default="local:rlm",
-        help="local:SLOT (the real embedded model) or simulated:P (no learning: checks the "
-        "harness only)",
+        help="local:SLOT (the real embedded model) or simulated:P (no L0/L1: the harness only)",
     )
-    parser.add_argument("--rows", help="write one JSON line per task and arm to this file")
-    parser.add_argument("--svg", help="draw cost and success per task into this SVG file")
-    parser.add_argument("--json", action="store_true", help="only the summary, as one JSON line")
-    parser.add_argument(
+    p.add_argument("--rows", help="append one JSON line per task and arm to this file")
+    p.add_argument("--svg", help="draw cost and success per task into this SVG file")
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="the model server's threads (default: one per core)",
+    )  # fmt: skip
+    p.add_argument("--home", help="keep each arm's NANOBOT_HOME under DIR/<arm> (not deleted)")
+    p.add_argument("--json", action="store_true", help="only the summary, as one JSON line")
+    p.add_argument(
         "--from-rows",
         metavar="FILE",
         help="run nothing: summarize (and draw, with --svg) the rows an earlier run wrote",
     )
-    args = parser.parse_args()
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown or not args.arms:
+        p.error(f"--arms: unknown {', '.join(unknown) or 'none given'} (known: {', '.join(ARMS)})")
     if args.from_rows:
-        rows = [json.loads(line) for line in Path(args.from_rows).read_text().splitlines()]
-        tasks = len({r["task"] for r in rows})
+        rows = read_rows(Path(args.from_rows))
         if args.svg:
-            title = f"learning curve: {tasks} word-case tasks, {args.sampler}, k={args.k}"
-            Path(args.svg).write_text(svg_chart(rows, title))
-        summary = {"tasks": tasks, "arms": summarize(rows, max(1, min(10, tasks // 2)))}
-        print(json.dumps(summary, indent=None if args.json else 2))
+            tasks = len({r["task"] for r in rows})
+            Path(args.svg).write_text(svg_chart(rows, title_of(args, tasks)))
+        print(json.dumps(summarize(rows), indent=None if args.json else 2))
         return 0
-    if args.tasks < 1 or args.words < 1 or args.k < 1:
-        parser.error("--tasks, --words and --k must be at least 1")
-    home = tempfile.mkdtemp(prefix="learning-curve-home-")
-    os.environ["NANOBOT_HOME"] = home
-    try:
-        out = asyncio.run(main_async(args))
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    if args.tasks < 1 or args.items < 1 or args.k < 1:
+        p.error("--tasks, --items and --k must be at least 1")
+    base = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="learning-curve-"))
+    with nanobot_home(base / "server"):
+        try:
+            out = asyncio.run(main_async(args, base))
+        finally:
+            if not args.home:
+                shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(out, indent=None if args.json else 2))
     return 0
 

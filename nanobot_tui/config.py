@@ -121,11 +121,76 @@ class LearningConfig(_Section):
     history, learned skills. Off: nothing is read from or added to what was learned."""
 
     enabled: bool = True
+    # The app's learning jobs (LoRA adapters): "ask" offers one when a step type has
+    # enough new verified examples, "auto" starts it, "off" leaves it to `nanobot learn`.
+    distill: Literal["off", "ask", "auto"] = "ask"
 
 
 class UIConfig(_Section):
     theme: str = "nanobot-dark"
     keymap: dict[str, str] = Field(default_factory=dict)
+
+
+class TelegramConfig(_Section):
+    """The Telegram channel (channels/telegram.py): a bot, long polling."""
+
+    enabled: bool = False
+    # NANOBOT_TELEGRAM_TOKEN wins over this (`with_env_secrets`); never logged.
+    token: str = Field(default="", repr=False)
+    base_url: str = "https://api.telegram.org"
+    allow: list[str] = Field(default_factory=list)  # Telegram user ids allowed to command
+    poll_seconds: float = Field(default=10.0, gt=0, le=3600)
+
+
+class EmailConfig(_Section):
+    """The email channel (channels/email.py): SMTP out, IMAP in, a thread per run."""
+
+    enabled: bool = False
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    imap_host: str = ""
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    imap_tls: Literal["tls", "starttls", "none"] = "tls"
+    user: str = ""
+    # NANOBOT_EMAIL_PASSWORD wins over this (`with_env_secrets`); never logged.
+    password: str = Field(default="", repr=False)
+    from_addr: str = ""
+    allow: list[str] = Field(default_factory=list)  # addresses allowed to command
+    poll_seconds: float = Field(default=60.0, gt=0, le=86400)
+
+
+class TemplateConfig(_Section):
+    """A named process a channel may start with `/start NAME`: `nanobot process TASK --on
+    ON --recipe RECIPE --detach` with this sampler."""
+
+    task: str
+    on: Path
+    recipe: str
+    sampler: str = "local:rlm"  # or "simulated:P"
+
+
+class GatewayConfig(_Section):
+    """`nanobot gateway`: the channels, how often runs report, how fast chats are sent to."""
+
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+    milestone_every_percent: int = Field(default=10, ge=1, le=100)
+    milestone_every_hours: float = Field(default=2.0, gt=0)
+    rate_limit_per_minute: int = Field(default=20, ge=1, le=10_000)
+    templates: dict[str, TemplateConfig] = Field(default_factory=dict)
+
+    def with_env_secrets(self) -> GatewayConfig:
+        """A copy with NANOBOT_TELEGRAM_TOKEN and NANOBOT_EMAIL_PASSWORD, when set, in
+        place of the file's token and password (the environment wins)."""
+        out = self.model_copy(deep=True)
+        token = os.environ.get("NANOBOT_TELEGRAM_TOKEN")
+        password = os.environ.get("NANOBOT_EMAIL_PASSWORD")
+        if token:
+            out.telegram.token = token
+        if password:
+            out.email.password = password
+        return out
 
 
 class Config(_Section):
@@ -137,6 +202,7 @@ class Config(_Section):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     def holds_keys(self) -> bool:
         """Whether any API key is set (every field whose name ends in `api_key`)."""

@@ -1,9 +1,12 @@
-"""`nanobot learned [--json]` and `nanobot learned forget WHAT [--type T] [--json]`:
+"""`nanobot learned [--json]`, `nanobot learned forget WHAT [--type T] [--json]` and
+`nanobot learned replay ROWS [--speed N]`:
 everything the learning loops kept, and taking it back.
 
 The listing shows the cached step results (L0) per step type with their hits and hit
 rate, each task type's history with the budgets and p derived from it, the anomalies, and
 the learned agent skills (when this nanobot has them: engine/learning/skills.py).
+`replay` opens the app on a learning-curve benchmark's rows, replayed task by task
+(ui/screens/learning_replay.py).
 `forget` removes what it names (`--type` narrows it to one step type, task type or skill)
 and says how many of each went. Names come from stored data: the text listing shows them
 with control characters escaped; JSON keeps them as they are.
@@ -182,6 +185,32 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Read the rows first (a bad file is one line, and no app), then open the app on
+    the replay, which reads them again in its worker."""
+    from pathlib import Path
+
+    from nanobot_tui.config import load_config_file
+    from nanobot_tui.ui.screens.learning_replay import LearningReplayApp, read_rows
+
+    path = Path(args.rows)
+    read_rows(path)
+    LearningReplayApp(path, args.speed, load_config_file()).run()
+    return EXIT_OK
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of tasks per second, not {text!r}"
+        ) from None
+    if not 0.1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be from 0.1 to 1000 tasks per second, not {text}")
+    return value
+
+
 def _type_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must name a step type, task type or skill, not ''")
@@ -194,11 +223,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="what the learning loops kept: cached results, task history, budgets, "
         "anomalies, skills",
         description="List what nanobot learned from its verified work (learned.db and "
-        "learned skills); `learned forget` takes it back.",
+        "learned skills); `learned forget` takes it back; `learned replay` replays a "
+        "learning-curve benchmark in the app.",
     )
     p.add_argument("--json", action="store_true", help="print everything as one JSON object")
     p.set_defaults(func=cmd_learned)
-    learned_sub = p.add_subparsers(dest="learned_command", metavar="{forget}")
+    learned_sub = p.add_subparsers(dest="learned_command", metavar="{forget,replay}")
     q = learned_sub.add_parser(
         "forget",
         help="remove cached results, history, anomalies, skills, or all of them",
@@ -219,3 +249,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     q.add_argument("--json", action="store_true", help="print the counts as JSON")
     q.set_defaults(func=cmd_forget)
+    r = learned_sub.add_parser(
+        "replay",
+        help="replay a learning-curve benchmark's rows in the app, task by task",
+        description="Open the app on a replay of ROWS (a learning-curve benchmark's JSON "
+        "lines): each arm's samples per task and success, drawn task by task. Space pauses, "
+        "q goes back.",
+    )
+    r.add_argument("rows", metavar="ROWS", help="the benchmark's rows file (.jsonl)")
+    r.add_argument(
+        "--speed",
+        type=_speed,
+        default=4.0,
+        metavar="TASKS_PER_S",
+        help="tasks shown per second (default 4)",
+    )
+    r.set_defaults(func=cmd_replay)

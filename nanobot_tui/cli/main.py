@@ -56,9 +56,16 @@ COMMAND_MODULES: dict[str, str] = {
     ),
     **dict.fromkeys(("setup", "models"), "setup"),
     "learned": "learned",
+    "learn": "learn",
+    "adapters": "adapters",
+    "gateway": "gateway",
+    "web": "web",
 }
 # Every module that adds commands, in the order `nanobot --help` lists them.
-ALL_MODULES = ("agent", "context", "run", "process", "runs", "learned", "setup")
+ALL_MODULES = (
+    "agent", "context", "run", "process", "runs", "learned", "learn", "adapters", "gateway",
+    "web", "setup",
+)  # fmt: skip
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

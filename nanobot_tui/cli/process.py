@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from contextlib import AbstractAsyncContextManager
 
+    from nanobot_tui.engine.learning.history import HistoryBudget
     from nanobot_tui.engine.llm.chat_client import ChatClient
+    from nanobot_tui.engine.runs.spec import RunSpec
     from nanobot_tui.engine.work.plan import Pass, PlannerModel
     from nanobot_tui.engine.work.process import Plan
 
@@ -60,6 +62,54 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "learn": not args.no_learn,
     }
+
+
+def _learning_spec(
+    args: argparse.Namespace, spec: RunSpec, steps: int
+) -> tuple[RunSpec, HistoryBudget | None]:
+    """`spec` with the `--learn-loops` and, from its task type's history, the budgets and
+    k the flags do not give (as `nanobot run` takes them: `cli.run.history_for`), and
+    that history (None: nothing taken)."""
+    from nanobot_tui.cli.run import flag_or_learned, history_for, learn_loops
+    from nanobot_tui.engine.learning.run_memory import task_type_of
+    from nanobot_tui.engine.runs.spec import Budgets
+
+    spec = dataclasses.replace(spec, learn_loops=learn_loops(args))
+    task_type = task_type_of(spec.label, spec.domain, spec.simulated)
+    history = history_for(args, task_type, min(steps, args.max_steps or steps))
+    if history is None:
+        return spec, None
+    budgets = Budgets(
+        steps=flag_or_learned(args.max_steps, history.steps),
+        tokens=flag_or_learned(args.max_tokens, history.tokens),
+        seconds=flag_or_learned(args.max_seconds, history.seconds),
+    )
+    spec = dataclasses.replace(spec, budgets=budgets)
+    if args.k is None and history.k is not None:
+        spec = dataclasses.replace(spec, vote=dataclasses.replace(spec.vote, k=history.k))
+    return spec, history
+
+
+def _keep_checked(args: argparse.Namespace, run_id: str, result: dict[str, Any]) -> int:
+    """After a process whose `--verify` check passed: its winners (every decided function
+    whose edit was not reverted) kept as checked results for a later run to reuse
+    (`run_memory.remember_checked`: only with learning and its "reuse" loop on, for a
+    real model); how many were kept."""
+    from nanobot_tui.engine.learning.run_memory import remember_checked
+
+    check = result.get("verify")
+    if not check or not check.get("passed"):
+        return 0
+    reverted = {int(r["step"]) for r in result.get("reverted") or ()}
+    steps = [i for i in range(int(result["functions"])) if i not in reverted]
+    try:
+        kept = remember_checked(run_id, steps)
+    except NanobotError as exc:  # the process is done: learning is not worth failing it
+        print(f"nanobot: no checked results kept: {exc}", file=sys.stderr)
+        return 0
+    if kept and not args.json:
+        print(f"learned: {kept:,} checked result(s) kept for reuse", file=sys.stderr)
+    return kept
 
 
 async def _classify(task: str) -> str:
@@ -174,9 +224,12 @@ async def _start_planned(args: argparse.Namespace, recipe: str, plan: Plan) -> s
         print(plan.line())
         for problem in plan.problems[:5]:
             print(f"  skipped {problem.path}: {problem.reason}")
+    spec, history = await asyncio.to_thread(_learning_spec, args, plan.spec, plan.functions)
+    plan = dataclasses.replace(plan, spec=spec)
+    learned_k = args.k is None and history is not None and history.k is not None
     if args.sampler[0] == "local":
-        k = await _check_projection(args, recipe, plan)
-        if k is not None and args.k is None:  # k from the model's own p on this recipe
+        k = await _check_projection(args, recipe, plan, spec.vote.k if learned_k else None)
+        if k is not None and args.k is None and not learned_k:  # the model's p on this recipe
             plan = dataclasses.replace(
                 plan,
                 spec=dataclasses.replace(plan.spec, vote=dataclasses.replace(plan.spec.vote, k=k)),
@@ -184,10 +237,12 @@ async def _start_planned(args: argparse.Namespace, recipe: str, plan: Plan) -> s
     return await start_run(plan.spec)
 
 
-async def _check_projection(args: argparse.Namespace, recipe: str, plan: Plan) -> int | None:
+async def _check_projection(
+    args: argparse.Namespace, recipe: str, plan: Plan, learned_k: int | None = None
+) -> int | None:
     """Before a real model starts: MAKER's projection from the model's calibration on
     this recipe, printed, and its k (None: no calibration, or hopeless); a hopeless one
-    (p <= 0.5) stops here unless --force."""
+    (p <= 0.5) stops here unless --force. `learned_k`: the k history gave the run."""
     from nanobot_tui.cli.run import projection
     from nanobot_tui.config import load_config
     from nanobot_tui.engine.serving.workbench import Workbench
@@ -219,7 +274,7 @@ async def _check_projection(args: argparse.Namespace, recipe: str, plan: Plan) -
         say(message)
         return None
     hours = f", ~{proj['seconds'] / 3600:.1f} h" if proj["seconds"] is not None else ""
-    k = args.k or int(proj["k"])
+    k = args.k or learned_k or int(proj["k"])
     say(
         f"projection: p = {latest.p:.2f} needs k = {proj['k']} for {plan.functions:,} "
         f"functions at 95 %: ~{proj['total_samples']:,.0f} samples{hours} (running with "
@@ -237,7 +292,9 @@ async def _start_extract(args: argparse.Namespace, task: str) -> tuple[str, str]
         args.volume,
         **_run_options(args),
     )
-    line = f"extract: {spec.build_domain().total_steps():,} chunk(s) of volume {args.volume}"
+    steps = spec.build_domain().total_steps()
+    spec, _ = await asyncio.to_thread(_learning_spec, args, spec, steps)
+    line = f"extract: {steps:,} chunk(s) of volume {args.volume}"
     if not args.json:
         print(line)
     return line, await start_run(spec)
@@ -267,6 +324,7 @@ async def _run(args: argparse.Namespace, task: str) -> int | str:
     status, monitor = await run_foreground(run_id, quiet=args.json)
     result = await asyncio.to_thread(_result, run_id, bool(args.volume))
     if not args.volume:
+        await asyncio.to_thread(_keep_checked, args, run_id, result)
         result["summary"] = await _summarize(args, run_id)
     if args.json:
         out: dict[str, Any] = {"run": summary(status, monitor), "outcome": result, "plan": line}
@@ -327,6 +385,7 @@ async def _run_passes(args: argparse.Namespace, passes: tuple[Pass, ...]) -> int
         raise process.ProcessError(f"nothing to do in {args.on}: no pass of the plan found work")
     run_id, status, monitor, line = last
     result = await asyncio.to_thread(_result, run_id, False)
+    await asyncio.to_thread(_keep_checked, args, run_id, result)
     if args.json:
         run = summary(status, monitor)
         print(json.dumps({"run": run, "outcome": result, "plan": line, "passes": done}))
@@ -414,9 +473,12 @@ def _result(run_id: str, extract: bool) -> dict[str, Any]:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from nanobot_tui.cli.run import learn_loops
+
     words: list[str] = args.words
     if words[0] in ACTIONS and len(words) == 2:
         return _act(words[0], words[1], args.json)
+    learn_loops(args)  # an unknown loop name stops here, before anything starts
     if args.recipe == "extract" and not args.volume:
         raise UsageError("process: the extract recipe reads a volume: --volume NAME")
     if args.volume and args.sampler[0] == "simulated":
@@ -533,7 +595,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from nanobot_tui.cli.run import parse_sampler
+    from nanobot_tui.cli.run import add_learning_options, parse_sampler
     from nanobot_tui.cli.runs import budget_options
 
     p = sub.add_parser(
@@ -595,11 +657,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--concurrency", type=positive_int, help="functions at once (default: CPU cores)"
     )
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
-    p.add_argument(
-        "--no-learn",
-        action="store_true",
-        help="learn nothing and use nothing learned: no reused step results and no task "
-        "history (the config's learning.enabled = false does this for every run)",
+    add_learning_options(
+        p, "no reused step results, no task history, budgets and k not from history"
     )
     budget_options(p)
     p.add_argument("--detach", action="store_true", help="run in the background (own session)")

@@ -226,9 +226,9 @@ def run_spec(args: argparse.Namespace, k: int, history: HistoryBudget | None = N
         vote=VoteConfig(k=k),
         seed=args.seed,
         budgets=Budgets(
-            steps=_given(args.max_steps, history and history.steps),
-            tokens=_given(args.max_tokens, history and history.tokens),
-            seconds=_given(args.max_seconds, history and history.seconds),
+            steps=flag_or_learned(args.max_steps, history and history.steps),
+            tokens=flag_or_learned(args.max_tokens, history and history.tokens),
+            seconds=flag_or_learned(args.max_seconds, history and history.seconds),
         ),
         retry=RetryPolicy(retries=args.retries, on_fail=args.on_fail),
         fanout=args.fanout,
@@ -237,31 +237,75 @@ def run_spec(args: argparse.Namespace, k: int, history: HistoryBudget | None = N
         traces=not args.no_traces,
         label=label,
         learn=not args.no_learn,
+        learn_loops=learn_loops(args),
     )
 
 
-def _given(flag: Any, learned: Any) -> Any:
+def learn_loops(args: argparse.Namespace) -> tuple[str, ...]:
+    """The loops `--learn-loops` names (all three without it); UsageError naming an
+    unknown one."""
+    from nanobot_tui.engine.runs.spec import LEARN_LOOPS, parse_learn_loops
+
+    text = getattr(args, "learn_loops", None)
+    return LEARN_LOOPS if text is None else parse_learn_loops(text)
+
+
+def learns_history(args: argparse.Namespace) -> bool:
+    """Whether a run takes its budgets and k from history: learning on (flags and
+    config) with "history" among its loops."""
+    from nanobot_tui.config import load_config_file
+
+    if args.no_learn or "history" not in learn_loops(args):
+        return False
+    config = load_config_file()
+    return config is None or config.learning.enabled
+
+
+def add_learning_options(p: argparse.ArgumentParser, what: str) -> None:
+    """`--no-learn` and `--learn-loops`, for `nanobot run` and `nanobot process`."""
+    p.add_argument(
+        "--no-learn",
+        action="store_true",
+        help=f"learn nothing and use nothing learned: {what} (the config's "
+        "learning.enabled = false does this for every run)",
+    )
+    p.add_argument(
+        "--learn-loops",
+        metavar="LOOPS",
+        help="the learning loops to use, comma-separated (default: all): reuse (verified "
+        "step results), examples (few-shot examples), history (task records, budgets and "
+        "k from history, anomalies); --no-learn turns them all off",
+    )
+
+
+def flag_or_learned(flag: Any, learned: Any) -> Any:
     """An explicit flag wins over what history says."""
     return flag if flag is not None else (learned or None)
 
 
 def _history(args: argparse.Namespace, domain: Domain) -> HistoryBudget | None:
-    """The budgets and k of the run's task type from its history (at least MIN_RECORDS
-    earlier runs), when learning is on and some of them are not given by flags; one line
-    says what was taken. A learned.db that cannot be read is reported and ignored."""
-    from nanobot_tui.config import load_config_file
-    from nanobot_tui.engine.learning.run_memory import history_budget, task_type_of
+    """The budgets and k of the run's task type from its history (`history_for`)."""
+    from nanobot_tui.engine.learning.run_memory import task_type_of
     from nanobot_tui.engine.voting.domains.registry import DOMAINS as KINDS
 
-    flags = (args.max_steps, args.max_tokens, args.max_seconds)
-    if args.no_learn or (args.k is not None and None not in flags):
-        return None
-    config = load_config_file()
-    if config is not None and not config.learning.enabled:
-        return None
     label = KINDS[args.domain].label(domain_params(args))
     task_type = task_type_of(label, args.domain, args.sampler[0] == "simulated")
     steps = min(domain.total_steps(), args.max_steps or domain.total_steps())
+    return history_for(args, task_type, steps)
+
+
+def history_for(args: argparse.Namespace, task_type: str, steps: int) -> HistoryBudget | None:
+    """The budgets and k of `task_type` from its history (at least MIN_RECORDS earlier
+    runs) for a run of `steps` steps, when learning and its "history" loop are on and some
+    of them are not given by flags (`--k`, `--max-steps/-tokens/-seconds`); one line says
+    what was taken. A learned.db that cannot be read is reported and ignored."""
+    from nanobot_tui.engine.learning.run_memory import history_budget
+
+    flags = (args.max_steps, args.max_tokens, args.max_seconds)
+    if args.k is not None and None not in flags:
+        return None
+    if not learns_history(args):
+        return None
     try:
         budget = history_budget(task_type, steps=steps)
     except NanobotError as exc:
@@ -299,9 +343,11 @@ async def _pick_k(args: argparse.Namespace, domain: Domain) -> int:
         model = workbench.slots[args.slot].display_name
         latest = await calibration_store.latest_calibration(model, domain.name)
         if latest is None:
+            # A domain of families calibrates per family: "micro-dates" is micro --family dates.
+            family = f" --family {args.family}" if domain.name != args.domain else ""
             raise UsageError(
                 f"no calibration of {model} on {domain.name} yet: run "
-                f"`nanobot calibrate --domain {domain.name}` first, or pass --k"
+                f"`nanobot calibrate --domain {args.domain}{family}` first, or pass --k"
             )
         p = latest.p
     assert p is not None
@@ -322,11 +368,36 @@ async def _run(args: argparse.Namespace, domain: Domain) -> int | str:
     else:
         k = await _pick_k(args, domain)
     run_id = await start_run(run_spec(args, k, history))
+    notify(run_id, args)
     if args.detach:
         return run_id  # its runner is started by cmd_run, outside this event loop
     started = time.perf_counter()
     status, monitor = await run_foreground(run_id, quiet=args.json)
     return print_outcome(status, monitor, args.json, started)
+
+
+def notify_targets(args: argparse.Namespace) -> None:
+    """`--notify telegram:CHAT,email:ADDR` parsed into args.notify_targets; UsageError
+    (one line) naming the part that is wrong."""
+    from nanobot_tui.channels.subscriptions import parse_notify
+
+    text = getattr(args, "notify", None)
+    args.notify_targets = parse_notify(text) if text is not None else ()
+
+
+def notify(run_id: str, args: argparse.Namespace) -> None:
+    """Subscribe the --notify targets to the new run: the gateway sends them its
+    milestones."""
+    targets = getattr(args, "notify_targets", ())
+    if not targets:
+        return
+    from nanobot_tui.channels.subscriptions import Subscriptions
+
+    subscriptions = Subscriptions()
+    for target in targets:
+        subscriptions.subscribe(run_id, target)
+    line = f"milestones go to {', '.join(map(str, targets))} (while `nanobot gateway` runs)"
+    print(line, file=sys.stderr if args.json else sys.stdout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -335,6 +406,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nanobot_tui.cli.runs import print_detached
     from nanobot_tui.engine.runs.control import detach
 
+    learn_loops(args)  # an unknown loop name stops here, before anything starts
+    notify_targets(args)  # so does a bad --notify
     domain = make_domain(args)
     try:
         result = asyncio.run(_run(args, domain))
@@ -347,7 +420,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _domain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disks", type=positive_int, default=10, help="Hanoi: number of disks")
-    p.add_argument("--words", type=positive_int, default=300, help="wordcase: number of words")
+    from nanobot_tui.engine.voting.domains.micro_families import FAMILIES
+
+    p.add_argument("--words", type=positive_int, default=300, help="wordcase, micro: how many")
+    p.add_argument(
+        "--family",
+        default="wordcase",
+        metavar="NAME",
+        help=f"micro: the task family, one of {', '.join(FAMILIES)}",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slot", choices=("main", "rlm", "memory"), default="rlm")
     p.add_argument("--target", type=probability, default=0.95, help="P(every step right)")
@@ -391,11 +472,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--no-traces", action="store_true", help="no trace file for this run")
     p.add_argument(
-        "--no-learn",
-        action="store_true",
-        help="learn nothing and use nothing learned: no reused step results, no task "
-        "history, budgets and k not from history (the config's learning.enabled = false "
-        "does this for every run)",
+        "--notify",
+        metavar="TARGETS",
+        help="send the run's milestones through the gateway to telegram:CHAT_ID and/or "
+        "email:ADDR, comma-separated",
+    )
+    add_learning_options(
+        p, "no reused step results, no task history, budgets and k not from history"
     )
     _domain_options(p)
     p.set_defaults(func=cmd_run)

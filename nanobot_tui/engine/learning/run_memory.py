@@ -5,12 +5,14 @@ name; runs never import learning).
 What a run keeps and where:
 - L0 (reuse.py) for a real model's run only: a simulated sampler's answers are not a
   model's work, so they are never stored nor looked up. A step's key is its step type
-  (`step_type_of`), its canonical input (`domain.dump_step`), the fingerprint of the
-  domain's own messages for it (`domain.messages(step)`: any change of the prompt, the
-  recipe's instruction or the domain's prompt params changes it) and the model. Only
-  answers verified by the truth are stored by the run; a code recipe without a reference
-  edit has no truth, and its winners are kept as "voted+checked" only once the user's
-  check passed them, after the run (`remember_checked`, called by the process).
+  (`step_type_of`), its canonical input (`domain.reuse_key` where the domain has one,
+  else `domain.dump_step`: a code step's key leaves out its line numbers), the
+  fingerprint of the domain's own messages for it (`domain.messages(step)`: any change
+  of the prompt, the recipe's instruction or the domain's prompt params changes it) and
+  the model. Only answers verified by the truth are stored by the run; a code recipe
+  without a reference edit has no truth, and its winners are kept as "voted+checked"
+  only once the user's check passed them, after the run (`remember_checked`, called by
+  `nanobot process` after a `--verify` check that passed).
 - L1 (examples.py) for a real model's run: the sampler is given up to `SHOTS` verified
   examples of the step type per step (`attach`), every truth-verified answer becomes an
   example (the winning reply's text), and each voted step's verdict is credited to the
@@ -23,6 +25,14 @@ What a run keeps and where:
   under a task type of their own ("wordcase300 (simulated)"), so they never set a real
   model's budgets.
 
+Each of the three is switched by the spec's `learn_loops` ("reuse", "examples",
+"history"): a loop left out is neither used nor fed by the run.
+
+Distillation: a real model's run with a step loop on also gets its step type's promoted
+LoRA adapter (engine/learning/distill/, serving/adapter_registry.py) at scale 1 in every
+request (`attach`), and its voted steps' verdicts count as that adapter's live success
+(`judged`, written at `close`), which demotes one that does clearly worse than the base.
+
 The store is opened on first use, so a simulated run touches learned.db once, at its end.
 """
 
@@ -31,8 +41,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nanobot_tui import paths
 from nanobot_tui.engine.learning.history import HistoryBudget, Kind, TaskHistory
 from nanobot_tui.engine.learning.reuse import ResultCache, VerifiedBy, prompt_fingerprint
 from nanobot_tui.engine.learning.store import LearningStore
@@ -40,6 +52,7 @@ from nanobot_tui.engine.runs.learning_seam import Outcome, RunOutcome
 from nanobot_tui.errors import NanobotError
 
 if TYPE_CHECKING:
+    from nanobot_tui.config import SlotName
     from nanobot_tui.engine.learning.examples import ExampleBank, StepShots
     from nanobot_tui.engine.runs.spec import RunSpec
     from nanobot_tui.engine.voting.domains import Domain, Step
@@ -51,6 +64,7 @@ __all__ = [
     "kind_of",
     "open_run_memory",
     "remember_checked",
+    "reuse_input",
     "step_type_of",
     "task_type_of",
 ]
@@ -64,11 +78,22 @@ _RECORDED = ("completed", "failed")
 
 
 def step_type_of(domain: str, params: dict[str, Any]) -> str:
-    """What a step asks, for L0: the domain, and for a code run its recipe
-    ("code:fstrings"); the prompt itself is in the key's fingerprint."""
+    """What a step asks, for L0 and L1: the domain, for a code run its recipe
+    ("code:fstrings"), for a domain of families its family ("micro:dates"); the prompt
+    itself is in the key's fingerprint."""
     if domain == "code":
         return f"code:{params.get('recipe') or 'instruction'}"
+    if params.get("family"):
+        return f"{domain}:{params['family']}"
     return domain
+
+
+def reuse_input(domain: Domain, step: Step) -> Any:
+    """A step's canonical input in its L0 key: the domain's `reuse_key` where it has one
+    (what the answer depends on, e.g. not where a function sits in its file), else
+    `dump_step`."""
+    key_of = getattr(domain, "reuse_key", None)
+    return key_of(step) if callable(key_of) else domain.dump_step(step)
 
 
 def task_type_of(label: str, domain: str, simulated: bool) -> str:
@@ -113,7 +138,12 @@ class RunMemory:
         self.run_id = run_id
         self.spec = spec
         self.domain = domain
-        self.reuses = not sampler.simulated
+        loops = spec.learn_loops
+        self.reusing = "reuse" in loops and not sampler.simulated
+        self.keeps_examples = "examples" in loops and not sampler.simulated
+        self.records = "history" in loops
+        # The runner asks recall/remember/judged only when one of the step loops is on.
+        self.reuses = self.reusing or self.keeps_examples
         self.model = _model_of(sampler) if self.reuses else ""
         self.step_type = step_type_of(spec.domain, spec.params)
         self.task_type = task_type_of(spec.label, spec.domain, sampler.simulated)
@@ -126,6 +156,10 @@ class RunMemory:
         self._shots: StepShots | None = None
         self._user_text: Callable[[Step], str] | None = None
         self._template = ""
+        # The step type's promoted LoRA adapter, set by `attach` when one is applied: its
+        # registry id, and the voted steps judged ([right, judged]) not yet counted there.
+        self._adapter: int | None = None
+        self._live = [0, 0]
 
     # --- the store, opened on first use ---------------------------------------------------
 
@@ -144,6 +178,7 @@ class RunMemory:
         self._broken = True
 
     def close(self) -> None:
+        self._count_live()
         with self._lock:
             if self._store is not None:
                 self._store.close()
@@ -154,12 +189,12 @@ class RunMemory:
     def _key_parts(self, step: Step) -> tuple[Any, str]:
         known = self._prints.get(step.index)
         if known is None:
-            known = (self.domain.dump_step(step), prompt_fingerprint(self.domain.messages(step)))
+            known = (reuse_input(self.domain, step), prompt_fingerprint(self.domain.messages(step)))
             self._prints[step.index] = known
         return known
 
     def recall(self, step: Step) -> Any | None:
-        if not self.reuses:
+        if not self.reusing:
             return None
         store = self._open()
         if store is None:
@@ -184,12 +219,18 @@ class RunMemory:
         if not self.reuses or verified_by not in ("truth", "voted+checked"):
             self._prints.pop(step.index, None)
             return
+        verified: VerifiedBy = "truth" if verified_by == "truth" else "voted+checked"
+        if self.reusing:
+            self._put(step, answer, verified)
+        self._prints.pop(step.index, None)
+        if not self._broken:
+            self._keep_example(step, verified, text)
+
+    def _put(self, step: Step, answer: Any, verified: VerifiedBy) -> None:
         store = self._open()
         step_input, fingerprint = self._key_parts(step)
-        self._prints.pop(step.index, None)
         if store is None:
             return
-        verified: VerifiedBy = "truth" if verified_by == "truth" else "voted+checked"
         try:
             ResultCache(store).put(
                 self.step_type, step_input, self.domain.dump_answer(answer),
@@ -197,21 +238,26 @@ class RunMemory:
             )  # fmt: skip
         except NanobotError as exc:
             self._give_up(exc)
-            return
-        self._keep_example(step, verified, text)
 
     def judged(self, step: Step, outcome: Outcome | None) -> None:
         self._prints.pop(step.index, None)
         if self._shots is not None:
             self._shots.settle(step, outcome)
+        if self._adapter is not None and outcome is not None:
+            self._live[0] += outcome == "right"
+            self._live[1] += 1
 
     # --- L1 -----------------------------------------------------------------------------
 
     def attach(self, sampler: Sampler) -> None:
         """Give a real model's sampler its few-shot examples (examples.py), when it takes
-        them (`LLMSampler.shots`)."""
+        them (`LLMSampler.shots`), and its step type's promoted LoRA adapter at scale 1
+        (`_apply_adapter`)."""
         inner = getattr(sampler, "inner", sampler)
-        if not self.reuses or not hasattr(inner, "shots"):
+        extra = getattr(inner, "extra", None)
+        if self.reuses and isinstance(extra, dict):
+            self._apply_adapter(extra)
+        if not self.keeps_examples or not hasattr(inner, "shots"):
             return
         first = next(iter(self.domain.steps()), None)
         store = self._open()
@@ -230,6 +276,62 @@ class RunMemory:
             fingerprint=self._template,
         )  # fmt: skip
         inner.shots = self._shots
+
+    def _apply_adapter(self, extra: dict[str, Any]) -> None:
+        """Scale 1 for the step type's promoted adapter of the slot's model, in every
+        request (`extra`). Its id on the server is its position among the model's served
+        adapters, the list the workbench started the server with (adapter_registry.py)."""
+        from nanobot_tui.engine.serving.adapter_registry import (
+            AdapterRegistry,
+            registry_path,
+            served_adapters,
+        )
+        from nanobot_tui.engine.serving.lora import lora_fields
+
+        if not registry_path().is_file():  # no adapters: no need to resolve the slot
+            return
+        try:
+            model = _slot_model(self.spec.slot)
+            served = served_adapters(model) if model is not None else ()
+            if not served:
+                return
+            with AdapterRegistry() as registry:
+                record = registry.promoted(str(model), self.step_type)
+        except NanobotError as exc:
+            log.warning("run %s: no LoRA adapter: %s", self.run_id, exc)
+            return
+        if record is None or record.path not in served:
+            return
+        # A fresh prompt per request: the server's cached cells may come from other scales.
+        extra.update(lora_fields({served.index(record.path): 1.0}))
+        self._adapter = record.id
+        log.info("run %s: LoRA adapter %s applied to %s", self.run_id, record.id, self.step_type)
+
+    def _count_live(self) -> None:
+        """Add the judged steps to the adapter's live tally; demote it when they say it
+        does worse than the base (ab_test.live_demotes)."""
+        right, judged = self._live
+        if self._adapter is None or not judged:
+            return
+        self._live = [0, 0]
+        from nanobot_tui.engine.learning.distill.ab_test import live_demotes
+        from nanobot_tui.engine.serving.adapter_registry import AdapterRegistry
+
+        try:
+            with AdapterRegistry() as registry:
+                record = registry.add_live(self._adapter, right, judged)
+                if record.status == "promoted" and live_demotes(
+                    record.ab, record.live_right, record.live_n
+                ):
+                    registry.update(
+                        record.id, status="demoted",
+                        note=f"live runs: {record.live_right}/{record.live_n} steps right, "
+                        f"below the base's p {float((record.ab or {})['p_base']):.2f}",
+                    )  # fmt: skip
+                    log.warning("LoRA adapter %s demoted: worse than the base in live runs",
+                                record.id)  # fmt: skip
+        except NanobotError as exc:
+            log.warning("run %s: LoRA adapter %s not counted: %s", self.run_id, self._adapter, exc)
 
     def _keep_example(self, step: Step, verified_by: VerifiedBy, text: str | None) -> None:
         if self._bank is None or self._user_text is None or not text or not text.strip():
@@ -258,7 +360,8 @@ class RunMemory:
             "reused": int(before.get("reused") or 0) + outcome.reused,
         }
         budget_stop = outcome.status == "stopped" and outcome.reason.startswith("budget")
-        if before.get("recorded") is None and (outcome.status in _RECORDED or budget_stop):
+        ended = outcome.status in _RECORDED or budget_stop
+        if self.records and before.get("recorded") is None and ended:
             store = self._open()
             if store is not None:
                 try:
@@ -283,6 +386,14 @@ class RunMemory:
         return learning
 
 
+def _slot_model(slot: SlotName) -> Path | None:
+    """The model file a local run's slot uses (as the runner's workbench resolves it)."""
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine.serving.slots import resolve_slots
+
+    return resolve_slots(load_config()[0], paths.models_dir())[slot].path
+
+
 def open_run_memory(run_id: str, spec: RunSpec, domain: Domain, sampler: Sampler) -> RunMemory:
     """The seam's factory (runs/learning_seam.py `open_memory`)."""
     return RunMemory(run_id, spec, domain, sampler)
@@ -293,13 +404,15 @@ def remember_checked(run_id: str, steps: Iterable[int]) -> int:
     (L0): for a process whose edits passed the user's check after the run (a code recipe
     without a reference has no truth, so the run itself stores none). Steps without a
     completed winner (or out of range) are left out; returns how many were kept. Off
-    when the run's spec or the config turns learning off, and for a simulated run."""
+    when the run's spec (`learn`, or no "reuse" among its `learn_loops`) or the config
+    turns learning off, and for a simulated run."""
     from nanobot_tui.engine.runs.learning_seam import learning_enabled
     from nanobot_tui.engine.runs.store import RunStore
 
     with RunStore.open(run_id) as run:
         spec = run.spec
-        if not spec.learn or spec.simulated or not learning_enabled():
+        off = not spec.learn or "reuse" not in spec.learn_loops
+        if off or spec.simulated or not learning_enabled():
             return 0
         model = _model_of_name(str(run.meta().get("sampler_name") or ""))
         domain = run.domain
@@ -311,7 +424,7 @@ def remember_checked(run_id: str, steps: Iterable[int]) -> int:
             if row.status != "completed" or row.answer is None:
                 continue
             step = domain.load_step(index, row.input)
-            kept.append((domain.dump_step(step), prompt_fingerprint(domain.messages(step)),
+            kept.append((reuse_input(domain, step), prompt_fingerprint(domain.messages(step)),
                          row.answer))  # fmt: skip
     if not kept:
         return 0

@@ -1,9 +1,10 @@
 """The seam through which a durable run takes what the learning loops learned, and gives
 back what it verified, without importing them (engine.learning sits above runs).
 
-A run whose spec says `learn` (and whose config leaves learning on) gets a `StepMemory`,
-built by `engine.learning.run_memory.open_run_memory`, imported here by name only when
-such a run starts (as the voting registry builds the code domain). Its uses:
+A run whose spec says `learn` with at least one of its `learn_loops` (and whose config
+leaves learning on) gets a `StepMemory`, built by
+`engine.learning.run_memory.open_run_memory`, imported here by name only when such a run
+starts (as the voting registry builds the code domain). Its uses:
 
 - `recall(step)` before a step is voted: the step's verified answer from an earlier run
   (same step type, same canonical input, same prompt, same model), or None. A hit is
@@ -24,6 +25,10 @@ such a run starts (as the voting registry builds the code domain). Its uses:
 
 Simulated runs never call recall, remember, judged (their hot path is left alone); they
 still end with `finished`, for the history.
+
+The memory honours the spec's `learn_loops`: without "reuse" recall finds nothing and
+remember keeps no result, without "examples" attach gives no examples and no example is
+kept or judged, without "history" finished records nothing.
 
 A memory never fails a run: what it cannot do (a damaged learned.db) it logs and skips.
 """
@@ -95,9 +100,10 @@ def learning_enabled() -> bool:
 
 
 def open_memory(run_id: str, spec: RunSpec, domain: Domain, sampler: Sampler) -> StepMemory | None:
-    """The run's memory, or None when the spec or the config turns learning off, or when
-    learned.db cannot be used (logged: the run goes on without learning)."""
-    if not spec.learn or not learning_enabled():
+    """The run's memory, or None when the spec (`learn`, or no `learn_loops`) or the
+    config turns learning off, or when learned.db cannot be used (logged: the run goes
+    on without learning)."""
+    if not spec.learn or not spec.learn_loops or not learning_enabled():
         return None
     try:
         module = importlib.import_module(MEMORY_MODULE)

@@ -22,10 +22,29 @@ if TYPE_CHECKING:
 SIMULATED = "simulated"
 LOCAL = "local"
 ON_FAIL = ("escalate", "skip")
+# The learning loops a run may use (see RunSpec.learn_loops), in their canonical order.
+LEARN_LOOPS = ("reuse", "examples", "history")
 
 
 class SpecError(UsageError, ValueError):
     """A spec that cannot run: bad input, exit 2; str() is one line."""
+
+
+def parse_learn_loops(text: str) -> tuple[str, ...]:
+    """'reuse,examples' -> ("reuse", "examples"); "" -> () (no loop); SpecError naming an
+    unknown loop."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return _learn_loops(names)
+
+
+def _learn_loops(names: Any) -> tuple[str, ...]:
+    """`names` checked and put in the canonical order, without repeats."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise SpecError(f"learn_loops must be a list of loop names, got {names!r}")
+    unknown = [name for name in names if name not in LEARN_LOOPS]
+    if unknown:
+        raise SpecError(f"unknown learning loop {unknown[0]!r} (known: {', '.join(LEARN_LOOPS)})")
+    return tuple(name for name in LEARN_LOOPS if name in names)
 
 
 @dataclass(frozen=True)
@@ -82,8 +101,14 @@ class RunSpec:
     # results and record the run in the task history. A stored spec without the key
     # (a run created before learning) reads as False, so a resumed old run runs as before.
     learn: bool = True
+    # Which loops a learning run uses: "reuse" (L0 verified results), "examples" (L1
+    # few-shot examples), "history" (the task record, budgets and k, anomalies). A
+    # stored spec without the key reads all three (as runs did before the switch).
+    learn_loops: tuple[str, ...] = LEARN_LOOPS
 
     def __post_init__(self) -> None:
+        # Frozen: set through object's own setattr (a list from JSON becomes a tuple).
+        object.__setattr__(self, "learn_loops", _learn_loops(self.learn_loops))
         if self.domain not in NAMES:
             raise SpecError(f"unknown domain {self.domain!r} (known: {', '.join(NAMES)})")
         kind, _, _ = self.sampler.partition(":")

@@ -11,6 +11,7 @@ out of argv, where any local user could read it), same /health, same OpenAI-comp
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import signal
 import sys
@@ -90,7 +91,62 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "mean", "cls", "last", "rank"),
         help="embedding pooling; chat models carry none, and /v1/embeddings needs one",
     )
+    # llama-server's adapter flags: ids are the order of the files across both flags.
+    parser.add_argument(
+        "--lora",
+        action=_AddAdapters,
+        dest="lora_adapters",
+        default=[],
+        metavar="FNAME",
+        help="LoRA adapter GGUFs at scale 1 (comma-separated; repeatable)",
+    )
+    parser.add_argument(
+        "--lora-scaled",
+        action=_AddAdapters,
+        dest="lora_adapters",
+        metavar="FNAME:SCALE,...",
+        help="LoRA adapter GGUFs, each at its own scale",
+    )
+    parser.add_argument(
+        "--lora-init-without-apply",
+        action="store_true",
+        help="load the adapters at scale 0 (apply later via POST /lora-adapters)",
+    )
     return parser
+
+
+class _AddAdapters(argparse.Action):
+    """Appends (path, scale) pairs to one list for both adapter flags, in argv order."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        adapters = list(getattr(namespace, self.dest, None) or [])
+        for item in next(csv.reader([str(values)])):  # llama.cpp's CSV: "..." quotes
+            if option_string != "--lora-scaled":
+                adapters.append((item, 1.0))
+                continue
+            path, _, scale = item.rpartition(":")
+            try:
+                adapters.append((path, float(scale)))
+            except ValueError:
+                parser.error(f"--lora-scaled {item!r}: want FNAME:SCALE")
+            if not path:
+                parser.error(f"--lora-scaled {item!r}: want FNAME:SCALE")
+        setattr(namespace, self.dest, adapters)
+
+
+def lora_adapters(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """The adapters to load as (path, initial scale); a server's adapter ids are their
+    positions here. --lora-init-without-apply loads them all at 0: llama-server only
+    leaves them out of its first context and applies them with the next request."""
+    if args.lora_init_without_apply:
+        return [(path, 0.0) for path, _ in args.lora_adapters]
+    return list(args.lora_adapters)
 
 
 def _truthy(value: str) -> bool:
@@ -123,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(args.model):
         print(f"llama_host: model file not found: {args.model}", file=sys.stderr)
         return 2
+    adapters = lora_adapters(args)
+    for path, _ in adapters:
+        if not os.path.isfile(path):
+            print(f"llama_host: LoRA adapter file not found: {path}", file=sys.stderr)
+            return 2
 
     # Imported late so `--help` and argument errors stay instant.
     import xllamacpp
@@ -161,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     params.cors_origins = args.cors_origins
     params.cors_origins_explicit = args.cors_origins != "*"
     params.cors_credentials = args.cors_credentials
+    if adapters:
+        params.lora_adapters = [
+            xllamacpp.CommonAdapterLoraInfo(path, scale) for path, scale in adapters
+        ]
 
     # SIGTERM and SIGINT keep (or get back) their default action: the kernel ends the
     # process at once, also while the model is still loading inside Server(), which a
@@ -170,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = xllamacpp.Server(params)  # returns once the model is loaded and listening
     except Exception as exc:  # the runtime raises plain RuntimeError with its own message
-        print(f"llama_host: could not start the server: {exc}", file=sys.stderr)
+        # llama.cpp logs why an adapter failed above this line; the runtime's message
+        # does not name the file, so say which ones were asked for.
+        loras = f" (LoRA adapters: {', '.join(path for path, _ in adapters)})" if adapters else ""
+        print(f"llama_host: could not start the server: {exc}{loras}", file=sys.stderr)
         return 1
     print(f"llama_host: listening on {server.listening_address}", file=sys.stderr, flush=True)
     while True:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -39,7 +39,7 @@ from nanobot_tui import paths
 from nanobot_tui.atomic import write_atomic
 from nanobot_tui.engine.llm.kv_pool import KvPool
 from nanobot_tui.engine.llm.openai import LLMClient
-from nanobot_tui.engine.serving import metrics
+from nanobot_tui.engine.serving import lora, metrics
 from nanobot_tui.engine.serving.slots import ServerSpec
 from nanobot_tui.engine.serving.status import EventSink, ServerEvent, ServerState, ServerStatus
 from nanobot_tui.errors import NanobotError
@@ -127,7 +127,20 @@ def server_args(spec: ServerSpec, port: int, threads: int) -> list[str]:
         args.append("--embeddings")
     if spec.pooling:
         args += ["--pooling", spec.pooling]
+    for adapter in spec.lora_adapters:
+        args += ["--lora", _csv_field(str(adapter))]
+    if spec.lora_adapters:
+        # Loaded, not applied; the manager also sets every scale to 0 once the server is
+        # up, since llama-server applies --lora files at 1 from its first request on.
+        args.append("--lora-init-without-apply")
     return args
+
+
+def _csv_field(value: str) -> str:
+    """One value of a llama.cpp comma-separated flag, quoted when it needs to be."""
+    if any(char in value for char in ',"'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 def server_env(api_key: str, origin: str) -> dict[str, str]:
@@ -242,9 +255,12 @@ class ManagedServer:
         url = f"{self.base_url}/health"
         while True:
             if self.process.returncode is not None:
+                # llama.cpp's own message for a bad adapter does not name the file.
+                adapters = ", ".join(str(path) for path in self.spec.lora_adapters)
+                loading = f" with LoRA adapters {adapters}" if adapters else ""
                 raise ServerStartError(
                     f"{self.spec.label} server exited with code {self.process.returncode} "
-                    f"while starting (log: {self.log_path})",
+                    f"while starting{loading} (log: {self.log_path})",
                     self.log_tail(),
                 )
             try:
@@ -312,7 +328,10 @@ class ServerManager:
         self.on_event = on_event
         self._stopped = False
         self._api_key = secrets.token_urlsafe(32)
-        threads = threads or os.cpu_count() or 1
+        # The servers share the cores: llama.cpp threads that outnumber the free cores
+        # wait on each other at every barrier (on 2 busy cores the embedded model decoded
+        # 1.4 tokens/s with 2 threads, 12 with 1), so each server gets its share, >= 1.
+        threads = threads or max(1, (os.cpu_count() or 1) // max(1, len(specs)))
         self.servers = [
             ManagedServer(
                 spec=spec,
@@ -405,6 +424,15 @@ class ServerManager:
             )
         return self._clients[key]
 
+    async def lora_adapters(self, slot: str) -> list[lora.LoraAdapter]:
+        """The LoRA adapters the slot's server loaded, with their global scales."""
+        return await lora.list_adapters(self._http, self.url(slot))
+
+    async def set_lora_scales(self, slot: str, scales: Mapping[int, float]) -> None:
+        """Global scales for the slot's server ({adapter id: scale}; others go to 0).
+        A restart sets them all back to 0; a request's own `lora` overrides them."""
+        await lora.set_scales(self._http, self.url(slot), scales)
+
     def statuses(self) -> list[ServerStatus]:
         return [server.status() for server in self.servers]
 
@@ -473,11 +501,26 @@ class ServerManager:
         except ServerStartError:
             await server.terminate(self.stop_timeout)  # one not healthy in time may still run
             raise
+        if server.spec.lora_adapters:
+            await self._adapters_off(server)
         self._set_state(server, ServerState.READY, f"ready on port {server.port}")
         server.supervisor = asyncio.create_task(
             self._supervise(server), name=f"supervise-{server.spec.label}"
         )
         self._tasks.append(server.supervisor)
+
+    async def _adapters_off(self, server: ManagedServer) -> None:
+        """Every adapter of a new server at scale 0, and all of them loaded."""
+        try:
+            loaded = await lora.list_adapters(self._http, server.base_url)
+            if len(loaded) != len(server.spec.lora_adapters):
+                raise lora.LoraServerError(
+                    f"{len(loaded)} of {len(server.spec.lora_adapters)} LoRA adapters loaded"
+                )
+            await lora.set_scales(self._http, server.base_url, {a.id: 0.0 for a in loaded})
+        except lora.LoraServerError as exc:
+            await server.terminate(self.stop_timeout)
+            raise ServerStartError(f"{server.spec.label} server: {exc}") from None
 
     async def _supervise(self, server: ManagedServer) -> None:
         """Wait for the process to end; if nobody asked it to, restart it."""

@@ -61,6 +61,10 @@ class ServerSpec:
     # overflow the pool. False: one buffer of context_size / parallel cells per slot.
     kv_unified: bool = False
     slot_context: int = 0  # the most one request may take (0: context_size / parallel)
+    # LoRA adapter GGUFs loaded at scale 0 (off until a request or POST /lora-adapters
+    # scales them); a server's adapter ids are their positions here. A new file needs a
+    # restart, which a different spec gets.
+    lora_adapters: tuple[Path, ...] = ()
 
     @property
     def window(self) -> int:

@@ -8,10 +8,14 @@ provider (engine.providers) gets no server: its client talks to the provider ins
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 from nanobot_tui import paths
 from nanobot_tui.config import Config, SlotName
 from nanobot_tui.engine.llm.chat_client import ChatClient
+from nanobot_tui.engine.serving.adapter_registry import served_adapters
 from nanobot_tui.engine.serving.manager import (
     EventSink,
     Runtime,
@@ -39,8 +43,11 @@ class Workbench:
         on_event: EventSink | None = None,
         only_slots: tuple[SlotName, ...] | None = None,
         runtime: Runtime | None = None,
+        extra_adapters: Mapping[SlotName, Sequence[Path]] | None = None,
     ) -> None:
-        """Plan the servers for `config`; `only_slots` starts just the servers those need."""
+        """Plan the servers for `config`; `only_slots` starts just the servers those need.
+        Each server loads its model's promoted LoRA adapters (adapter_registry.py) at
+        scale 0, then `extra_adapters` of the slots it serves (an adapter under test)."""
         self.config = config
         self.providers: dict[SlotName, ProviderChoice] = resolve_providers(config)
         for choice in self.providers.values():
@@ -57,6 +64,15 @@ class Workbench:
         specs = plan_servers(served)
         if only_slots is not None:
             specs = [spec for spec in specs if set(spec.slots) & set(only_slots)]
+        extra = extra_adapters or {}
+        specs = [
+            replace(
+                spec,
+                lora_adapters=served_adapters(spec.model_path)
+                + tuple(path for slot in spec.slots for path in extra.get(slot, ())),
+            )
+            for spec in specs
+        ]
         self.specs: list[ServerSpec] = specs
         self.runtime = runtime or resolve_runtime(config.runtime)
         self.manager = ServerManager(specs, self.runtime, on_event=on_event)

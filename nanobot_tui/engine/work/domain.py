@@ -285,6 +285,13 @@ class CodeDomain:
     def dump_step(self, step: Step) -> dict[str, Any]:
         return dataclasses.asdict(step.input)
 
+    def reuse_key(self, step: Step) -> dict[str, Any]:
+        """The step's input for a reused result (learning's L0 key): its site without the
+        line numbers, so a function that moved in its file is still the same step."""
+        site = dataclasses.asdict(step.input)
+        del site["start"], site["end"]
+        return site
+
     def load_step(self, index: int, data: Any) -> Step:
         if not isinstance(data, dict) or set(data) != set(_FIELDS):
             raise ParseError(f"a code step is a function site, not {str(data)[:60]!r}")

@@ -26,6 +26,7 @@ waits on a runner starting or stopping. The tree itself is a `RunTree` (ui/widge
 
 from __future__ import annotations
 
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from textual.message import Message
 from textual.widgets import Static, Tree
 
 from nanobot_tui.errors import NanobotError
+from nanobot_tui.text import printable
 from nanobot_tui.ui.engine_app import EngineApp
 from nanobot_tui.ui.format import (
     RUN_STYLES,
@@ -66,6 +68,9 @@ HINT = "nanobot run hanoi --disks N --detach"
 
 RESUMABLE = frozenset({"paused", "stopped", "failed"})
 PAUSABLE = frozenset({"running"})
+# A run whose cost was an anomaly: a mark before its status, and its line in the header.
+ANOMALY_MARK = "! "
+ANOMALY_STYLE = "bold yellow"
 
 
 # --- reading the store ----------------------------------------------------------------
@@ -114,9 +119,22 @@ def read_status(store: RunStore) -> RunStatus:
     """The run's status from its meta row alone. `RunStore.status()` also counts nodes by
     status with a GROUP BY over every block (18 ms on a 2^20-step run); the header does
     not show those counts, and this is ~0.1 ms."""
+    return _status_and_anomaly(store)[0]
+
+
+def anomaly_of(meta: dict[str, Any]) -> str | None:
+    """The one line the learning loops left in a run's meta when its cost was an anomaly
+    (engine/learning/run_memory.py), else None."""
+    learning = meta.get("learning")
+    anomaly = learning.get("anomaly") if isinstance(learning, dict) else None
+    return str(anomaly) if anomaly else None
+
+
+def _status_and_anomaly(store: RunStore) -> tuple[RunStatus, str | None]:
     from nanobot_tui.engine.runs.store import status_from_meta
 
-    return status_from_meta(store.run_id, store.meta(), {})
+    meta = store.meta()
+    return status_from_meta(store.run_id, meta, {}), anomaly_of(meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,17 +146,18 @@ class Reading:
     root: NodeRow | None = None  # a run read for the first time: its root ...
     children: list[NodeRow] | None = None  # ... and the root's first page of children
     seconds: float = 0.0  # how long the read took
+    anomaly: str | None = None  # the run's cost was an anomaly: the learning loops' line
 
 
 def read_run(store: RunStore, ids: list[Any], fresh: bool) -> Reading:
     started = time.perf_counter()
-    status = read_status(store)
+    status, anomaly = _status_and_anomaly(store)
     if fresh:
         root = store.root()
         children = store.children(root.id, 0, PAGE)
-        return Reading(status, {}, root, children, time.perf_counter() - started)
+        return Reading(status, {}, root, children, time.perf_counter() - started, anomaly)
     rows = {node_id: store.node(node_id) for node_id in ids}
-    return Reading(status, rows, seconds=time.perf_counter() - started)
+    return Reading(status, rows, seconds=time.perf_counter() - started, anomaly=anomaly)
 
 
 # --- the header and the hint ---------------------------------------------------------
@@ -154,9 +173,11 @@ def state_hint(status: RunStatus) -> str:
     return reason
 
 
-def run_header(status: RunStatus, width: int = 28) -> Text:
+def run_header(status: RunStatus, width: int = 28, anomaly: str | None = None) -> Text:
     """Four short lines, for a narrow column: status and run id; a bar and the ETA (the
-    percent once the run is not going); steps done/total and percent; errors and rate."""
+    percent once the run is not going); steps done/total and percent; errors and rate.
+    A run whose cost was an anomaly is marked "!" before its status, and the learning
+    loops' line about it follows (wrapped by the pane)."""
     state = status.status
     run_id = status.run_id
     total = status.steps_total
@@ -165,6 +186,8 @@ def run_header(status: RunStatus, width: int = 28) -> Text:
     percent = f"{100 * fraction:.1f}%"
     # The status first: a long run id is what gets cut.
     line1 = Text.assemble((state, RUN_STYLES.get(state, "")), (" · ", "dim"), (run_id, "bold"))
+    if anomaly:
+        line1 = Text.assemble((ANOMALY_MARK, ANOMALY_STYLE), line1)
     after = percent
     if state == "running" and status.eta_s is not None:
         after = f"ETA {duration(status.eta_s)}"
@@ -177,7 +200,12 @@ def run_header(status: RunStatus, width: int = 28) -> Text:
         (" · ", "dim"),
         rate_text(status.rate or 0.0) if state == "running" else f"ran {duration(elapsed)}",
     )
-    return Text("\n").join([line1, line2, line3, line4])
+    lines = [line1, line2, line3, line4]
+    if anomaly:
+        # Wrapped here: the header's lines do not wrap (each is cut at the pane's edge).
+        wrapped = textwrap.wrap(f"anomaly: {printable(anomaly)}", max(width, 12))
+        lines += [Text(line, style="yellow") for line in wrapped]
+    return Text("\n").join(lines)
 
 
 # --- the pane -------------------------------------------------------------------------
@@ -231,6 +259,7 @@ class ProcessTree(Vertical):
         super().__init__(id=id)
         self.run_id: str | None = None  # the run shown
         self.status: RunStatus | None = None
+        self.anomaly: str | None = None  # the shown run's anomaly line
         self._latest: str | None = None  # the most recent run, when none is attached
         self._latest_at = 0.0  # when the runs were last listed
         self._by_id: dict[Any, RunNode] = {}  # store id -> tree node
@@ -354,6 +383,7 @@ class ProcessTree(Vertical):
                 await self._show_run(message.run_id, reading.root, reading.children or [])
             else:
                 self._relabel(reading.rows)
+            self.anomaly = reading.anomaly
             self._show_status(reading.status)
         finally:
             self.update_seconds = time.perf_counter() - started
@@ -365,6 +395,7 @@ class ProcessTree(Vertical):
             return
         self.run_id = None
         self.status = None
+        self.anomaly = None
         self._by_id.clear()
         tree = self._mounted_tree()
         if tree is not None:
@@ -402,7 +433,7 @@ class ProcessTree(Vertical):
 
     def _show_status(self, status: RunStatus) -> None:
         self.status = status
-        self._set_header(run_header(status, self._header_width()))
+        self._set_header(run_header(status, self._header_width(), self.anomaly))
         state = (status.status, status.reason)
         if state != self._state:
             self._state = state
@@ -414,7 +445,7 @@ class ProcessTree(Vertical):
 
     def on_resize(self) -> None:
         if self.run_id is not None and self.status is not None:
-            self._set_header(run_header(self.status, self._header_width()))
+            self._set_header(run_header(self.status, self._header_width(), self.anomaly))
 
     def _set_header(self, text: Text) -> None:
         if text != self._header:

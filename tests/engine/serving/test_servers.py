@@ -79,6 +79,19 @@ def test_server_args_match_llama_server_flags(embedded_model: Path) -> None:
     assert {"--metrics", "--slots", "--jinja"} <= set(args)
 
 
+def test_servers_share_the_cores(embedded_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads that outnumber the cores wait on each other: each of the servers gets its
+    share of the cores (at least one), unless threads are given."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    one = spec_for(embedded_model, ("main",))
+    three = [one, spec_for(embedded_model, ("rlm",)), spec_for(embedded_model, ("memory",))]
+    runtime = resolve_runtime("embedded")
+    assert [s.threads for s in ServerManager([one], runtime).servers] == [4]
+    assert [s.threads for s in ServerManager(three[:2], runtime).servers] == [2, 2]
+    assert [s.threads for s in ServerManager(three, runtime).servers] == [1, 1, 1]
+    assert [s.threads for s in ServerManager(three, runtime, threads=3).servers] == [3, 3, 3]
+
+
 def test_runtime_resolution() -> None:
     embedded = resolve_runtime("embedded")
     assert embedded.kind == "embedded"

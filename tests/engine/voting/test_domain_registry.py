@@ -17,7 +17,11 @@ from nanobot_tui.engine.voting.domains.hanoi import Hanoi
 from nanobot_tui.engine.voting.domains.registry import DOMAINS, NAMES, RUN_NAMES, build_domain
 from nanobot_tui.engine.voting.domains.wordcase import WordCase
 
-PARAMS = {"hanoi": {"disks": 5}, "wordcase": {"words": 12, "seed": 4}}
+PARAMS = {
+    "hanoi": {"disks": 5},
+    "wordcase": {"words": 12, "seed": 4},
+    "micro": {"family": "dates", "words": 3, "seed": 0},
+}
 
 
 def params_of(name: str, tmp_path: Path) -> dict[str, Any]:
@@ -40,14 +44,18 @@ def params_of(name: str, tmp_path: Path) -> dict[str, Any]:
 
 
 def test_each_domain_is_built_from_its_params_and_names_its_runs() -> None:
-    assert NAMES == ("hanoi", "wordcase", "code", "extract")
-    assert RUN_NAMES == ("hanoi", "wordcase") == tuple(PARAMS)  # the `nanobot run` ones
+    assert NAMES == ("hanoi", "wordcase", "micro", "code", "extract")
+    assert RUN_NAMES == ("hanoi", "wordcase", "micro") == tuple(PARAMS)  # the `nanobot run` ones
     hanoi = build_domain("hanoi", PARAMS["hanoi"])
     assert isinstance(hanoi, Hanoi) and hanoi.total_steps() == 31
     words = build_domain("wordcase", PARAMS["wordcase"])
     assert isinstance(words, WordCase) and words.words == WordCase(count=12, seed=4).words
     assert build_domain("wordcase", {"word_list": ["cat", "dog"]}).total_steps() == 2
-    assert [DOMAINS[n].label(PARAMS[n]) for n in RUN_NAMES] == ["hanoi5", "wordcase12"]
+    assert [DOMAINS[n].label(PARAMS[n]) for n in RUN_NAMES] == [
+        "hanoi5",
+        "wordcase12",
+        "micro-dates3",
+    ]
     assert DOMAINS["code"].label({"recipe": "fstrings"}) == "code-fstrings"
     assert DOMAINS["code"].options == ("recipe", "instruction")
     assert DOMAINS["hanoi"].options == ("disks",)
@@ -63,7 +71,7 @@ def test_a_spec_builds_its_domain_through_the_registry() -> None:
                    vote=VoteConfig(k=2))  # fmt: skip
     assert spec.build_domain().words == WordCase(count=12, seed=4).words
     with pytest.raises(
-        SpecError, match="unknown domain 'chess' \\(known: hanoi, wordcase, code, extract\\)"
+        SpecError, match="unknown domain 'chess' \\(known: hanoi, wordcase, micro, code, extract\\)"
     ):
         RunSpec(domain="chess", params={}, sampler="simulated:0.9", vote=VoteConfig(k=2))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from nanobot_tui.engine.voting.domains import Domain
 from nanobot_tui.engine.voting.domains.hanoi import Hanoi
+from nanobot_tui.engine.voting.domains.micro import Micro
 from nanobot_tui.engine.voting.domains.wordcase import WordCase
 
 Params = Mapping[str, Any]
@@ -42,6 +43,20 @@ def _wordcase(params: Params) -> Domain:
     return WordCase(count=int(params.get("words", 300)), seed=int(params.get("seed", 0)))
 
 
+def _micro(params: Params) -> Domain:
+    family = str(params.get("family", "wordcase"))
+    items = params.get("items")
+    if items:
+        return Micro(family, items=list(items))
+    return Micro(family, count=int(params.get("words", 20)), seed=int(params.get("seed", 0)))
+
+
+def _micro_label(params: Params) -> str:
+    items = params.get("items")
+    count = len(items) if items else params.get("words", 20)
+    return f"micro-{params.get('family', 'wordcase')}{count}"
+
+
 def _lazy(module: str, factory: str = "build") -> Callable[[Params], Domain]:
     """A domain built by a layer ABOVE voting (engine.work): this registry may not
     import upward (the import-linter layers), so the module is imported by name, the
@@ -61,6 +76,7 @@ DOMAINS: dict[str, DomainKind] = {
         DomainKind(
             "wordcase", ("words", "seed"), _wordcase, lambda p: f"wordcase{p.get('words', 300)}"
         ),
+        DomainKind("micro", ("family", "words", "seed"), _micro, _micro_label),
         DomainKind(
             "code",
             ("recipe", "instruction"),

@@ -109,8 +109,9 @@ class LLMSampler:
     ': ') is what calibrations are filed under. `seed` makes the per-request seeds
     reproducible (None: fresh ones). `batch=False` sends one request per sample. `extra`
     is merged into every request body (llama.cpp's `ignore_eos`, Qwen3's
-    `chat_template_kwargs`, ...). `shots` gives each step's few-shot examples (see the
-    module's docstring); it is called once per `sample` call and may be set later."""
+    `chat_template_kwargs`, a LoRA adapter's scales; it may gain fields later). `shots`
+    gives each step's few-shot examples (see the module's docstring); it is called once
+    per `sample` call and may be set later."""
 
     simulated = False
 
@@ -136,10 +137,14 @@ class LLMSampler:
         self.token_cap = token_cap
         self.batch = batch
         self.extra = dict(extra or {})
-        self._extra_n = {**self.extra, **_LOGPROBS}
         self.shots = shots
         self.max_n: int | None = None  # learned when a server refuses a larger n
         self._next_seed = random.Random(seed).randrange(_SEED_SPACE)
+
+    @property
+    def _extra_n(self) -> dict[str, Any]:
+        # Built per request: `extra` may gain fields after construction (a LoRA's scales).
+        return {**self.extra, **_LOGPROBS}
 
     def __repr__(self) -> str:
         return f"LLMSampler(name={self.name!r}, token_cap={self.token_cap}, batch={self.batch})"
