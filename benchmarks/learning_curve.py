@@ -32,9 +32,12 @@ step-example pairs given and judged) and k. `--from-rows FILE` summarises (and d
 such a file without running anything. `--svg` draws samples per task (a 20-task rolling
 mean) and the running success rate of the four arms against task number.
 
+`--families` keeps the stream to some families (one family reaches the history's 20 runs
+sooner); `--threads` sets the model server's threads (1 on a machine busier than its cores).
+
     python -m benchmarks.learning_curve [--tasks 1000] [--items 3] [--k 2] [--seed 11]
-        [--arms control,L0,L0+L1,all] [--sampler local:rlm] [--rows FILE] [--svg FILE]
-        [--home DIR] [--json] [--from-rows FILE]
+        [--arms control,L0,L0+L1,all] [--families F,F] [--sampler local:rlm] [--threads N]
+        [--rows FILE] [--svg FILE] [--home DIR] [--json] [--from-rows FILE]
 """
 
 from __future__ import annotations
@@ -409,6 +412,12 @@ def svg_chart(rows: Sequence[dict[str, Any]], title: str) -> str:
 
 async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     pools = family_pools()
+    if args.families:
+        wanted = [name.strip() for name in args.families.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in pools]
+        if unknown:
+            raise SystemExit(f"unknown family {unknown[0]!r}; one of: {', '.join(pools)}")
+        pools = {name: pools[name] for name in wanted}
     stream = task_stream(args.tasks, args.items, args.seed, args.zipf, pools)
     if args.rows:
         Path(args.rows).write_text("")
@@ -483,6 +492,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", help="append one JSON line per task and arm to this file")
     p.add_argument("--svg", help="draw cost and success per task into this SVG file")
+    p.add_argument(
+        "--families", default="",
+        help="comma-separated families to draw from (default: all ten)",
+    )  # fmt: skip
     p.add_argument(
         "--threads", type=int, default=0,
         help="the model server's threads (default: one per core)",

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from typing import Any, Self
 
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.llm.results import (
@@ -15,6 +15,30 @@ from nanobot_tui.engine.llm.results import (
     TextDelta,
     Usage,
 )
+
+
+class FakeSamplerClient:
+    """The base of FAKE chat clients handed to a voting sampler: a subclass says what
+    `chat` answers; a sampler never streams, and the client needs no closing."""
+
+    model = "fake"
+    base_url = "http://fake"
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        raise NotImplementedError
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        raise AssertionError("a sampler never streams")
+        yield  # an async generator, as the protocol says
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
 
 
 class ScriptedClient:

@@ -84,7 +84,13 @@ def channels_from_config(config: GatewayConfig) -> list[Channel]:
     for name, class_name in CHANNEL_CLASSES.items():
         section = getattr(config, name)
         if section.enabled:
-            module = importlib.import_module(f"nanobot_tui.channels.{name}")
+            try:
+                module = importlib.import_module(f"nanobot_tui.channels.{name}")
+            except ImportError as exc:  # the channel's library is an optional extra
+                raise GatewayError(
+                    f"the {name} channel needs the optional 'gateway' extra ({exc.name} is "
+                    "not installed): pip install 'nanobot-tui[gateway]'"
+                ) from None
             out.append(getattr(module, class_name)(section))
     return out
 

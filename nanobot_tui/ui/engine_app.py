@@ -14,11 +14,12 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, TypedDict
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App
 from textual.signal import Signal
 from textual.worker import Worker
 
+from nanobot_tui.ui.learning_job import CHECK_S, Learner, LearnNews
 from nanobot_tui.ui.messages import DelegationChanged, EngineChanged, EngineState, ServerChanged
 
 # The engine (model servers, HTTP client, agent, voting) is imported where it is first
@@ -79,6 +80,8 @@ class EngineApp(App[None]):
         self.server_signal: Signal[ServerEvent] = Signal(self, "server")
         self.engine_signal: Signal[EngineState] = Signal(self, "engine")
         self._engine_settled = asyncio.Event()
+        # The learning job (LoRA adapters) and the check for step types due for one.
+        self.learner = Learner(self)
 
     # --- the model servers ------------------------------------------------------------
 
@@ -131,10 +134,22 @@ class EngineApp(App[None]):
         self.engine_signal.publish(message.state)
 
     async def stop_engine(self) -> None:
+        self.learner.close()  # its training saves a checkpoint that `l` resumes
         self.workers.cancel_group(self, "engine")
         self.close_agent()
         if self.workbench is not None:
             await self.workbench.stop()
+
+    # --- the learning job --------------------------------------------------------------
+
+    @on(events.Mount)
+    def _check_learning(self) -> None:
+        self.call_after_refresh(self.learner.check)
+        self.set_interval(CHECK_S, self.learner.check)
+
+    @on(LearnNews)
+    def _learn_news(self, message: LearnNews) -> None:
+        self.learner.news(message)
 
     # --- the chat agent ---------------------------------------------------------------
 

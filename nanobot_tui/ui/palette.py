@@ -106,10 +106,38 @@ def commands(app: EngineApp, screen: Screen[Any]) -> Iterator[SystemCommand]:
         lambda: app.run_action("learning"),
     )
     yield SystemCommand(
+        "Learn now: train LoRA adapters",
+        "nanobot learn in the background, or resume a stopped job; the Learning screen "
+        "shows its progress (l there)",
+        lambda: learn_now(app),
+    )
+    yield SystemCommand(
+        "Stop learning",
+        "stop the learning job; its training saves a checkpoint that Learn now resumes "
+        "(s on the Learning screen)",
+        lambda: stop_learning(app),
+    )
+    yield SystemCommand(
         "Help: keys and commands",
         "every key by pane, these commands, where the config and keymap live (F1)",
         lambda: app.run_action("help"),
     )
+
+
+def learn_now(app: EngineApp) -> None:
+    """Start the learning job in its worker (ui/learning_job.py), or say why not."""
+    if not app.learner.start():
+        app.notify("a learning job is running already (F3 shows it)", severity="warning")
+    else:
+        what = "resuming the stopped learning job" if app.learner.state.resumed else "learning"
+        app.notify(f"{what}; the Learning screen (F3) shows its progress")
+
+
+def stop_learning(app: EngineApp) -> None:
+    if not app.learner.stop():
+        app.notify("no learning job is running", severity="warning")
+    else:
+        app.notify("stopping the learning job: its training saves a checkpoint")
 
 
 def _with_process(app: EngineApp, action: str) -> None:

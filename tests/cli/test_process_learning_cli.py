@@ -13,19 +13,18 @@ import argparse
 import dataclasses
 import re
 import sys
-from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Self
 
 from nanobot_tui.cli.process import _keep_checked
 from nanobot_tui.engine.learning.reuse import ResultCache
 from nanobot_tui.engine.learning.store import LearningStore
 from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import ChatResult, Choice, StreamEvent, Usage
+from nanobot_tui.engine.llm.results import ChatResult, Choice, Usage
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import LEARN_LOOPS
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
 from nanobot_tui.engine.work import process
+from tests.fakes import FakeSamplerClient
 
 SOURCE = """\
 def greet(name):
@@ -48,7 +47,7 @@ def added_above(x):
 CHECK = f"{sys.executable} -c \"from pkg.a import greet; assert greet('x') == 'hello x'\""
 
 
-class DocstringFakeClient:
+class DocstringFakeClient(FakeSamplerClient):
     """A FAKE model client: replies with the function it is shown, a docstring added
     under its (one-line) def; counts the requests."""
 
@@ -66,19 +65,6 @@ class DocstringFakeClient:
         reply = f'```python\n{head}\n    """Checked."""\n{body}```'
         choice = Choice(reply, finish_reason="stop")
         return ChatResult([choice], Usage(completion_tokens=20), None, 0.0, "fake", {})
-
-    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        raise AssertionError("a sampler never streams")
-        yield
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
 
 
 def make_repo(root: Path, source: str) -> Path:

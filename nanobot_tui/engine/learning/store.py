@@ -25,6 +25,7 @@ from typing import Any
 
 from nanobot_tui import paths
 from nanobot_tui.errors import NanobotError
+from nanobot_tui.sqlite_wal import connect_wal
 
 __all__ = ["SCHEMA_VERSION", "LearningStore", "LearningStoreError", "learned_path"]
 
@@ -115,41 +116,15 @@ class LearningStore:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or learned_path()
-        paths.ensure(self.path.parent)
         self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False,
-            )  # fmt: skip
-        except sqlite3.Error as exc:
-            raise LearningStoreError(
-                f"{self.path}: cannot open the learning database: {exc}"
-            ) from None
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise LearningStoreError(
-                    f"{self.path}: cannot switch the learning database to WAL mode"
-                )
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+
+        def prepare(conn: sqlite3.Connection) -> None:
+            self._conn = conn
             self._ensure_schema()
-        except sqlite3.OperationalError as exc:
-            # Locked past the busy timeout, a read-only file or folder: the file may be fine.
-            self._conn.close()
-            raise LearningStoreError(
-                f"{self.path}: cannot use the learning database: {exc}"
-            ) from None
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise LearningStoreError(
-                f"{self.path}: not a readable SQLite database ({exc}); left untouched: "
-                "move it aside and nanobot starts a new one"
-            ) from None
-        except BaseException:
-            self._conn.close()
-            raise
+
+        self._conn = connect_wal(
+            self.path, LearningStoreError, "the learning database", _BUSY_TIMEOUT_MS, prepare
+        )
 
     @classmethod
     def open_existing(cls, path: Path | None = None) -> LearningStore | None:

@@ -35,6 +35,7 @@ from typing import Any, Literal, cast
 
 from nanobot_tui import paths
 from nanobot_tui.errors import NanobotError, UsageError
+from nanobot_tui.sqlite_wal import connect_wal
 
 __all__ = [
     "STATUSES",
@@ -149,28 +150,17 @@ class AdapterRegistry:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or registry_path()
-        paths.ensure(self.path.parent)
         self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False,
-            )  # fmt: skip
-        except sqlite3.Error as exc:
-            raise AdapterRegistryError(
-                f"{self.path}: cannot open the stats database: {exc}"
-            ) from None
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise AdapterRegistryError(f"{self.path}: cannot switch to WAL mode")
+
+        def prepare(conn: sqlite3.Connection) -> None:
+            self._conn = conn
             with self._write() as conn:
                 conn.execute(_SCHEMA)
                 conn.execute(_INDEX)
-        except BaseException:
-            self._conn.close()
-            raise
+
+        self._conn = connect_wal(
+            self.path, AdapterRegistryError, "the stats database", _BUSY_TIMEOUT_MS, prepare
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -7,19 +7,26 @@ the anomalies, the learned skills and the newest thing of each kind that was lea
 Everything comes from `engine.learning.overview.learned_overview`, read in a thread
 worker every REFRESH_S while the screen is open; the screen redraws only when what it
 read changed. This module (and plotext with it) is imported when the screen first opens.
+
+Distillation: the app's learning job (ui/learning_job.py) in one line under the status
+(its phase and progress, or the offer to train when a step type has enough new verified
+examples), and in the details its training set, A/B result and the adapters of the
+registry (engine/serving/adapter_registry.py, read with the overview). `l` starts the
+job (or resumes a stopped one), `s` stops it; the job runs in a worker, never here.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from textual import events, on, work
+from textual import events, getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical, VerticalScroll
@@ -29,13 +36,18 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from nanobot_tui.text import display_name
+from nanobot_tui.ui.engine_app import EngineApp
 from nanobot_tui.ui.format import duration, error_line, fit, human_count, plural, when
 from nanobot_tui.ui.widgets.footer import Footer
+from nanobot_tui.units import human_bytes
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.learning.history import TaskRecord, TaskTypeSummary
     from nanobot_tui.engine.learning.overview import LearnedOverview
-    from nanobot_tui.ui.engine_app import EngineApp
+    from nanobot_tui.engine.serving.adapter_registry import AdapterRecord
+    from nanobot_tui.ui.learning_job import LearnState
+
+log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
 # The curve draws the task types with the most tasks, at most this many.
@@ -72,6 +84,16 @@ def read_overview(learning: bool) -> LearnedOverview:
     from nanobot_tui.engine.learning.overview import learned_overview
 
     return learned_overview(learning=learning)
+
+
+def read_adapters() -> list[AdapterRecord]:
+    """The adapters' registry (none when stats.db does not exist: reading creates nothing)."""
+    from nanobot_tui.engine.serving.adapter_registry import AdapterRegistry, registry_path
+
+    if not registry_path().is_file():
+        return []
+    with AdapterRegistry() as registry:
+        return registry.list()
 
 
 def _name(text: str, width: int = NAME_WIDTH) -> str:
@@ -269,6 +291,130 @@ def last_part(overview: LearnedOverview, now: float) -> list[RenderableType]:
     return [*parts, table]
 
 
+# --- distillation ----------------------------------------------------------------------------
+
+
+def job_line(state: LearnState) -> Text | None:
+    """The learning job in one line: what it does, why it failed, or what `l` would do;
+    None when there is nothing to say."""
+    kind = display_name(state.step_type) if state.step_type else ""
+    if state.running:
+        if state.stopping and state.phase in ("serve", "ab", "done"):
+            # The job stops only while training: a test under way goes on to its end.
+            return Text("stop asked for: the A/B test under way goes on to its end",
+                        style="yellow")  # fmt: skip
+        if state.stopping:
+            return Text("stopping the learning job: its training saves a checkpoint…",
+                        style="yellow")  # fmt: skip
+        if state.phase == "train" and state.train is not None:
+            t = state.train
+            return Text.assemble(
+                ("training ", "bold"), (kind, "bold"),
+                f": epoch {t.epoch}/{t.epochs} · step {t.step}/{t.steps} · loss {t.loss:.3f}"
+                f" · ETA {duration(t.eta_s)} · s stops",
+            )  # fmt: skip
+        if state.phase == "ab" and state.ab_total:
+            return Text(f"A/B test of {kind}'s adapter: {state.ab_done}/{state.ab_total} "
+                        "held-out steps")  # fmt: skip
+        return Text(f"{kind}: {state.message}" if kind else state.message)
+    if state.error:
+        return Text(f"learning job failed: {state.error}", style="red")
+    check = state.check
+    if check.stopped:
+        kinds = ", ".join(display_name(t) for t in check.stopped)
+        return Text.assemble(("learning of ", "yellow"), (kinds, "bold yellow"),
+                             (" stopped: press l to resume", "yellow"))  # fmt: skip
+    if check.due:
+        first = check.due[0]
+        more = f" (and {plural(len(check.due) - 1, 'more type')})" if len(check.due) > 1 else ""
+        return Text.assemble(
+            f"{first.new:,} new verified examples of ", (display_name(first.step_type), "bold"),
+            f"{more}: press l to train an adapter",
+        )  # fmt: skip
+    if state.line:
+        return Text(f"last learning job: {state.line}", style="dim")
+    return None
+
+
+def ab_text(ab: dict[str, Any] | None) -> Text:
+    """An A/B result: p of the base and of the adapter with their 95 % intervals, and
+    the verdict."""
+    if not ab:
+        return Text("not tested", style="dim")
+    (bl, bh), (al, ah) = ab["base_ci"], ab["adapter_ci"]
+    verdict = str(ab["verdict"])
+    style = {"better": "bold green", "worse": "bold red"}.get(verdict, "bold")
+    return Text.assemble(
+        f"p base {ab['p_base']:.2f} [{bl:.2f}, {bh:.2f}] vs adapter {ab['p_adapter']:.2f} "
+        f"[{al:.2f}, {ah:.2f}] on {ab['n']}: ",
+        (verdict, style),
+    )
+
+
+ADAPTER_STATUS_STYLE = {"promoted": "green", "candidate": "", "off": "dim", "demoted": "red"}
+
+
+def distill_part(state: LearnState, adapters: list[AdapterRecord]) -> list[RenderableType]:
+    """The Distillation part: the job (phase, training set, progress, A/B) and the adapters;
+    nothing when there is neither a job nor an adapter nor anything to offer. (The job's
+    headline is the line under the status, `job_line`: not repeated here.)"""
+    line = job_line(state)
+    if line is None and not adapters and not state.outcomes:
+        return []
+    parts: list[RenderableType] = [_heading("Distillation: LoRA adapters (l learns, s stops)")]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    if state.running and state.step_type:
+        phase = PHASES.get(state.phase, state.phase)
+        grid.add_row("step type", Text.assemble((display_name(state.step_type), "bold"),
+                                                f" · {phase}"))  # fmt: skip
+    if state.dataset:
+        grid.add_row("examples", state.dataset)
+    if state.train is not None:
+        t = state.train
+        eta = f" · ETA {duration(t.eta_s)}" if state.running else ""
+        grid.add_row(
+            "training",
+            f"{t.examples} examples · epoch {t.epoch}/{t.epochs} · step {t.step}/{t.steps} · "
+            f"loss {t.loss:.3f} · {duration(t.elapsed_s)} of training{eta}",
+        )
+    for outcome in state.outcomes:
+        if outcome.ab is not None:
+            grid.add_row(f"A/B {fit(display_name(outcome.step_type), 12)}", ab_text(outcome.ab))
+            grid.add_row("", Text(f"adapter {outcome.adapter_id} {outcome.status}", style="bold"))
+        elif outcome.status == "stopped":
+            checkpoint = outcome.reason.split(";")[0]  # the rest tells the CLI's way on
+            grid.add_row("stopped", f"{display_name(outcome.step_type)}: {checkpoint}; l resumes")
+    parts.append(grid)
+    if adapters:
+        table = _table("step type", "id", "status", "data", "A/B", "size")
+        for a in adapters:
+            verdict = (
+                "–" if a.ab is None
+                else f"{a.ab['p_base']:.2f}→{a.ab['p_adapter']:.2f} {a.ab['verdict']}"
+            )  # fmt: skip
+            table.add_row(
+                _name(a.step_type, 20), str(a.id),
+                Text(a.status, style=ADAPTER_STATUS_STYLE.get(a.status, "")),
+                f"{a.train_examples}+{a.heldout}", verdict, human_bytes(a.bytes),
+            )  # fmt: skip
+        parts.append(table)
+    else:
+        parts.append(Text("  no adapters yet", style="dim"))
+    return [*parts, Text("")]
+
+
+PHASES = {
+    "dataset": "building the training set",
+    "base": "preparing the base model",
+    "train": "training",
+    "serve": "starting the server",
+    "ab": "A/B test",
+    "done": "done",
+}
+
+
 def render_details(overview: LearnedOverview, now: float) -> tuple[RenderableType, RenderableType]:
     """The two halves of the details: side by side on a wide screen, else one above the
     other (the order reads the same either way)."""
@@ -326,12 +472,18 @@ class LearningScreen(Screen[None]):
     full screen, not a modal one: the app's keys (F1 help, F3 back, ctrl+q) work on it."""
 
     CSS_PATH = "learning.tcss"
-    BINDINGS = [Binding("escape", "close", "Back", id="learning.close")]
+    engine_app = getters.app(EngineApp)
+    BINDINGS = [
+        Binding("escape", "close", "Back", id="learning.close"),
+        Binding("l", "learn", "Learn", id="learning.learn"),
+        Binding("s", "stop_learning", "Stop learning", id="learning.stop"),
+    ]
 
     @dataclass
     class Read(Message):
         overview: LearnedOverview | None
         error: str = ""
+        adapters: list[AdapterRecord] | None = None
 
     def __init__(self, learning: bool = True) -> None:
         """`learning`: whether the config has learning on (the app's config says)."""
@@ -340,17 +492,21 @@ class LearningScreen(Screen[None]):
         self.overview: LearnedOverview | None = None
         self.loaded = False  # the first read has been shown
         self._shown_minute = -1
+        self.adapters: list[AdapterRecord] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="learning-box"):
             yield Static("reading what was learned…", id="learning-status", markup=False)
+            yield Static(id="learning-job", markup=False)
             with Horizontal(id="learning-plots"):
                 yield PlotextPlot(id="learning-cost")
                 yield PlotextPlot(id="learning-accuracy")
             yield Static(id="learning-legend")
-            with VerticalScroll(id="learning-details"), Container(id="learning-columns"):
-                yield Static(id="learning-text")
-                yield Static(id="learning-more")
+            with VerticalScroll(id="learning-details"):
+                yield Static(id="learning-distill")
+                with Container(id="learning-columns"):
+                    yield Static(id="learning-text")
+                    yield Static(id="learning-more")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -360,8 +516,42 @@ class LearningScreen(Screen[None]):
         self.query_one("#learning-plots").display = False
         self.query_one("#learning-legend").display = False
         self.query_one("#learning-details", VerticalScroll).focus()
+        learner = self.engine_app.learner
+        learner.signal.subscribe(self, self._job_changed)
+        self._job_changed(learner.state)
+        learner.check()
         self.load()
         self.set_interval(REFRESH_S, self._tick)
+
+    # --- the learning job ------------------------------------------------------------------
+
+    def _job_changed(self, state: LearnState) -> None:
+        line = job_line(state)
+        job = self.query_one("#learning-job", Static)
+        job.display = line is not None
+        if line is not None:
+            job.update(line)
+        part = distill_part(state, self.adapters)
+        distill = self.query_one("#learning-distill", Static)
+        distill.display = bool(part)
+        distill.update(Group(*part))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        running = self.engine_app.learner.state.running
+        if action == "learn":
+            return None if running else True  # shown, greyed, while a job runs
+        if action == "stop_learning":
+            return running
+        return True
+
+    def action_learn(self) -> None:
+        learner = self.engine_app.learner
+        if learner.start() and learner.state.resumed:
+            self.notify("resuming the stopped learning job")
+
+    def action_stop_learning(self) -> None:
+        self.engine_app.learner.stop()
 
     def _tick(self) -> None:
         if self.is_current:  # not while another screen (the help) covers it
@@ -374,8 +564,13 @@ class LearningScreen(Screen[None]):
             overview = read_overview(self.learning)
         except Exception as exc:  # a damaged learned.db, a bad config: one line
             self.post_message(self.Read(None, error_line(exc)))
-        else:
-            self.post_message(self.Read(overview))
+            return
+        try:
+            adapters: list[AdapterRecord] | None = read_adapters()
+        except Exception:  # a damaged stats.db: the adapters stay as last read
+            log.warning("cannot read the adapters' registry", exc_info=True)
+            adapters = None
+        self.post_message(self.Read(overview, adapters=adapters))
 
     @on(Read)
     def _read(self, message: Read) -> None:
@@ -384,6 +579,9 @@ class LearningScreen(Screen[None]):
             status.update(Text(f"cannot read what was learned: {message.error}", style="red"))
             self.loaded = True
             return
+        if message.adapters is not None and message.adapters != self.adapters:
+            self.adapters = message.adapters
+            self._job_changed(self.engine_app.learner.state)
         now = time.time()
         minute = int(now // 60)  # "3 min ago" goes stale: redraw once a minute regardless
         if message.overview == self.overview and minute == self._shown_minute:

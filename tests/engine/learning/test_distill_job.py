@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 
+from nanobot_tui.atomic import write_atomic
 from nanobot_tui.config import Config, LocalConfig, SlotConfig, save_config
 from nanobot_tui.engine.learning.distill import train as training
 from nanobot_tui.engine.learning.distill.ab_test import MIN_LIVE
@@ -29,7 +30,7 @@ from nanobot_tui.engine.learning.distill.job import JobEvent, LearnJob
 from nanobot_tui.engine.learning.examples import ExampleBank
 from nanobot_tui.engine.learning.store import LearningStore
 from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import ChatResult, Choice, StreamEvent, Usage
+from nanobot_tui.engine.llm.results import ChatResult, Choice, Usage
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import RetryPolicy, RunSpec
 from nanobot_tui.engine.serving.adapter_registry import AdapterRegistry
@@ -37,6 +38,7 @@ from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.domains.wordcase import VOCABULARY
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
 from nanobot_tui.errors import UsageError
+from tests.fakes import FakeSamplerClient
 
 STEP_TYPE = "shout"  # no domain of that name: prompts are the word alone
 SLOT = SlotConfig(model="smollm2-135m-instruct", context_size=2048, parallel=1)
@@ -86,7 +88,8 @@ class FakeTrainer:
         total = 4 * config.epochs
         while step < total:
             if stop is not None and stop.is_set():
-                checkpoint.write_text(str(step))
+                # Whole or not at all, as train.py saves one: a reader never sees it half made.
+                write_atomic(checkpoint, str(step))
                 return training.TrainResult(
                     config.job_dir, len(examples), step, total, True, resumed, 0.1
                 )
@@ -208,7 +211,7 @@ def test_a_job_trains_stops_resumes_tests_and_records_and_retests_the_promoted_o
 # --- what runs do with a promoted adapter --------------------------------------------------
 
 
-class WrongModelClient:
+class WrongModelClient(FakeSamplerClient):
     """A FAKE model client that answers every word-case step wrong and keeps what each
     request asked for beyond the messages."""
 
@@ -221,19 +224,6 @@ class WrongModelClient:
         self.extras.append(dict(request.extra or {}))
         choice = Choice("answer = ZEBRAS", finish_reason="stop")
         return ChatResult([choice], Usage(completion_tokens=4), None, 0.0, "fake", {})
-
-    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        raise AssertionError("a sampler never streams")
-        yield
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
 
 
 def test_a_run_applies_its_step_types_promoted_adapter_and_demotes_it_when_it_does_badly(

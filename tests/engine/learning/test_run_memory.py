@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import AsyncGenerator
-from typing import Any, Self
+from typing import Any
 
 import pytest
 
@@ -30,7 +29,7 @@ from nanobot_tui.engine.learning.run_memory import (
 from nanobot_tui.engine.learning.store import LearningStore, learned_path
 from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import ChatResult, Choice, StreamEvent, Usage
+from nanobot_tui.engine.llm.results import ChatResult, Choice, Usage
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy, RunSpec
 from nanobot_tui.engine.runs.store import db_path
@@ -38,9 +37,10 @@ from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.domains import wordcase
 from nanobot_tui.engine.voting.domains.wordcase import WordCase
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
+from tests.fakes import FakeSamplerClient
 
 
-class FakeModelClient:
+class FakeModelClient(FakeSamplerClient):
     """A FAKE model client: answers a word-case request right (its word in upper case),
     or with another word for the words in `wrong`; counts the requests it was sent."""
 
@@ -56,19 +56,6 @@ class FakeModelClient:
         said = "ZEBRAS" if word in self.wrong else word.upper()
         choice = Choice(f"answer = {said}", finish_reason="stop")
         return ChatResult([choice], Usage(completion_tokens=4), None, 0.0, "fake", {})
-
-    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        raise AssertionError("a sampler never streams")
-        yield
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
 
 
 WORDS = ["cat", "dog", "sun", "tree", "milk", "road"]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncGenerator
-from typing import Self
 
 import pytest
 
@@ -16,13 +14,14 @@ from nanobot_tui.engine.llm.chat_client import ChatClient
 from nanobot_tui.engine.llm.errors import ServerUnavailable
 from nanobot_tui.engine.llm.openai import LLMClient
 from nanobot_tui.engine.llm.request import ChatRequest
-from nanobot_tui.engine.llm.results import ChatResult, Choice, StreamEvent, Usage
+from nanobot_tui.engine.llm.results import ChatResult, Choice, Usage
 from nanobot_tui.engine.runs import session
 from nanobot_tui.engine.runs import store as store_mod
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import RunSpec
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
+from tests.fakes import FakeSamplerClient
 
 DOWN = "fake: connection lost mid-stream"
 
@@ -46,7 +45,7 @@ def answer(request: ChatRequest) -> ChatResult:
     return ChatResult([choice], Usage(completion_tokens=4), None, 0.0, "fake", {})
 
 
-class FakeCloudClient:
+class FakeCloudClient(FakeSamplerClient):
     """A FAKE cloud client: the `ChatClient` protocol and nothing more (no /health, as
     the Anthropic API has none). It fails the requests numbered in `failing` as a
     provider's outage does once the transport's own retries are spent."""
@@ -63,19 +62,6 @@ class FakeCloudClient:
         if self.requests in self.failing:
             raise ServerUnavailable(DOWN)
         return answer(request)
-
-    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        raise AssertionError("a sampler never streams")
-        yield  # an async generator, as the protocol says
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
 
 
 class FakeLocalServerClient(LLMClient):

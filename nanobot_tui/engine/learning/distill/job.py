@@ -58,7 +58,11 @@ from nanobot_tui.engine.learning.distill.dataset import (
     write_dataset,
 )
 from nanobot_tui.engine.learning.store import LearningStore, learned_path
-from nanobot_tui.engine.serving.adapter_registry import AdapterRecord, AdapterRegistry
+from nanobot_tui.engine.serving.adapter_registry import (
+    AdapterRecord,
+    AdapterRegistry,
+    registry_path,
+)
 from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.errors import NanobotError, UsageError
 
@@ -375,6 +379,44 @@ class LearnJob:
 
 def _epochs(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def nothing_learned() -> bool:
+    """No learned.db and no job folder: nothing to train on or resume (a quick look, so
+    that neither the model's GGUF nor the hardware tier is read for nothing)."""
+    return not learned_path().exists() and not (paths.home() / "distill" / "jobs").is_dir()
+
+
+def due_step_types(
+    config: Config, slot: SlotName = "rlm"
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """What a `LearnJob` on `slot` would do now: the step types it would train, each with
+    its new verified examples since its model's last adapter of that type (all of them
+    when it has none), and the step types with a stopped job to resume. Blocking: it
+    reads learned.db, stats.db and the model's GGUF."""
+    if nothing_learned():
+        return [], []
+    model_path = LearnJob(config, slot=slot)._model_path()
+    stopped = _stopped_types(slot, model_path)
+    due: list[tuple[str, int]] = []
+    for step_type in _store_types():
+        if step_type in stopped:
+            continue
+        try:
+            training_set = _build(step_type, domain_of(step_type))
+        except TooFewExamples:
+            continue
+        total = len(training_set.train) + len(training_set.heldout)
+        if not registry_path().is_file():  # no adapter yet; reading must not create it
+            due.append((step_type, total))
+            continue
+        if _not_new(model_path, training_set):
+            continue
+        with AdapterRegistry() as registry:
+            made = registry.list(model=str(model_path), step_type=step_type)
+        last = made[-1].train_examples + made[-1].heldout if made else 0
+        due.append((step_type, total - last))
+    return due, list(stopped)
 
 
 def _short(exc: BaseException) -> str:
