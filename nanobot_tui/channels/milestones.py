@@ -24,6 +24,7 @@ from nanobot_tui.channels.base import Outbound
 from nanobot_tui.channels.files import gateway_dir
 from nanobot_tui.channels.subscriptions import Subscriptions, Target
 from nanobot_tui.engine.runs.store import RunNotFound, RunStatus, RunStore, StoreError
+from nanobot_tui.engine.runs.store.create import NOT_STARTED
 from nanobot_tui.text import printable
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,8 @@ def next_milestones(
     def say(kind: str, text: str) -> None:
         out.append(Milestone(rid, kind, f"run {rid}: {text}", st.updated))
 
-    if new.get("finished"):
-        return out, new
+    if new.get("finished") or (st.status == "stopped" and st.reason == NOT_STARTED):
+        return out, new  # a run its runner has not picked up yet has nothing to say
     running = st.status == "running"
     if running and not new.get("started"):
         say("started", f"started: {st.domain} with {st.sampler}, k = {st.k}; {_progress(st)}")

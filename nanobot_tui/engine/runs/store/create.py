@@ -37,6 +37,9 @@ from nanobot_tui.engine.runs.store.totals import new_totals
 from nanobot_tui.engine.runs.tree import Layout, groups_of
 from nanobot_tui.engine.voting.domains import Domain
 
+# The reason a run's status gives until its runner first starts it.
+NOT_STARTED = "created, not started yet"
+
 MAX_TREE_NODES = 1_000_000
 MAX_STEPS = 2**62  # step numbers and node ids are SQLite integers (64-bit, signed)
 ABANDONED_AFTER_S = 60.0  # a folder without a lock file this old is a dead creation's
@@ -176,7 +179,7 @@ def _build(rid: str, spec: RunSpec, domain: Domain, total: int, layout: Layout) 
                 "spec": spec.to_dict(),
                 "created": now,
                 "status": "stopped",
-                "status_reason": "created, not started yet",
+                "status_reason": NOT_STARTED,
                 "domain": domain.name,
                 "sampler": spec.sampler,
                 "steps_total": total,
