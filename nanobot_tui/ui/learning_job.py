@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -101,12 +102,16 @@ class LearnNews(Message):
     ended: bool = False
 
 
-def due_now(config: Config, slot: SlotName = SLOT) -> DueCheck:
+def due_now(settled: Callable[[], Config], slot: SlotName = SLOT) -> DueCheck:
     """The step types a `LearnJob` on `slot` would train now, and the stopped jobs
-    (job.py's `due_step_types`). Blocking: call it in a thread."""
-    from nanobot_tui.engine.learning.distill.job import due_step_types
+    (job.py's `due_step_types`). `settled()` gives the app's config, asked only when
+    something was learned: with no config file it detects the hardware, which the app
+    does once, when its servers start. Blocking: call it in a thread."""
+    from nanobot_tui.engine.learning.distill.job import due_step_types, nothing_learned
 
-    due, stopped = due_step_types(config, slot)
+    if nothing_learned():
+        return DueCheck()
+    due, stopped = due_step_types(settled(), slot)
     return DueCheck(tuple(DueType(t, n) for t, n in due), tuple(stopped))
 
 
@@ -227,7 +232,7 @@ class Learner:
 
     def _check(self) -> None:
         try:
-            found = due_now(self.app.settled_config())
+            found = due_now(self.app.settled_config)
         except NanobotError as exc:  # a remote slot, no model: nothing to offer
             log.info("no learning job to offer: %s", exc)
             found = DueCheck()
