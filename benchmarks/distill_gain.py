@@ -290,11 +290,11 @@ def workbench(args: argparse.Namespace, adapters: Sequence[Path] = ()) -> Any:
     from nanobot_tui.config import load_config
     from nanobot_tui.engine.serving.workbench import Workbench
 
-    bench = Workbench(load_config()[0], only_slots=("rlm",), extra_adapters={"rlm": list(adapters)})
-    for server in bench.manager.servers:
-        # On a machine busier than its cores, one llama.cpp thread is the fastest.
-        server.threads = args.threads
-    return bench
+    # On a machine busier than its cores, one llama.cpp thread is the fastest.
+    return Workbench(
+        load_config()[0], only_slots=("rlm",), extra_adapters={"rlm": list(adapters)},
+        threads=args.threads,
+    )  # fmt: skip
 
 
 async def make_work(

@@ -430,12 +430,11 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 
             slot = cast("SlotName", args.sampler.partition(":")[2] or "rlm")
             # The server's home stays NANOBOT_HOME (<base>/server) while it starts and stops.
-            workbench = Workbench(load_config()[0], only_slots=(slot,))
-            if args.threads:
-                # On a machine busier than its cores, llama.cpp's threads wait on each
-                # other at every barrier: one thread can be many times faster.
-                for server in workbench.manager.servers:
-                    server.threads = args.threads
+            # On a machine busier than its cores, llama.cpp's threads wait on each other
+            # at every barrier: one thread can be many times faster.
+            workbench = Workbench(
+                load_config()[0], only_slots=(slot,), threads=args.threads or None
+            )
             await stack.enter_async_context(workbench)
             client, model = workbench.client(slot), workbench.slots[slot].display_name
         rows = await run_stream(stream, args, base, client, model, quiet=args.json)

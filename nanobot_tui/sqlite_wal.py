@@ -5,8 +5,11 @@ into one line of the caller's error type that names the file."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from nanobot_tui import paths
 from nanobot_tui.errors import NanobotError
@@ -52,3 +55,26 @@ def connect_wal(
         conn.close()
         raise
     return conn
+
+
+class WalDatabase:
+    """An open connection (`_conn`, from `connect_wal`) shared by threads under `_lock`:
+    closed by `close()` or at the end of a `with` block."""
+
+    _conn: sqlite3.Connection
+    _lock: threading.RLock
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

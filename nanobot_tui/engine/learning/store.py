@@ -20,12 +20,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from nanobot_tui import paths
 from nanobot_tui.errors import NanobotError
-from nanobot_tui.sqlite_wal import connect_wal
+from nanobot_tui.sqlite_wal import WalDatabase, connect_wal
 
 __all__ = ["SCHEMA_VERSION", "LearningStore", "LearningStoreError", "learned_path"]
 
@@ -107,7 +106,7 @@ def learned_path() -> Path:
     return paths.home() / "learned.db"
 
 
-class LearningStore:
+class LearningStore(WalDatabase):
     """An open learned.db. Use as a context manager, or call `close()`.
 
     `query` reads; `write()` is one immediate transaction. Both turn SQLite's errors into
@@ -188,18 +187,3 @@ class LearningStore:
         except sqlite3.DatabaseError as exc:
             # "database is locked" after the busy timeout, a full disk, a read-only file.
             raise LearningStoreError(f"{self.path}: learning database error: {exc}") from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> LearningStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -30,12 +30,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, cast
 
 from nanobot_tui import paths
 from nanobot_tui.errors import NanobotError, UsageError
-from nanobot_tui.sqlite_wal import connect_wal
+from nanobot_tui.sqlite_wal import WalDatabase, connect_wal
 
 __all__ = [
     "STATUSES",
@@ -143,7 +142,7 @@ def _record(row: tuple[Any, ...]) -> AdapterRecord:
     )  # fmt: skip
 
 
-class AdapterRegistry:
+class AdapterRegistry(WalDatabase):
     """The adapters table, open; a context manager (or call `close()`). Every method
     raises AdapterRegistryError for a file SQLite cannot use, UnknownAdapter for an id
     it does not have."""
@@ -161,21 +160,6 @@ class AdapterRegistry:
         self._conn = connect_wal(
             self.path, AdapterRegistryError, "the stats database", _BUSY_TIMEOUT_MS, prepare
         )
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> AdapterRegistry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

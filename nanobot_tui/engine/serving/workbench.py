@@ -44,10 +44,12 @@ class Workbench:
         only_slots: tuple[SlotName, ...] | None = None,
         runtime: Runtime | None = None,
         extra_adapters: Mapping[SlotName, Sequence[Path]] | None = None,
+        threads: int | None = None,
     ) -> None:
         """Plan the servers for `config`; `only_slots` starts just the servers those need.
         Each server loads its model's promoted LoRA adapters (adapter_registry.py) at
-        scale 0, then `extra_adapters` of the slots it serves (an adapter under test)."""
+        scale 0, then `extra_adapters` of the slots it serves (an adapter under test).
+        `threads`: each server's threads (default: its share of the cores)."""
         self.config = config
         self.providers: dict[SlotName, ProviderChoice] = resolve_providers(config)
         for choice in self.providers.values():
@@ -75,7 +77,7 @@ class Workbench:
         ]
         self.specs: list[ServerSpec] = specs
         self.runtime = runtime or resolve_runtime(config.runtime)
-        self.manager = ServerManager(specs, self.runtime, on_event=on_event)
+        self.manager = ServerManager(specs, self.runtime, on_event=on_event, threads=threads)
         self._cloud_clients: dict[SlotName, ChatClient] = {}
 
     async def start(self) -> None:
