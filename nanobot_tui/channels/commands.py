@@ -9,12 +9,15 @@
     /unwatch RUN      stop them
     /ask TEXT         ask the agent, in this chat's own session (channels/ask.py)
     /start TEMPLATE   start a process from a named template (config gateway.templates)
+    /voice on|off     Telegram: send this chat's messages also as voice notes
     /help             this list
 
 Only an allowed sender gets an answer: one on its channel's allow-list in the config, or
 one paired with `nanobot gateway pair CODE`. Anyone else gets a pairing code and nothing
 is executed for them, not even /status. An email's subject or body may leave out the
-slash ("status").
+slash ("status"). A Telegram voice note (channels/voice.py) is a command only when its
+transcript clearly says one ("hold the latest task"); otherwise the answer is what was
+heard. Either way it is handled as the typed command would be, stranger or not.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from nanobot_tui.channels.ask import AgentAsker
 from nanobot_tui.channels.base import Inbound, Outbound
 from nanobot_tui.channels.pairing import Pairing
 from nanobot_tui.channels.subscriptions import Subscriptions, Target
+from nanobot_tui.channels.voice import (
+    INSTALL_HINT,
+    SPOKEN_HELP,
+    VoiceNote,
+    VoiceReplies,
+    command_from_speech,
+    missing_engine,
+)
 from nanobot_tui.config import GatewayConfig
 from nanobot_tui.errors import NanobotError
 from nanobot_tui.text import printable
@@ -38,7 +49,7 @@ Handler = Callable[[Inbound, str], Awaitable[str]]
 
 HELP = (
     "commands: /status [RUN], /runs, /pause RUN, /resume RUN, /cancel RUN, /watch RUN, "
-    "/unwatch RUN, /ask TEXT, /start TEMPLATE, /help"
+    "/unwatch RUN, /ask TEXT, /start TEMPLATE, /voice on|off, /help"
 )
 
 
@@ -56,6 +67,7 @@ class Commands:
         self.asker = asker or AgentAsker()
         self.pairing = pairing or Pairing()
         self.subscriptions = subscriptions or Subscriptions()
+        self.voice_replies = VoiceReplies()
         self.wait_s = wait_s  # how long /pause and /cancel wait for the runner to stop
         self.handlers: dict[str, tuple[Handler, bool]] = {  # name: (handler, needs an argument)
             "status": (self._status, False),
@@ -67,6 +79,7 @@ class Commands:
             "unwatch": (self._unwatch, True),
             "ask": (self._ask, True),
             "start": (self._start, True),
+            "voice": (self._voice, True),
             "help": (self._help, False),
         }
 
@@ -98,6 +111,8 @@ class Commands:
 
     async def answer(self, message: Inbound) -> str:
         """An allowed sender's command, carried out; its answer (errors as one line)."""
+        if isinstance(message, VoiceNote):
+            return await self._spoken(message)
         words = message.text.strip().split(None, 1)
         if not words:
             return HELP
@@ -112,6 +127,28 @@ class Commands:
             return await handler(message, arg)
         except NanobotError as exc:
             return f"/{name}: {exc}"
+
+    async def _spoken(self, note: VoiceNote) -> str:
+        """A voice note's answer: the command it clearly says, carried out, or what was
+        heard; never a guess."""
+        if note.trouble:
+            return note.trouble
+        heard = printable(note.text)
+        if not heard:
+            return f"heard nothing in that voice note; {SPOKEN_HELP}"
+        try:
+            command = await asyncio.to_thread(
+                command_from_speech,
+                note.text,
+                latest_run=_latest_run_id,
+                templates=list(self.config.templates),
+            )
+        except NanobotError as exc:
+            return f'heard "{heard}": {exc}'
+        if command is None:
+            return f'heard "{heard}": not a command, so nothing was done; {SPOKEN_HELP}'
+        typed = Inbound(note.channel, note.sender, note.chat, command, note.at, note.thread)
+        return f'heard "{heard}" ({command}): {await self.answer(typed)}'
 
     # --- the commands ------------------------------------------------------------------
 
@@ -184,6 +221,29 @@ class Commands:
             known = ", ".join(sorted(self.config.templates)) or "none in the config"
             return f"/start: no template {name!r} (templates: {known})"
         return await asyncio.to_thread(start_template, name, self.config)
+
+    async def _voice(self, message: Inbound, arg: str) -> str:
+        on = {"on": True, "off": False}.get(arg.lower())
+        if on is None:
+            return f"/voice: say on or off, not {printable(arg)!r}"
+        if message.channel != "telegram":
+            return "/voice: spoken replies are sent on Telegram only"
+        missing = missing_engine() if on else None
+        if missing is not None:
+            return f"/voice: {INSTALL_HINT} ({missing} is not installed)"
+        await asyncio.to_thread(self.voice_replies.set, message.channel, message.chat, on)
+        return "replies here come also as voice notes" if on else "replies here are text only"
+
+
+def _latest_run_id() -> str:
+    """The newest run's id (ids start with their start time); RunNotFound when none."""
+    from nanobot_tui.engine.runs.store import RunNotFound
+    from nanobot_tui.engine.runs.store.places import all_run_ids
+
+    ids = all_run_ids()
+    if not ids:
+        raise RunNotFound("there is no run yet")
+    return ids[-1]
 
 
 def _whole_id(run_id: str) -> str:

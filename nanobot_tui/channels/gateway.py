@@ -4,8 +4,11 @@
 handler and the milestone watcher, until cancelled. A channel whose `run` raises is marked
 failed (with its one-line reason) and started again after a backoff that doubles up to
 `restart_backoff_max_s`; the other channels go on. Each channel's state (starting,
-running, failed, stopped) and the bus's counters are written to
-NANOBOT_HOME/gateway/state.json on every change, for `nanobot gateway status` and the app.
+running, failed: waiting to be restarted, stopped), its last error (kept after a restart),
+its messages in and out with the time of the last, and the bus's counters are written to
+NANOBOT_HOME/gateway/state.json, atomically, on every change of state and at most
+STATE_GAP_S after a message (a busy bus does not write a file per message), for
+`nanobot gateway status` and the app's Channels screen.
 
 One gateway at a time: it holds an flock on NANOBOT_HOME/gateway/gateway.pid, which holds
 its pid. `start_detached` starts one in a session of its own (as detached runners are:
@@ -17,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import importlib
 import json
 import logging
@@ -44,10 +45,12 @@ from nanobot_tui.channels.pairing import Pairing
 from nanobot_tui.channels.subscriptions import Subscriptions
 from nanobot_tui.config import GatewayConfig
 from nanobot_tui.errors import NanobotError
+from nanobot_tui.pidlock import LockHeld, PidLock, holder
 
 log = logging.getLogger(__name__)
 
-STATE_EVERY_S = 5.0  # the bus's counters reach state.json at least this often
+STATE_EVERY_S = 5.0  # state.json is rewritten at least this often ("updated")
+STATE_GAP_S = 0.25  # and at most this long after a message came or went
 # What each configured channel is: its module under nanobot_tui/channels/ and class.
 CHANNEL_CLASSES = {"telegram": "TelegramChannel", "email": "EmailChannel"}
 
@@ -70,6 +73,8 @@ class ChannelState:
     reason: str | None = None  # failed: why, in one line; stopped: why, if not asked
     restarts: int = 0
     since: float = 0.0
+    last_error: str | None = None  # the latest failure's reason, kept once restarted
+    restart_at: float | None = None  # failed: when it is started again (time.time())
 
     def line(self, name: str) -> str:
         reason = f": {self.reason}" if self.reason else ""
@@ -135,6 +140,8 @@ class Gateway:
         self.states = {name: ChannelState(since=time.time()) for name in self.channels}
         self.started = time.time()
         self._answering: set[asyncio.Task[None]] = set()
+        self._dirty = asyncio.Event()
+        self.bus.on_change = self._dirty.set
         secrets_ = config.with_env_secrets()
         self._secrets = [s for s in (secrets_.telegram.token, secrets_.email.password) if s]
 
@@ -186,9 +193,14 @@ class Gateway:
                 attempt = (
                     1 if time.monotonic() - began > self.restart_backoff_max_s else attempt + 1
                 )
-                self.states[channel.name].restarts += 1
-                self._set(channel.name, "failed", self._scrub(reason))
-                await asyncio.sleep(self.restart_delay(attempt))
+                delay = self.restart_delay(attempt)
+                st = self.states[channel.name]
+                st.restarts += 1
+                st.last_error = self._scrub(reason)
+                st.restart_at = time.time() + delay
+                self._set(channel.name, "failed", st.last_error)
+                await asyncio.sleep(delay)
+                st.restart_at = None
                 continue
             self._set(channel.name, "stopped", "its receiving ended")
             return
@@ -232,9 +244,18 @@ class Gateway:
             "pid": os.getpid(),
             "started": self.started,
             "updated": time.time(),
-            "channels": {name: asdict(st) for name, st in self.states.items()},
+            "channels": {name: self._channel_entry(name) for name in self.states},
             "bus": self.bus.counters.to_dict(),
         }
+
+    def _channel_entry(self, name: str) -> dict[str, Any]:
+        entry = asdict(self.states[name])
+        traffic = self.bus.traffic.get(name)
+        if traffic is not None:
+            entry.update(traffic.to_dict())
+            if traffic.last_send_error:
+                entry["last_send_error"] = self._scrub(traffic.last_send_error)
+        return entry
 
     def _save(self) -> None:
         if not self.write_state:
@@ -247,60 +268,37 @@ class Gateway:
 
     async def _keep_state(self) -> None:
         while True:
-            await asyncio.sleep(STATE_EVERY_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), STATE_EVERY_S)
+                await asyncio.sleep(STATE_GAP_S)  # the messages of a burst: one write
+            self._dirty.clear()
             self._save()
 
 
 # --- one gateway at a time, detached or not ---------------------------------------------
 
 
-class GatewayLock:
-    """flock on gateway.pid, which holds the holder's pid."""
+class GatewayLock(PidLock):
+    """flock on gateway.pid (pidlock.py), which holds the holder's pid."""
 
     def __init__(self) -> None:
-        self.fd: int | None = None
+        super().__init__(pid_path())
 
-    def acquire(self) -> None:
+    def acquire(self, patience: float = 0.0) -> None:
         paths.ensure(gateway_dir())
-        fd = os.open(pid_path(), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise GatewayError(
-                    f"a gateway is already running (pid {running_pid() or '?'}); "
-                    "`nanobot gateway stop` stops it"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            os.close(self.fd)
-            self.fd = None
+            super().acquire(patience)
+        except LockHeld as exc:
+            raise GatewayError(
+                f"a gateway is already running (pid {exc.pid if exc.pid > 0 else '?'}); "
+                "`nanobot gateway stop` stops it"
+            ) from None
 
 
 def running_pid() -> int | None:
-    """The running gateway's pid; None when none holds the lock."""
-    try:
-        fd = os.open(pid_path(), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    """The running gateway's pid (-1: its pid file does not say); None when none holds
+    the lock."""
+    return holder(pid_path())
 
 
 def read_state() -> dict[str, Any]:

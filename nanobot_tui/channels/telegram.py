@@ -9,9 +9,11 @@ The token is a secret: it is part of every Bot API URL, so the loggers that prin
 (`httpx` logs each request's at INFO) get a filter that blanks it out, and errors are
 redacted the same way before they become a ChannelError.
 
-Voice notes are a hook, not built here: pass `transcribe` (bytes of the OGG/Opus note ->
-text) and a voice note becomes an Inbound with the transcribed text; without it voice
-notes are skipped.
+Voice notes (channels/voice.py, the optional `voice` extra): a voice note is downloaded,
+transcribed offline and delivered as a `VoiceNote`, which the commands turn into a command
+only when it clearly is one; without the extra, or when the note cannot be fetched or
+heard, the VoiceNote says why in one line. A chat that asked for it (`/voice on`) gets
+each message also as a voice note (sendVoice). `transcribe` replaces the recognizer.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from telegram import Bot, Message
 from telegram.error import InvalidToken, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
+from nanobot_tui.channels import voice
 from nanobot_tui.channels.base import ChannelError, Deliver, Inbound, Outbound
 from nanobot_tui.config import TelegramConfig
 
@@ -83,6 +86,7 @@ class TelegramChannel:
         self._token = os.environ.get(TOKEN_ENV) or config.token
         self._base_url = config.base_url.rstrip("/")
         self._transcribe = transcribe
+        self._voice_replies = voice.VoiceReplies()
         self._bot: Bot | None = None
         self._ready = asyncio.Lock()
         if self._token:
@@ -167,9 +171,9 @@ class TelegramChannel:
         sender = message.from_user
         if sender is None:
             return None  # a channel post: no one to allow or answer
+        if message.text is None and message.voice is not None:
+            return await self._voice_note(bot, message, message.voice.file_id, str(sender.id))
         text = message.text
-        if text is None and message.voice is not None:
-            text = await self._voice_text(bot, message)
         if text is None:
             return None
         return Inbound(
@@ -180,17 +184,36 @@ class TelegramChannel:
             at=time.time(),
         )
 
-    async def _voice_text(self, bot: Bot, message: Message) -> str | None:
-        """The hook for voice notes: the transcriber's text, or None without one."""
-        if self._transcribe is None or message.voice is None:
-            log.debug("telegram: a voice note skipped (no transcriber)")
-            return None
-        try:
-            file = await bot.get_file(message.voice.file_id)
-            audio = bytes(await file.download_as_bytearray())
-        except TelegramError as exc:
-            raise self._error("downloading a voice note", exc) from None
-        return await self._transcribe(audio)
+    async def _voice_note(
+        self, bot: Bot, message: Message, file_id: str, sender: str
+    ) -> voice.VoiceNote:
+        """The note as a VoiceNote: its transcript, or the one line saying why there is none
+        (no voice extra, a file that cannot be fetched or heard)."""
+        trouble: str | None = None
+        heard = ""
+        missing = None if self._transcribe is not None else voice.missing_engine()
+        if missing is not None:
+            trouble = f"{voice.INSTALL_HINT} ({missing} is not installed)"
+        else:
+            try:
+                file = await bot.get_file(file_id)
+                audio = bytes(await file.download_as_bytearray())
+                if self._transcribe is not None:
+                    heard = await self._transcribe(audio)
+                else:
+                    heard = await asyncio.to_thread(voice.transcribe, audio, "ogg")
+            except TelegramError as exc:
+                trouble = str(self._error("downloading a voice note", exc))
+            except voice.VoiceError as exc:
+                trouble = str(exc)
+        return voice.VoiceNote(
+            channel=self.name,
+            sender=sender,
+            chat=str(message.chat.id),
+            text=heard,
+            at=time.time(),
+            trouble=trouble,
+        )
 
     async def send(self, message: Outbound) -> None:
         bot = await self._ensure_bot()
@@ -200,6 +223,24 @@ class TelegramChannel:
                 await bot.send_message(chat_id=chat, text=piece)
         except TelegramError as exc:
             raise self._error(f"sending to chat {message.chat}", exc) from None
+        await self._send_spoken(bot, chat, message)
+
+    async def _send_spoken(self, bot: Bot, chat: int | str, message: Outbound) -> None:
+        """The message also as a voice note, for a chat that asked (`/voice on`). The text
+        went already: a note that cannot be made is logged, not retried."""
+        wanted = await asyncio.to_thread(self._voice_replies.wanted, self.name, message.chat)
+        if not wanted or voice.missing_engine() is not None:
+            return
+        try:
+            note = await asyncio.to_thread(voice.speak, message.text)
+        except Exception as exc:  # any engine failure: raising would resend the text
+            log.warning("telegram: no voice note for chat %s: %s", message.chat, exc)
+            return
+        try:
+            await bot.send_voice(chat_id=chat, voice=note, filename="reply.ogg")
+        except TelegramError as exc:
+            # Not raised: the bus would send the text again with it.
+            log.warning("%s", self._error(f"sending a voice note to chat {message.chat}", exc))
 
     async def check(self) -> str:
         if not self._token:

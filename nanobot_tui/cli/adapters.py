@@ -4,8 +4,9 @@ adapters `nanobot learn` trained (engine/serving/adapter_registry.py).
 The listing shows each adapter's step type, the data it was trained and tested on, its
 A/B result and status. `off` stops applying one; `on` promotes it again only when its
 last A/B test said it is better than the base; `rm` forgets it and deletes its file.
-A server loads the promoted adapters when it starts, so a change reaches a running
-app's server when it restarts.
+A server loads the promoted adapters when it starts; a running app notices a change
+within a minute and restarts its server with the new list once no request is in flight
+(ui/learning_job.py), and a run asks its server which adapters it has loaded.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def _ab_text(ab: dict[str, Any] | None) -> str:
     if not ab:
         return "not tested"
     low, high = ab["diff_ci"]
+    # Tests before the fresh-step A/B were on the held-out split; they say no "on".
+    on = "fresh" if ab.get("on") == "fresh" else "held out"
     return (
-        f"p {ab['p_base']:.2f} -> {ab['p_adapter']:.2f} on {ab['n']} "
+        f"p {ab['p_base']:.2f} -> {ab['p_adapter']:.2f} on {ab['n']} {on} "
         f"(diff [{low:+.2f}, {high:+.2f}]) {ab['verdict']}"
     )
 

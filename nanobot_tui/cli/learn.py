@@ -1,6 +1,8 @@
-"""`nanobot learn [--type STEP_TYPE] [--epochs N] [--slot S] [--resume] [--json]`: train
-LoRA adapters on nanobot's verified work, A/B test them and promote the ones that help
-(engine/learning/distill/job.py).
+"""`nanobot learn [--type STEP_TYPE] [--epochs N] [--ab-steps N] [--slot S] [--resume]
+[--json]`: train LoRA adapters on nanobot's verified work, A/B test them and promote the
+ones that help (engine/learning/distill/job.py). The A/B test runs on up to --ab-steps
+fresh steps (never trained on) where the step type's domain can make them, else on the
+held-out split; its progress line says which ("A/B on 120 fresh steps").
 
 Progress goes to stderr, one line per epoch and every few seconds (examples, epoch,
 loss, ETA); the summary is one line on stdout (or one JSON object). Ctrl-c stops training
@@ -75,14 +77,14 @@ async def _run(job: LearnJob, stop: threading.Event) -> LearnSummary:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     from nanobot_tui.config import load_config
-    from nanobot_tui.engine.learning.distill.job import LearnJob
+    from nanobot_tui.engine.learning.distill.job import AB_STEPS, LearnJob
     from nanobot_tui.engine.learning.distill.train import require_learn_extra
 
     require_learn_extra()  # before anything else: one line on how to get it
     stop = threading.Event()
     job = LearnJob(
         load_config()[0], step_type=args.type, epochs=args.epochs, resume=args.resume,
-        slot=args.slot, progress=_Lines(), stop=stop,
+        slot=args.slot, progress=_Lines(), stop=stop, ab_steps=args.ab_steps or AB_STEPS,
     )  # fmt: skip
     summary = asyncio.run(_run(job, stop))
     if args.json:
@@ -107,12 +109,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="train LoRA adapters on verified work; promote those an A/B test backs",
         description="For each step type with enough new verified examples (or the one "
         "--type names): build its training set, train a LoRA adapter for the slot's model "
-        "(the optional 'learn' extra), A/B test it against the base on held-out steps and "
-        "promote it only when it is better with 95 % confidence. Ctrl-c stops after a "
+        "(the optional 'learn' extra), A/B test it against the base on fresh steps it was "
+        "never trained on (held-out ones for a step type whose domain cannot make them) "
+        "and promote it only when it is better with 95 % confidence. Ctrl-c stops after a "
         "checkpoint; --resume goes on.",
     )
     p.add_argument("--type", type=_type_name, metavar="STEP_TYPE", help="only this step type")
     p.add_argument("--epochs", type=positive_int, metavar="N", help="training epochs (3)")
+    p.add_argument(
+        "--ab-steps", type=positive_int, metavar="N",
+        help="fresh steps the A/B test runs on, at most (120)",
+    )  # fmt: skip
     p.add_argument(
         "--slot", choices=("main", "rlm", "memory"), default="rlm",
         help="the slot whose model the adapters are for (rlm: the voted steps')",

@@ -60,11 +60,12 @@ COMMAND_MODULES: dict[str, str] = {
     "adapters": "adapters",
     "gateway": "gateway",
     "web": "web",
+    "cluster": "cluster",
 }
 # Every module that adds commands, in the order `nanobot --help` lists them.
 ALL_MODULES = (
     "agent", "context", "run", "process", "runs", "learned", "learn", "adapters", "gateway",
-    "web", "setup",
+    "web", "cluster", "setup",
 )  # fmt: skip
 
 

@@ -51,6 +51,7 @@ def _sampler_text(args: argparse.Namespace) -> str:
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """What every process's run takes from the command line: sampler, k, budgets,
     retries, seed, concurrency and whether it learns."""
+    from nanobot_tui.cli.run import cluster_option
     from nanobot_tui.engine.runs.spec import Budgets, RetryPolicy
 
     return {
@@ -61,6 +62,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "concurrency": args.concurrency,
         "learn": not args.no_learn,
+        "cluster": cluster_option(args),
     }
 
 
@@ -473,12 +475,13 @@ def _result(run_id: str, extract: bool) -> dict[str, Any]:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from nanobot_tui.cli.run import learn_loops
+    from nanobot_tui.cli.run import cluster_option, learn_loops
 
     words: list[str] = args.words
     if words[0] in ACTIONS and len(words) == 2:
         return _act(words[0], words[1], args.json)
     learn_loops(args)  # an unknown loop name stops here, before anything starts
+    cluster_option(args)  # so does a --cluster that names no cluster
     if args.recipe == "extract" and not args.volume:
         raise UsageError("process: the extract recipe reads a volume: --volume NAME")
     if args.volume and args.sampler[0] == "simulated":
@@ -595,7 +598,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from nanobot_tui.cli.run import add_learning_options, parse_sampler
+    from nanobot_tui.cli.run import add_cluster_option, add_learning_options, parse_sampler
     from nanobot_tui.cli.runs import budget_options
 
     p = sub.add_parser(
@@ -657,6 +660,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--concurrency", type=positive_int, help="functions at once (default: CPU cores)"
     )
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    add_cluster_option(p)
     add_learning_options(
         p, "no reused step results, no task history, budgets and k not from history"
     )

@@ -238,6 +238,33 @@ def run_spec(args: argparse.Namespace, k: int, history: HistoryBudget | None = N
         label=label,
         learn=not args.no_learn,
         learn_loops=learn_loops(args),
+        cluster=cluster_option(args),
+    )
+
+
+def cluster_option(args: argparse.Namespace) -> str | None:
+    """`--cluster [ADDRESS|auto]` as the spec keeps it: HOST:PORT ("auto": the cluster
+    this machine joined with `nanobot cluster up/join`), None without the flag;
+    UsageError with the simulated sampler, which has no model to spread."""
+    text = getattr(args, "cluster", None)
+    if text is None:
+        return None
+    if args.sampler[0] == "simulated":
+        raise UsageError("--cluster samples a model across the cluster: use --sampler local")
+    from nanobot_tui.cli.cluster import cluster_address
+
+    return cluster_address(text)
+
+
+def add_cluster_option(p: argparse.ArgumentParser) -> None:
+    """`--cluster [ADDRESS|auto]`, for `nanobot run` and `nanobot process`."""
+    p.add_argument(
+        "--cluster",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="sample over the model hosts of a Ray cluster (see `nanobot cluster`): its "
+        "HOST:PORT, or auto (the default) for the cluster this machine is in",
     )
 
 
@@ -408,6 +435,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     learn_loops(args)  # an unknown loop name stops here, before anything starts
     notify_targets(args)  # so does a bad --notify
+    cluster_option(args)  # and a --cluster that names no cluster
     domain = make_domain(args)
     try:
         result = asyncio.run(_run(args, domain))
@@ -480,6 +508,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_learning_options(
         p, "no reused step results, no task history, budgets and k not from history"
     )
+    add_cluster_option(p)
     _domain_options(p)
     p.set_defaults(func=cmd_run)
 

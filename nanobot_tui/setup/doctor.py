@@ -4,10 +4,18 @@ Problems make the exit status 1 (an invalid config, no runtime, a slot with no m
 all, a model file that is no readable GGUF, a configured model that will not fit);
 warnings do not (a recommended model not yet downloaded, so the slot falls back to
 another).
+
+Channels: one line per channel the gateway's config enables, each checked here with a
+short timeout and in parallel: Telegram's getMe on the configured Bot API base URL,
+email's SMTP EHLO (and login) and IMAP login; the browser view has nothing to reach, so
+its line says where `nanobot web` binds. An unreachable channel is a warning (the
+gateway restarts it until it answers). Tokens and passwords are never printed: an
+error's text has them replaced by ***.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import stat
@@ -16,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from nanobot_tui import __version__, paths
-from nanobot_tui.config import Config, ConfigError, default_config, load_config
+from nanobot_tui.config import (
+    Config,
+    ConfigError,
+    EmailConfig,
+    GatewayConfig,
+    TelegramConfig,
+    default_config,
+    load_config,
+)
 from nanobot_tui.engine.serving.slots import SLOT_NAMES, ResolvedSlot, plan_servers, resolve_slots
 from nanobot_tui.hardware import HardwareInfo, detect
 from nanobot_tui.models import catalog, sizing
@@ -142,6 +158,129 @@ def _check_key_file_mode(path: Path, report: DoctorReport) -> None:
         )
 
 
+CHANNEL_TIMEOUT_S = 5.0  # each connection of a channel check
+# Where `nanobot web` binds unless told otherwise (cli/web.py's defaults).
+WEB_BIND = "127.0.0.1:8765"
+
+
+def _one_line(exc: BaseException, secrets: list[str]) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def check_telegram(config: TelegramConfig, timeout: float = CHANNEL_TIMEOUT_S) -> tuple[bool, str]:
+    """getMe on the configured Bot API: (reachable, one line)."""
+    import httpx
+
+    base = config.base_url.rstrip("/")
+    if not config.token:
+        return (
+            False,
+            "telegram: no bot token (set gateway.telegram.token or NANOBOT_TELEGRAM_TOKEN)",
+        )
+    secrets = [config.token]
+    try:
+        answer = httpx.post(f"{base}/bot{config.token}/getMe", timeout=timeout)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return False, f"telegram: getMe at {base} failed: {_one_line(exc, secrets)}"
+    if not isinstance(body, dict) or not body.get("ok"):
+        why = body.get("description") if isinstance(body, dict) else None
+        detail = _one_line(Exception(why or f"HTTP {answer.status_code}"), secrets)
+        return False, f"telegram: getMe at {base} refused: {detail}"
+    result = body.get("result")
+    name = result.get("username") if isinstance(result, dict) else None
+    return True, f"telegram: reachable at {base} as @{name or '?'}"
+
+
+def check_email(config: EmailConfig, timeout: float = CHANNEL_TIMEOUT_S) -> tuple[bool, str]:
+    """SMTP EHLO (and login when a user is set), IMAP login: (both fine, one line)."""
+    import imaplib
+    import smtplib
+    import ssl
+
+    secrets = [config.password] if config.password else []
+    parts: list[str] = []
+    ok = True
+    smtp_where = f"{config.smtp_host}:{config.smtp_port}"
+    if not config.smtp_host:
+        ok = False
+        parts.append("no SMTP server (set gateway.email.smtpHost)")
+    else:
+        try:
+            smtp: smtplib.SMTP
+            if config.smtp_tls == "tls":
+                smtp = smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, timeout=timeout,
+                                        context=ssl.create_default_context())  # fmt: skip
+            else:
+                smtp = smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=timeout)
+            with smtp:
+                smtp.ehlo()
+                if config.smtp_tls == "starttls":
+                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.ehlo()
+                if config.user:
+                    smtp.login(config.user, config.password)
+            parts.append(f"SMTP {smtp_where} ok" + (" (logged in)" if config.user else ""))
+        except (smtplib.SMTPException, OSError) as exc:
+            ok = False
+            parts.append(f"SMTP {smtp_where} failed: {_one_line(exc, secrets)}")
+    imap_where = f"{config.imap_host}:{config.imap_port}"
+    if not config.imap_host:
+        ok = False
+        parts.append("no IMAP server (set gateway.email.imapHost)")
+    else:
+        try:
+            imap: imaplib.IMAP4
+            if config.imap_tls == "tls":
+                imap = imaplib.IMAP4_SSL(config.imap_host, config.imap_port, timeout=timeout,
+                                         ssl_context=ssl.create_default_context())  # fmt: skip
+            else:
+                imap = imaplib.IMAP4(config.imap_host, config.imap_port, timeout=timeout)
+            try:
+                if config.imap_tls == "starttls":
+                    imap.starttls(ssl.create_default_context())
+                imap.login(config.user, config.password)
+            finally:
+                with contextlib.suppress(OSError, imaplib.IMAP4.error):
+                    imap.logout()
+            parts.append(f"IMAP {imap_where} ok (logged in)")
+        except (imaplib.IMAP4.error, OSError) as exc:
+            ok = False
+            parts.append(f"IMAP {imap_where} failed: {_one_line(exc, secrets)}")
+    return ok, "email: " + "; ".join(parts)
+
+
+def check_channels(
+    gateway: GatewayConfig, timeout: float = CHANNEL_TIMEOUT_S
+) -> dict[str, dict[str, Any]]:
+    """{channel: {"ok", "line"}} for each enabled channel (checked in parallel), and the
+    browser view's bind address; secrets from the environment as the gateway takes them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = gateway.with_env_secrets()
+    checks = {}
+    if config.telegram.enabled:
+        checks["telegram"] = lambda: check_telegram(config.telegram, timeout)
+    if config.email.enabled:
+        checks["email"] = lambda: check_email(config.email, timeout)
+    out: dict[str, dict[str, Any]] = {}
+    if checks:
+        with ThreadPoolExecutor(len(checks)) as pool:
+            futures = {name: pool.submit(check) for name, check in checks.items()}
+            for name, future in futures.items():
+                ok, line = future.result()
+                out[name] = {"ok": ok, "line": line}
+    out["web"] = {
+        "ok": True,
+        "line": f"web: nothing to reach; `nanobot web` serves on {WEB_BIND} when started "
+        "(--host, --port), with a token in its URL",
+    }
+    return out
+
+
 def build_report(
     *, hardware: HardwareInfo | None = None, config_path: Path | None = None
 ) -> DoctorReport:
@@ -220,6 +359,10 @@ def build_report(
         }
         for spec in plan_servers(resolved)
     ]
+    report.data["channels"] = check_channels(config.gateway)
+    for entry in report.data["channels"].values():
+        if not entry["ok"]:
+            report.warnings.append(entry["line"])
     report.data["ports"] = _ports()
     report.data["dataUsage"] = data_usage()
     if not report.data["ports"]["canBindFreePort"]:
@@ -289,6 +432,13 @@ def format_report(report: DoctorReport) -> str:
         )
     for running in d["ports"]["running"]:
         lines.append(f"  running now: pid {running['pid']} on port {running['port']}")
+    lines += ["", "Channels (nanobot gateway)"]
+    if set(d["channels"]) == {"web"}:
+        lines.append(
+            "  none enabled: gateway.telegram.enabled, gateway.email.enabled in the config"
+        )
+    for channel in d["channels"].values():
+        lines.append(f"  {'ok  ' if channel['ok'] else 'FAIL'} {channel['line']}")
     lines += ["", "Data (nanobot runs prune gives space back)"]
     for name, folder in d["dataUsage"].items():
         lines.append(f"  {name:<9}{human_bytes(folder['bytes']):>10}  {folder['path']}")

@@ -39,6 +39,7 @@ class NanobotApp(EngineApp):
         Binding("question_mark", "help", "Help", id="app.help_alt", show=False),
         # Not in the footer, which is full at 80 columns: help (F1) and the palette list it.
         Binding("f3", "learning", "Learning", id="app.learning", show=False),
+        Binding("f4", "channels", "Channels", id="app.channels", show=False),
         # Textual's Keys panel (palette: Keys) has no key of its own to close it. Only
         # while it is shown (check_action): otherwise Esc goes on to the focused widget.
         Binding(
@@ -128,6 +129,11 @@ class NanobotApp(EngineApp):
         from nanobot_tui.ui.screens.learning import open_learning  # on first use
 
         open_learning(self)
+
+    def action_channels(self) -> None:
+        from nanobot_tui.ui.screens.channels import open_channels  # on first use
+
+        open_channels(self)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -24,6 +24,7 @@ LAZY_MODULES = (
     "nanobot_tui.ui.screens.help",
     "nanobot_tui.ui.screens.viewer",
     "nanobot_tui.ui.screens.setup",
+    "nanobot_tui.ui.screens.channels",
 )
 # One key: modifiers joined by "+", then a key name or a single character.
 KEY = re.compile(r"^([a-z]+\+)*([a-z0-9_]+|[^\s,+])$")

@@ -14,6 +14,12 @@ says what then happens: "ask" offers it on the Learning screen, "auto" starts th
 (not after the user stopped one, until they start one again), "off" does nothing. The
 app checks when it starts, every CHECK_S, after a job and when the Learning screen
 opens. The engine is imported in the workers, never on the app's import.
+
+A server loads its LoRA adapters when it starts, so after a job promotes or demotes one,
+or `nanobot adapters on/off/rm` changes the registry, the app's server holds a stale
+list: `check_adapters()` (with every check, and every ADAPTERS_CHECK_S) asks the
+workbench which servers are stale, and each is restarted with the new list once no
+request is in flight (`Workbench.reload_adapters`, tried every RELOAD_POLL_S).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
@@ -43,11 +50,14 @@ if TYPE_CHECKING:
         Trainer,
     )
     from nanobot_tui.engine.learning.distill.train import Progress
+    from nanobot_tui.engine.serving.workbench import Workbench
     from nanobot_tui.ui.engine_app import EngineApp
 
 log = logging.getLogger(__name__)
 
 CHECK_S = 600.0  # how often the app looks for step types due for an adapter
+ADAPTERS_CHECK_S = 60.0  # how often it compares its servers' adapters with the registry's
+RELOAD_POLL_S = 5.0  # how often a stale server is looked at until it is idle
 SLOT: SlotName = "rlm"  # the slot whose model adapters are trained for, as `nanobot learn`'s
 
 
@@ -80,6 +90,7 @@ class LearnState:
     train: Progress | None = None  # the last training step
     ab_done: int = 0
     ab_total: int = 0
+    ab_on: str = ""  # what the A/B test runs on: "fresh" or "heldout" (JobEvent.on)
     outcomes: tuple[LearnOutcome, ...] = ()  # of the last job that ended
     line: str = ""  # that job in one line
     error: str = ""  # why the last job failed
@@ -100,6 +111,8 @@ class LearnNews(Message):
     error: str | None = None
     check: DueCheck | None = None
     ended: bool = False
+    # From `check_adapters`: {slot: the adapters its server should load} for each stale one.
+    stale_adapters: dict[SlotName, tuple[Path, ...]] | None = None
 
 
 def due_now(settled: Callable[[], Config], slot: SlotName = SLOT) -> DueCheck:
@@ -131,6 +144,8 @@ class Learner:
         # The running job's loop and task, for `close` to cancel (any thread).
         self._job_loop: asyncio.AbstractEventLoop | None = None
         self._job_task: asyncio.Task[Any] | None = None
+        self._adapters_timer = False  # check_adapters' interval is set (on the first check)
+        self._reloading: set[SlotName] = set()  # servers waiting to be idle for a restart
 
     @property
     def checking(self) -> bool:
@@ -217,7 +232,12 @@ class Learner:
     # --- what is due --------------------------------------------------------------------
 
     def check(self) -> None:
-        """Look, in a thread worker, for step types due for an adapter and stopped jobs."""
+        """Look, in a thread worker, for step types due for an adapter and stopped jobs
+        (and for servers whose adapters are stale, `check_adapters`)."""
+        self.check_adapters()
+        if not self._adapters_timer:
+            self._adapters_timer = True
+            self.app.set_interval(ADAPTERS_CHECK_S, self.check_adapters)
         if self.mode == "off":
             if self.state.check != DueCheck():
                 self._set(check=DueCheck())  # turned off: nothing is offered any more
@@ -241,10 +261,57 @@ class Learner:
             found = DueCheck()
         self.app.post_message(LearnNews(check=found))
 
+    # --- servers whose adapters changed ---------------------------------------------------
+
+    def check_adapters(self) -> None:
+        """Ask, in a thread worker, which of the app's servers load adapters that are no
+        longer the registry's promoted ones; `news` restarts them when idle."""
+        bench = self.app.workbench
+        if bench is None or not self.app.engine_state.ready:
+            return
+        self.app.run_worker(
+            lambda: self._check_adapters(bench), thread=True, group="learn-adapters",
+            exclusive=True, exit_on_error=False, description="compare the servers' adapters",
+        )  # fmt: skip
+
+    def _check_adapters(self, bench: Workbench) -> None:
+        try:
+            stale = bench.stale_adapters()
+        except Exception:  # a registry that cannot be read: the servers keep theirs
+            log.exception("comparing the servers' LoRA adapters failed")
+            return
+        if stale:
+            self.app.post_message(LearnNews(stale_adapters=stale))
+
+    async def _reload_when_idle(self, slot: SlotName, adapters: tuple[Path, ...]) -> None:
+        """Restart `slot`'s server with `adapters` as soon as it has no request in flight."""
+        from nanobot_tui.engine.serving.manager import ServerStartError
+
+        try:
+            while (bench := self.app.workbench) is not None:
+                if await bench.reload_adapters(slot, adapters):
+                    log.info("slot %s: server restarted with %d LoRA adapter(s)",
+                             slot, len(adapters))  # fmt: skip
+                    return
+                await asyncio.sleep(RELOAD_POLL_S)
+        except ServerStartError as exc:
+            log.warning("slot %s: restart with the new LoRA adapters failed: %s", slot, exc)
+        finally:
+            self._reloading.discard(slot)
+
     # --- on the UI thread ---------------------------------------------------------------
 
     def news(self, news: LearnNews) -> None:
         """A `LearnNews` the app received: the state changes and is published."""
+        if news.stale_adapters:
+            for slot, adapters in news.stale_adapters.items():
+                if slot not in self._reloading:
+                    self._reloading.add(slot)
+                    self.app.run_worker(
+                        self._reload_when_idle(slot, adapters), group=f"learn-reload-{slot}",
+                        exit_on_error=False, description=f"restart {slot} with new adapters",
+                    )  # fmt: skip
+            return
         if news.check is not None:
             self._checking = False
             self._set(check=news.check)
@@ -273,11 +340,11 @@ class Learner:
             "step_type": event.step_type, "phase": event.phase, "message": event.message,
         }  # fmt: skip
         if event.phase == "dataset":
-            changes.update(dataset=event.message, train=None, ab_done=0, ab_total=0)
+            changes.update(dataset=event.message, train=None, ab_done=0, ab_total=0, ab_on="")
         if event.train is not None:
             changes["train"] = event.train
         if event.phase == "ab":
-            changes.update(ab_done=event.done, ab_total=event.total)
+            changes.update(ab_done=event.done, ab_total=event.total, ab_on=event.on)
         self._set(**changes)
 
     def _set(self, **changes: Any) -> None:

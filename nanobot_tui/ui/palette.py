@@ -106,6 +106,11 @@ def commands(app: EngineApp, screen: Screen[Any]) -> Iterator[SystemCommand]:
         lambda: app.run_action("learning"),
     )
     yield SystemCommand(
+        "Channels: the gateway's Telegram and email",
+        "each channel's state, last error, messages in and out; how to start the gateway (F4)",
+        lambda: app.run_action("channels"),
+    )
+    yield SystemCommand(
         "Learn now: train LoRA adapters",
         "nanobot learn in the background, or resume a stopped job; the Learning screen "
         "shows its progress (l there)",

@@ -261,7 +261,16 @@ def test_a_run_from_the_cli_is_watched_on_telegram_and_its_result_mailed(
             telegram_emulator.user_says(f"/pause {run_id}", user_id=OWNER, chat_id=OWNER)
             wait_pending(runner, signal.SIGUSR1)
             let_go(runner)
-            paused = owner.wait_for(lambda t: t.startswith(f"run {run_id}: paused ("), "paused")
+            # Two messages: the reply to /pause ("run R: paused (why)", this chat only) and
+            # the milestone, which every target gets once the watcher (a look a second)
+            # has seen the paused run. Waiting for the reply alone let /resume come before
+            # that look, and then no target, the mailbox included, heard of the pause.
+            owner.wait_for(lambda t: t.startswith(f"run {run_id}: paused (") and
+                           "steps" not in t, "the reply to /pause")  # fmt: skip
+            paused = owner.wait_for(
+                lambda t: bool(re.fullmatch(rf"run {run_id}: paused \(.+\): [\d,]+/{STEPS} .+", t)),
+                "the paused milestone",
+            )
             st = run_status(run_id)
             assert st.status == "paused" and 0 < st.steps_done < st.steps_total, paused
 

@@ -11,6 +11,7 @@ import pytest
 
 from nanobot_tui.channels.base import ChannelError, Inbound, Outbound
 from nanobot_tui.channels.telegram import MAX_MESSAGE_CHARS, TelegramChannel, split_text
+from nanobot_tui.channels.voice import VoiceNote
 from nanobot_tui.config import TelegramConfig
 from tests.channels.conftest import TelegramEmulator
 from tests.conftest import free_port, until
@@ -27,8 +28,8 @@ async def test_messages_from_the_emulator_arrive_as_inbound(
     telegram_emulator: TelegramEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Commands and a plain message sent by the EMULATOR's users reach `deliver` once
-    each, in order; a voice note without a transcriber does not; the token shows in no
-    log record, at any level."""
+    each, in order; a voice note whose file the EMULATOR does not have arrives as a
+    VoiceNote saying so; the token shows in no log record, at any level."""
     caplog.set_level(logging.DEBUG)
     channel = channel_for(telegram_emulator)
     received: list[Inbound] = []
@@ -41,10 +42,9 @@ async def test_messages_from_the_emulator_arrive_as_inbound(
         telegram_emulator.user_says("/watch run-7", user_id=1001, chat_id=2002)
         telegram_emulator.user_says("how far along is it?", user_id=1001, chat_id=2002)
         await until(lambda: len(received) >= 2)
-        # A voice note, with no transcriber given, is skipped; what follows it arrives.
         telegram_emulator.user_sends_voice(user_id=1001, chat_id=2002)
         telegram_emulator.user_says("/status@TestNameBot run-7", user_id=1002, chat_id=2002)
-        await until(lambda: len(received) >= 3)
+        await until(lambda: len(received) >= 4)
         await asyncio.sleep(0.5)  # more polls: nothing is delivered twice
     finally:
         task.cancel()
@@ -54,8 +54,12 @@ async def test_messages_from_the_emulator_arrive_as_inbound(
     assert [(m.channel, m.sender, m.chat, m.text) for m in received] == [
         ("telegram", "1001", "2002", "/watch run-7"),
         ("telegram", "1001", "2002", "how far along is it?"),
+        ("telegram", "1001", "2002", ""),  # the voice note: nothing heard, and why
         ("telegram", "1002", "2002", "/status run-7"),  # without the bot's name
     ]
+    assert isinstance(received[2], VoiceNote) and "downloading a voice note" in str(
+        received[2].trouble
+    )
     assert "HTTP Request" in caplog.text  # httpx did log the requests...
     assert telegram_emulator.token not in caplog.text  # ...with the token blanked out
 

@@ -131,7 +131,7 @@ def test_adapters_lists_them_as_text_and_json(
     assert lines[0].split()[:4] == ["ID", "STATUS", "STEP", "TYPE"]
     assert lines[1].split()[:3] == [str(tested), "promoted", "wordcase"]
     assert "40 + 10 held out" in lines[1]
-    assert "p 0.40 -> 0.90 on 20 (diff [+0.25, +0.70]) better" in lines[1]
+    assert "p 0.40 -> 0.90 on 20 held out (diff [+0.25, +0.70]) better" in lines[1]
     assert lines[2].split()[:3] == [str(untested), "candidate", "micro:dates"]
     assert "not tested" in lines[2]
 

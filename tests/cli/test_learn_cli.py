@@ -118,3 +118,15 @@ def test_training_progress_is_a_line_per_epoch_not_per_step(
         "learn wordcase: A/B 4/4",
         "learn wordcase: adapter 1 candidate",
     ]
+
+
+def test_the_ab_test_says_what_it_runs_on_and_ab_steps_must_be_positive(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = _Lines()
+    lines(JobEvent("wordcase", "ab", "A/B on 120 fresh steps", total=120, on="fresh"))
+    assert capsys.readouterr().err == "learn wordcase: A/B on 120 fresh steps\n"
+    with pytest.raises(SystemExit) as exited:
+        main(["learn", "--ab-steps", "0"])
+    assert exited.value.code == 2
+    assert "argument --ab-steps: must be at least 1, not 0" in capsys.readouterr().err

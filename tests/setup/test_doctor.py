@@ -20,7 +20,7 @@ from tests.conftest import fake_download
 
 SMOL = "SmolLM2-135M-Instruct"
 JSON_KEYS = {"hardware", "tier", "config", "runtime", "slots", "servers", "ports"}
-JSON_KEYS |= {"ok", "problems", "warnings", "version", "home", "dataUsage"}
+JSON_KEYS |= {"ok", "problems", "warnings", "version", "home", "dataUsage", "channels"}
 
 
 @dataclass

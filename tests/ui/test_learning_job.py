@@ -247,12 +247,15 @@ async def test_a_finished_job_shows_its_ab_result_and_the_adapters_list(
         [outcome] = state.outcomes
         assert outcome.status == "candidate" and outcome.ab is not None  # random: not better
         ab = outcome.ab
-        part = " ".join(distill_text(screen).split())
-        assert (
+        result = (
             f"p base {ab['p_base']:.2f} [{ab['base_ci'][0]:.2f}, {ab['base_ci'][1]:.2f}] vs "
             f"adapter {ab['p_adapter']:.2f} [{ab['adapter_ci'][0]:.2f}, "
-            f"{ab['adapter_ci'][1]:.2f}] on 4: {ab['verdict']}"
-        ) in part
+            f"{ab['adapter_ci'][1]:.2f}] on 4"
+        )
+        # The state ends before the screen has drawn it (a message away): wait for the text.
+        await until(lambda: result in " ".join(distill_text(screen).split()))
+        part = " ".join(distill_text(screen).split())
+        assert f"{result}: {ab['verdict']}" in part, part
         assert f"adapter {outcome.adapter_id} candidate" in part
         # The adapters list, from the registry, read with the overview.
         await until(lambda: screen.adapters != [])

@@ -39,6 +39,7 @@ The store is opened on first use, so a simulated run touches learned.db once, at
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -160,6 +161,9 @@ class RunMemory:
         # registry id, and the voted steps judged ([right, judged]) not yet counted there.
         self._adapter: int | None = None
         self._live = [0, 0]
+        # What `resolve_adapter` found: (id on the slot's server, registry id), or None.
+        self._adapter_pick: tuple[int, int] | None = None
+        self._adapter_resolved = False
 
     # --- the store, opened on first use ---------------------------------------------------
 
@@ -256,6 +260,8 @@ class RunMemory:
         inner = getattr(sampler, "inner", sampler)
         extra = getattr(inner, "extra", None)
         if self.reuses and isinstance(extra, dict):
+            if not self._adapter_resolved:
+                self.resolve_adapter(sampler)
             self._apply_adapter(extra)
         if not self.keeps_examples or not hasattr(inner, "shots"):
             return
@@ -277,35 +283,54 @@ class RunMemory:
         )  # fmt: skip
         inner.shots = self._shots
 
-    def _apply_adapter(self, extra: dict[str, Any]) -> None:
-        """Scale 1 for the step type's promoted adapter of the slot's model, in every
-        request (`extra`). Its id on the server is its position among the model's served
-        adapters, the list the workbench started the server with (adapter_registry.py)."""
-        from nanobot_tui.engine.serving.adapter_registry import (
-            AdapterRegistry,
-            registry_path,
-            served_adapters,
-        )
-        from nanobot_tui.engine.serving.lora import lora_fields
+    def resolve_adapter(self, sampler: Sampler) -> None:
+        """Find the step type's promoted adapter of the slot's model and its id on the
+        server the sampler's client talks to. The id comes from the server itself (GET
+        /lora-adapters, matched by path), not from the registry's list of adapters to
+        serve: a server keeps the list it was started with, and a promotion, `adapters
+        off` or `rm` since then changes the registry's (an app's server runs for hours,
+        until it is restarted with the new list when idle). An adapter that server has
+        not loaded is not applied (logged). Blocking: `open_run_memory` calls it in the
+        runner's worker thread."""
+        from nanobot_tui.engine.serving.adapter_registry import AdapterRegistry, registry_path
 
-        if not registry_path().is_file():  # no adapters: no need to resolve the slot
+        self._adapter_resolved = True
+        if not self.reuses or not registry_path().is_file():  # no adapters: nothing to ask
             return
         try:
             model = _slot_model(self.spec.slot)
-            served = served_adapters(model) if model is not None else ()
-            if not served:
+            if model is None:
                 return
             with AdapterRegistry() as registry:
                 record = registry.promoted(str(model), self.step_type)
+            if record is None:
+                return
+            loaded = _server_adapters(sampler)
         except NanobotError as exc:
             log.warning("run %s: no LoRA adapter: %s", self.run_id, exc)
             return
-        if record is None or record.path not in served:
+        server_id = None if loaded is None else loaded.get(_real(record.path))
+        if server_id is None:
+            why = (
+                "its client is no local model server's" if loaded is None
+                else "the model server has not loaded it (it will once restarted)"
+            )  # fmt: skip
+            log.warning("run %s: LoRA adapter %s (%s) not applied: %s", self.run_id, record.id,
+                        self.step_type, why)  # fmt: skip
             return
+        self._adapter_pick = (server_id, record.id)
+
+    def _apply_adapter(self, extra: dict[str, Any]) -> None:
+        """Scale 1 for the adapter `resolve_adapter` found, in every request (`extra`)."""
+        from nanobot_tui.engine.serving.lora import lora_fields
+
+        if self._adapter_pick is None:
+            return
+        server_id, record_id = self._adapter_pick
         # A fresh prompt per request: the server's cached cells may come from other scales.
-        extra.update(lora_fields({served.index(record.path): 1.0}))
-        self._adapter = record.id
-        log.info("run %s: LoRA adapter %s applied to %s", self.run_id, record.id, self.step_type)
+        extra.update(lora_fields({server_id: 1.0}))
+        self._adapter = record_id
+        log.info("run %s: LoRA adapter %s applied to %s", self.run_id, record_id, self.step_type)
 
     def _count_live(self) -> None:
         """Add the judged steps to the adapter's live tally; demote it when they say it
@@ -394,9 +419,38 @@ def _slot_model(slot: SlotName) -> Path | None:
     return resolve_slots(load_config()[0], paths.models_dir())[slot].path
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")  # where the model servers listen
+
+
+def _real(path: Path | str) -> str:
+    return os.path.realpath(path)
+
+
+def _server_adapters(sampler: Sampler) -> dict[str, int] | None:
+    """{real path: id} of the adapters loaded on the server the sampler's client talks
+    to (LoraServerError when it does not answer); None for a client that is not one of
+    our local servers' (a cloud provider's is never sent its key for this)."""
+    from urllib.parse import urlsplit
+
+    from nanobot_tui.engine.serving.lora import list_adapters_blocking
+
+    inner = getattr(sampler, "inner", sampler)
+    client = getattr(inner, "client", None)
+    base_url = str(getattr(client, "base_url", ""))
+    auth_headers = getattr(client, "auth_headers", None)
+    parts = urlsplit(base_url)
+    if not callable(auth_headers) or parts.scheme != "http" or parts.hostname not in _LOOPBACK:
+        return None
+    root = str(base_url).rstrip("/").removesuffix("/v1")
+    return {_real(a.path): a.id for a in list_adapters_blocking(root, auth_headers())}
+
+
 def open_run_memory(run_id: str, spec: RunSpec, domain: Domain, sampler: Sampler) -> RunMemory:
-    """The seam's factory (runs/learning_seam.py `open_memory`)."""
-    return RunMemory(run_id, spec, domain, sampler)
+    """The seam's factory (runs/learning_seam.py `open_memory`, in a worker thread): the
+    memory, with its adapter resolved there (a request to the model server)."""
+    memory = RunMemory(run_id, spec, domain, sampler)
+    memory.resolve_adapter(sampler)
+    return memory
 
 
 def remember_checked(run_id: str, steps: Iterable[int]) -> int:

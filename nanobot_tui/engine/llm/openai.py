@@ -126,6 +126,10 @@ class LLMClient(TransportClient):
         self.base_url = base
         self._chat_url = self._api + "/chat/completions"
 
+    def auth_headers(self) -> dict[str, str]:
+        """The header a raw HTTP request to this endpoint carries (its key; {} without)."""
+        return {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
+
     def __repr__(self) -> str:
         key = "'***'" if self._key else "None"
         return f"LLMClient(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import os
 import signal
 import subprocess
@@ -43,6 +41,7 @@ from nanobot_tui.engine.runs.spec import Budgets, RunSpec
 from nanobot_tui.engine.runs.store import RunStatus, RunStore
 from nanobot_tui.engine.runs.store.db import runner_holds
 from nanobot_tui.errors import NanobotError
+from nanobot_tui.pidlock import LockHeld, PidLock, holder
 
 WORKER_MODULE = "nanobot_tui.engine.runs.worker"
 PAUSE, CANCEL, STOP = "pause", "cancel", "stop"
@@ -62,56 +61,28 @@ class RunLocked(RunError):
         self.pid = pid
 
 
-class RunLock:
-    """flock on runs/<id>/lock; `acquire()` raises RunLocked when it is held."""
+class RunLock(PidLock):
+    """flock on runs/<id>/lock (pidlock.py); `acquire()` raises RunLocked when it is held."""
 
     def __init__(self, run_id: str) -> None:
+        super().__init__(store_mod.run_dir(run_id) / "lock")
         self.run_id = run_id
-        self.path = store_mod.run_dir(run_id) / "lock"
-        self.fd: int | None = None
 
     def holder(self) -> int | None:
-        try:
-            text = self.path.read_text().strip()
-            return int(text) if text else None
-        except (OSError, ValueError):
-            return None
+        return holder(self.path)
 
     def acquire(self, patience: float = 0.5) -> None:
         """Take the lock or raise RunLocked. A holder is waited for `patience` seconds
         first, so that a watcher's momentary probe (`is_locked`) never turns a runner
         away."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise RunLocked(self.run_id, self.holder()) from None
-                time.sleep(0.02)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = None
+        try:
+            super().acquire(patience)
+        except LockHeld as exc:
+            raise RunLocked(self.run_id, exc.pid if exc.pid > 0 else None) from None
 
     def __enter__(self) -> RunLock:
         self.acquire()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def is_locked(run_id: str) -> bool:

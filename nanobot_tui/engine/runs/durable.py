@@ -167,6 +167,9 @@ async def _sampler_for(
     if sampler is None:
         if spec.simulated:
             sampler = simulated_sampler(spec, domain, meta)
+        elif spec.cluster is not None:
+            sampler, pool_health = await _cluster_sampler(stack, spec, domain)
+            return sampler, health if health is not None else pool_health
         else:
             sampler = await _local_sampler(stack, spec, domain)
     return sampler, health if health is not None else server_health(sampler)
@@ -186,6 +189,45 @@ async def _local_sampler(stack: AsyncExitStack, spec: RunSpec, domain: Domain) -
         workbench.client(slot), domain, name=f"local {slot}: {model}",
         token_cap=spec.vote.token_cap, seed=spec.seed,
     )  # fmt: skip
+
+
+async def _cluster_sampler(
+    stack: AsyncExitStack, spec: RunSpec, domain: Domain
+) -> tuple[Sampler, Health]:
+    """Join the spec's Ray cluster, put the slot's model host on each of its nodes (or
+    find those a previous run left) and sample across them and the config's endpoints
+    (`cluster.endpoints`: servers the user runs, by URL); healthy while some host is
+    up. The hosts stay up after the run, for the next one (`nanobot cluster down`)."""
+    from nanobot_tui.config import load_config
+    from nanobot_tui.engine.cluster.host_actor import HostSpec
+    from nanobot_tui.engine.cluster.pool import Endpoint, HostPool
+    from nanobot_tui.engine.cluster.pool_client import PoolClient
+    from nanobot_tui.engine.cluster.ray_runtime import connect
+    from nanobot_tui.engine.voting.samplers.model import LLMSampler
+
+    assert spec.cluster is not None
+    slot = spec.slot
+    config = load_config()[0]
+    host = HostSpec.for_slot(config, slot)
+    endpoints = [
+        Endpoint(e.url, api_key=e.api_key, model=e.model, slots=e.slots)
+        for e in config.cluster.endpoints
+    ]
+    await asyncio.to_thread(connect, spec.cluster)
+    pool = HostPool(host, endpoints=endpoints)
+    await pool.start()
+    stack.push_async_callback(pool.close)
+    client = PoolClient(pool, name=f"{spec.cluster}/{slot}")
+    model = host.server.display_name
+    sampler = LLMSampler(
+        client, domain, name=f"cluster {slot}: {model}",
+        token_cap=spec.vote.token_cap, seed=spec.seed,
+    )  # fmt: skip
+
+    async def healthy() -> bool:
+        return await client.health() == "ok"
+
+    return sampler, healthy
 
 
 def simulated_sampler(spec: RunSpec, domain: Domain, meta: dict[str, Any]) -> Sampler:

@@ -105,6 +105,10 @@ class RunSpec:
     # few-shot examples), "history" (the task record, budgets and k, anomalies). A
     # stored spec without the key reads all three (as runs did before the switch).
     learn_loops: tuple[str, ...] = LEARN_LOOPS
+    # Sample across a Ray cluster's pool of model hosts (engine.cluster): the cluster's
+    # address, "auto" (the one started on this machine) or "HOST:PORT"; None: the local
+    # server. A stored spec without the key (a run from before) reads None.
+    cluster: str | None = None
 
     def __post_init__(self) -> None:
         # Frozen: set through object's own setattr (a list from JSON becomes a tuple).
@@ -122,6 +126,11 @@ class RunSpec:
             raise SpecError(f"fanout must be at least 2, got {self.fanout}")
         if not 0.0 < self.commit_interval <= 60.0:
             raise SpecError(f"commit_interval must be in (0, 60] s, got {self.commit_interval}")
+        if self.cluster is not None and (kind != LOCAL or not self.cluster.strip()):
+            raise SpecError(
+                f"cluster {self.cluster!r}: a cluster needs a model sampler ('local:SLOT') "
+                "and an address ('auto' or HOST:PORT)"
+            )
         if self.concurrency is not None and self.concurrency < 1:
             raise SpecError(f"concurrency must be at least 1, got {self.concurrency}")
 
@@ -180,4 +189,5 @@ class RunSpec:
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params.items() if k != "word_list")
-        return f"{self.domain} ({params}) with {self.sampler}, k={self.vote.k}"
+        where = f" on cluster {self.cluster}" if self.cluster else ""
+        return f"{self.domain} ({params}) with {self.sampler}{where}, k={self.vote.k}"

@@ -27,7 +27,16 @@ import httpx
 
 from nanobot_tui.errors import NanobotError
 
-__all__ = ["LoraAdapter", "LoraServerError", "list_adapters", "lora_fields", "set_scales"]
+__all__ = [
+    "LoraAdapter",
+    "LoraServerError",
+    "list_adapters",
+    "list_adapters_blocking",
+    "lora_fields",
+    "set_scales",
+]
+
+LIST_TIMEOUT_S = 10.0  # a server that does not list its adapters in this long is taken as down
 
 
 class LoraServerError(NanobotError):
@@ -59,7 +68,23 @@ async def list_adapters(
 ) -> list[LoraAdapter]:
     """The adapters the server at `base_url` has loaded, with their global scales."""
     url = f"{base_url}/lora-adapters"
-    body = await _call(http, "GET", url, headers)
+    return _adapters(url, await _call(http, "GET", url, headers))
+
+
+def list_adapters_blocking(
+    base_url: str, headers: Mapping[str, str] | None = None, timeout: float = LIST_TIMEOUT_S
+) -> list[LoraAdapter]:
+    """`list_adapters` for a caller off the event loop (a worker thread)."""
+    url = f"{base_url}/lora-adapters"
+    try:
+        with httpx.Client(timeout=timeout) as http:
+            response = http.get(url, headers=dict(headers or {}))
+    except httpx.HTTPError as exc:
+        raise LoraServerError(f"GET {url}: {exc}") from None
+    return _adapters(url, _body(response, "GET", url))
+
+
+def _adapters(url: str, body: Any) -> list[LoraAdapter]:
     try:
         return [
             LoraAdapter(id=int(entry["id"]), path=Path(entry["path"]), scale=float(entry["scale"]))
@@ -97,6 +122,10 @@ async def _call(
         response = await http.request(method, url, headers=dict(headers or {}), json=payload)
     except httpx.HTTPError as exc:
         raise LoraServerError(f"{method} {url}: {exc}") from None
+    return _body(response, method, url)
+
+
+def _body(response: httpx.Response, method: str, url: str) -> Any:
     if response.status_code != 200:
         raise LoraServerError(f"{method} {url}: HTTP {response.status_code} {response.text[:200]}")
     try:

@@ -21,6 +21,7 @@ from nanobot_tui.engine.serving.manager import (
     Runtime,
     ServerManager,
     ServerStartError,
+    ServerState,
     ServerStatus,
     resolve_runtime,
 )
@@ -66,15 +67,10 @@ class Workbench:
         specs = plan_servers(served)
         if only_slots is not None:
             specs = [spec for spec in specs if set(spec.slots) & set(only_slots)]
-        extra = extra_adapters or {}
-        specs = [
-            replace(
-                spec,
-                lora_adapters=served_adapters(spec.model_path)
-                + tuple(path for slot in spec.slots for path in extra.get(slot, ())),
-            )
-            for spec in specs
-        ]
+        self._extra_adapters: dict[SlotName, tuple[Path, ...]] = {
+            slot: tuple(paths) for slot, paths in (extra_adapters or {}).items()
+        }
+        specs = [replace(spec, lora_adapters=self._adapters_for(spec)) for spec in specs]
         self.specs: list[ServerSpec] = specs
         self.runtime = runtime or resolve_runtime(config.runtime)
         self.manager = ServerManager(specs, self.runtime, on_event=on_event, threads=threads)
@@ -107,6 +103,41 @@ class Workbench:
     async def restart(self, slot: SlotName | None = None) -> list[str]:
         """Start again `slot`'s server, or every one that is down; the labels restarted."""
         return await self.manager.restart(slot)
+
+    # --- LoRA adapters that changed since a server started --------------------------------
+
+    def _adapters_for(self, spec: ServerSpec) -> tuple[Path, ...]:
+        """What a server of `spec` loads: its model's promoted adapters (the registry's
+        list now), then the extra ones of the slots it serves."""
+        extra = tuple(path for slot in spec.slots for path in self._extra_adapters.get(slot, ()))
+        return served_adapters(spec.model_path) + extra
+
+    def stale_adapters(self) -> dict[SlotName, tuple[Path, ...]]:
+        """The servers (by their first slot) whose loaded adapters are no longer what the
+        registry says they should be (a promotion, a demotion, `nanobot adapters
+        on/off/rm` since they started), each with the list to restart it with.
+        Blocking: it reads the registry."""
+        stale: dict[SlotName, tuple[Path, ...]] = {}
+        for server in self.manager.servers:
+            wanted = self._adapters_for(server.spec)
+            if wanted != tuple(server.spec.lora_adapters):
+                stale[server.spec.slots[0]] = wanted
+        return stale
+
+    async def reload_adapters(self, slot: SlotName, adapters: Sequence[Path]) -> bool:
+        """Restart `slot`'s server with `adapters` (a new file needs a new process) when
+        it is idle: ready, with no request in flight. False, and nothing done, when it
+        is busy or not ready (ask again later); ServerStartError if it cannot start.
+        Runs that resolved adapter ids on the old process ask the new one (run_memory)
+        when they start again."""
+        server = self.manager.server_for(slot)
+        if server.state is not ServerState.READY or server.in_flight:
+            return False
+        server.spec = replace(server.spec, lora_adapters=tuple(adapters))
+        self.specs = [server.spec if s.label == server.spec.label else s for s in self.specs]
+        log.info("%s: restarting with %d LoRA adapter(s)", server.spec.label, len(adapters))
+        await self.manager.restart(slot)
+        return True
 
     async def __aenter__(self) -> Workbench:
         await self.start()

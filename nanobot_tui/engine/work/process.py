@@ -109,6 +109,7 @@ def prepare(
     origin: Path | None = None,
     previous: str | None = None,
     learn: bool = True,
+    cluster: str | None = None,
 ) -> Plan:
     """Snapshot `source` and plan a code run of `recipe` with `task` as its instruction.
     ProcessError for a source that is not a folder, NothingToDo for a recipe that finds
@@ -138,7 +139,7 @@ def prepare(
         params["origin"] = str(origin)
         params["previous"] = previous
     spec = _spec(DOMAIN, params, f"code-{recipe}", sampler, k, budgets, retry, seed,
-                 concurrency, fanout, learn)  # fmt: skip
+                 concurrency, fanout, learn, cluster)  # fmt: skip
     try:
         domain = spec.build_domain()
     except ValueError as exc:
@@ -175,6 +176,7 @@ def prepare_extract(
     concurrency: int | None = None,
     fanout: int = 10,
     learn: bool = True,
+    cluster: str | None = None,
 ) -> RunSpec:
     """The spec of an extract run: `task` (what to list) over every chunk of `volume`,
     pinned to the volume as it is now (a run resumed after a re-ingest is refused)."""
@@ -190,7 +192,7 @@ def prepare_extract(
     except ValueError as exc:
         raise ProcessError(str(exc)) from None
     return _spec(EXTRACT, params, f"extract-{volume}", sampler, k, budgets, retry, seed,
-                 concurrency, fanout, learn)  # fmt: skip
+                 concurrency, fanout, learn, cluster)  # fmt: skip
 
 
 def _spec(
@@ -205,10 +207,12 @@ def _spec(
     concurrency: int | None,
     fanout: int,
     learn: bool,
+    cluster: str | None = None,
 ) -> RunSpec:
     """A process's run spec: an undecided function or chunk is skipped after its retries
     (the others do not depend on it), never the whole run failed; `learn` as
-    `nanobot run --no-learn` says (engine.runs.learning_seam)."""
+    `nanobot run --no-learn` says (engine.runs.learning_seam); `cluster`, a Ray cluster's
+    address, samples over its pool of model hosts instead of the local server."""
     return RunSpec(
         domain=domain,
         params=params,
@@ -221,6 +225,7 @@ def _spec(
         concurrency=concurrency,
         label=label,
         learn=learn,
+        cluster=cluster,
     )
 
 

@@ -1,8 +1,11 @@
-"""The hardware meter: CPU, RAM, each GPU, and every model server with its live tokens/s."""
+"""The hardware meter: CPU, RAM, each GPU, and every model server with its live tokens/s;
+attached to a run that samples over a Ray cluster, the pool's hosts too (node, model,
+requests in flight, tokens/s), read in a worker from the cluster every few seconds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
@@ -15,10 +18,14 @@ from textual.widgets import Static
 from nanobot_tui.engine.serving.status import ServerEvent, ServerState, ServerStatus
 from nanobot_tui.hardware import HardwareSample, HardwareSampler
 from nanobot_tui.ui.engine_app import EngineApp
-from nanobot_tui.ui.format import RESTART_HINT
+from nanobot_tui.ui.format import RESTART_HINT, error_line
 from nanobot_tui.units import human_bytes
 
+if TYPE_CHECKING:
+    from nanobot_tui.engine.cluster.host_actor import HostInfo
+
 BAR_WIDTH = 16
+POOL_INTERVAL = 5.0  # seconds between readings of a cluster run's hosts
 STATE_STYLE = {
     ServerState.READY: "green",
     ServerState.STARTING: "yellow",
@@ -106,6 +113,63 @@ def render_servers(statuses: list[ServerStatus]) -> Table | Text:
     return table
 
 
+def render_pool(address: str, hosts: list[HostInfo], error: str = "") -> Table | Text:
+    """A cluster run's hosts, two lines each as the servers: node and state, then model,
+    requests in flight of its slots, and tokens/s."""
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_row(Text(f"pool {address}", style="bold"), f"{len(hosts)} host(s)")
+    if error:
+        table.add_row(Text(error, style="red"), "")
+    for host in hosts:
+        node = host.name.rsplit(":", 1)[-1][:8] if host.name.count(":") >= 2 else host.name
+        state = Text("● up", style="green") if host.up else Text("● down", style="bold red")
+        table.add_row(Text(f"{host.address} {node}", style="bold"), state)
+        table.add_row(
+            Text(host.model, style="dim"),
+            f"{host.tokens_per_s:.0f} tok/s · {host.in_flight}/{host.slots} req",
+        )
+    return table
+
+
+def read_pool(run_id: str, connected: str | None) -> tuple[str | None, list[HostInfo]]:
+    """The cluster a run samples over (None: not a cluster run) and its hosts; blocks (Ray),
+    so it runs in a worker. `connected`: the cluster this process joined before, left when
+    the run names another."""
+    import asyncio
+
+    from nanobot_tui.engine.runs.store.reader import RunStore
+
+    with RunStore.open(run_id) as store:
+        address = store.spec.cluster
+    if address is None:
+        return None, []
+    from nanobot_tui.engine.cluster import pool, ray_runtime
+
+    if connected != address:
+        if connected is not None:
+            ray_runtime.disconnect()
+        _probe(address)
+    ray_runtime.connect(address)
+    return address, asyncio.run(pool.list_hosts())
+
+
+def _probe(address: str) -> None:
+    """ConnectionError at once when nothing listens at HOST:PORT: Ray would retry for
+    minutes, holding the worker (and the app's exit) meanwhile."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto": Ray finds it
+    try:
+        with socket.create_connection((host, int(port)), timeout=2.0):
+            pass
+    except OSError:
+        raise ConnectionError(f"no Ray cluster answers at {address}") from None
+
+
 class HardwareMeter(Vertical):
     """Samples once a second; the next sample is scheduled when the last one lands, so
     samples never pile up, and the widgets are redrawn only when what they show changes."""
@@ -120,6 +184,15 @@ class HardwareMeter(Vertical):
     class Sampled(Message):
         sample: HardwareSample
 
+    @dataclass
+    class PoolRead(Message):
+        """The hosts of the attached run's cluster (address None: not a cluster run)."""
+
+        run_id: str | None
+        address: str | None
+        hosts: list[Any] = field(default_factory=list)
+        error: str = ""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         # Made in the first sample's thread: psutil's import and first reading stay off
@@ -127,16 +200,24 @@ class HardwareMeter(Vertical):
         self._sampler: HardwareSampler | None = None
         self._last_servers: list[ServerStatus] | None = None
         self._last_hardware: tuple[object, ...] | None = None
+        self._pool_address: str | None = None  # the cluster this process joined
+        self.pool_hosts: list[HostInfo] = []  # the last hosts shown (tests read it)
+        self.pool_reads = 0  # readings of the attached run's pool handled (tests read it)
+        self._last_pool: tuple[object, ...] | None = None  # what the pool lines show
 
     def compose(self) -> ComposeResult:
         yield Static(id="meter-hardware")
         yield Static(id="meter-servers")
+        pool = Static(id="meter-pool")
+        pool.display = False  # only for a run on a cluster
+        yield pool
 
     def on_mount(self) -> None:
         self.border_title = "Hardware"
         self.app.server_signal.subscribe(self, self._server_changed)
         # After the first frame: the sample's thread (psutil, NVML) would slow it down.
         self.call_after_refresh(self.take_sample)
+        self.call_after_refresh(self.poll_pool)
 
     def on_unmount(self) -> None:
         if self._sampler is not None:
@@ -157,6 +238,43 @@ class HardwareMeter(Vertical):
             self.hardware.update(render_hardware(message.sample))
         self._show_servers()
         self.set_timer(self.INTERVAL, self.take_sample)
+
+    def poll_pool(self) -> None:
+        """Read the attached run's cluster hosts in a worker; no run attached, no worker."""
+        run_id = self.app.attached_run
+        if run_id is None:
+            self.post_message(self.PoolRead(None, None))
+        else:
+            self._read_pool(run_id)
+
+    @work(thread=True, exclusive=True, group="meter-pool", exit_on_error=False,
+          description="read the cluster's hosts")  # fmt: skip
+    def _read_pool(self, run_id: str) -> None:
+        try:
+            address, hosts = read_pool(run_id, self._pool_address)
+        except Exception as exc:  # a run being created or deleted, a cluster gone
+            self.post_message(self.PoolRead(run_id, self._pool_address, error=error_line(exc)))
+        else:
+            self.post_message(self.PoolRead(run_id, address, hosts))
+
+    @on(PoolRead)
+    def _pool_read(self, message: PoolRead) -> None:
+        pane = self.query_one("#meter-pool", Static)
+        self.pool_reads += 1
+        if message.address is not None and not message.error:
+            self._pool_address = message.address
+        if message.address is None:
+            pane.display = False
+            self.pool_hosts = []
+            self._last_pool = None
+        elif message.run_id == self.app.attached_run:
+            self.pool_hosts = list(message.hosts) if not message.error else self.pool_hosts
+            key = (message.address, *self.pool_hosts, message.error)
+            if key != self._last_pool:  # redrawn only when it changed (bytes over SSH)
+                self._last_pool = key
+                pane.update(render_pool(message.address, self.pool_hosts, message.error))
+            pane.display = True
+        self.set_timer(POOL_INTERVAL, self.poll_pool)
 
     def _server_changed(self, event: ServerEvent) -> None:
         status = event.status

@@ -315,7 +315,7 @@ def job_line(state: LearnState) -> Text | None:
             )  # fmt: skip
         if state.phase == "ab" and state.ab_total:
             return Text(f"A/B test of {kind}'s adapter: {state.ab_done}/{state.ab_total} "
-                        "held-out steps")  # fmt: skip
+                        f"{'fresh' if state.ab_on == 'fresh' else 'held-out'} steps")  # fmt: skip
         return Text(f"{kind}: {state.message}" if kind else state.message)
     if state.error:
         return Text(f"learning job failed: {state.error}", style="red")

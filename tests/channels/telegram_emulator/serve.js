@@ -3,7 +3,9 @@
 //   1. getMe lacks `is_bot` (PTB's User requires it): added as true;
 //   2. the messages a bot sends come back dated in milliseconds (PTB reads seconds).
 // Both are patched where every answer passes, in the module that adds res.sendResult,
-// before the server module reads it. Usage: node serve.js PORT; prints "listening" when up.
+// before the server module reads it. It also gets the voice additions of voice.js (files,
+// getFile, sendVoice), which the emulator lacks, placed before its own routes.
+// Usage: node serve.js PORT; prints "listening" when up.
 'use strict';
 
 const sendResultModule = require('telegram-test-api/lib/modules/sendResult');
@@ -31,6 +33,11 @@ sendResultModule.sendResult = (req, res, next) => {
     next();
   });
 };
+
+const routesModule = require('telegram-test-api/lib/routes/index');
+const { voiceRoutes } = require('./voice');
+
+routesModule.routes.unshift(voiceRoutes);
 
 const TelegramServer = require('telegram-test-api');
 

@@ -12,17 +12,23 @@ from pathlib import Path
 import pytest
 
 from nanobot_tui.engine.learning.distill.dataset import (
+    DatasetCounts,
     TooFewExamples,
+    TrainingExample,
+    TrainingSet,
     build_dataset,
     domain_of,
+    fresh_examples,
     is_heldout,
     read_jsonl,
     write_dataset,
 )
+from nanobot_tui.engine.learning.distill.job import MIN_FRESH, ab_steps_of
 from nanobot_tui.engine.learning.examples import ExampleBank
 from nanobot_tui.engine.learning.reuse import ResultCache, prompt_fingerprint
 from nanobot_tui.engine.learning.store import LearningStore
-from nanobot_tui.engine.voting.domains import Step
+from nanobot_tui.engine.voting.domains import Domain, Step
+from nanobot_tui.engine.voting.domains.micro_families import FAMILIES
 from nanobot_tui.engine.voting.domains.wordcase import VOCABULARY, WordCase
 from nanobot_tui.errors import UsageError
 
@@ -213,3 +219,68 @@ def test_results_of_a_family_come_back_as_replies_its_parser_reads(store: Learni
         assert example.messages[:-1] == domain.messages(steps[0])[:-1]
         parsed = domain.parse_strict(example.answer)
         assert domain.key(parsed) == domain.key(truths[example.input_text])
+
+
+# --- fresh steps for the A/B test --------------------------------------------------------
+
+
+def test_fresh_steps_never_overlap_the_training_set_and_carry_their_truth(
+    store: LearningStore,
+) -> None:
+    add_examples(store, list(VOCABULARY[:250]))
+    domain = domain_of("wordcase")
+    built = build_dataset(store, "wordcase", domain=domain)
+    seen = inputs(built.train) | inputs(built.heldout)
+    assert len(seen) == 250
+    fresh = fresh_examples(domain, seen, 120, seed=0)
+    # The vocabulary less the 250 stored words is all there is.
+    assert len(fresh) == len(VOCABULARY) - 250 and not inputs(fresh) & seen
+    assert len(inputs(fresh)) == len(fresh)
+    for example in fresh:
+        assert (example.source, example.verified_by) == ("fresh", "truth")
+        assert example.messages[:-1] == built.train[0].messages[:-1]  # the same prompt
+        assert example.answer == f"answer = {example.input_text.upper()}"
+    # The seed picks the order, not the set; a domain without fresh steps gives none.
+    again = fresh_examples(domain, seen, 120, seed=5)
+    assert inputs(again) == inputs(fresh) and again != fresh
+    assert fresh_examples(domain_of("hanoi"), set(), 10) == []
+    assert fresh_examples(None, set(), 10) == []
+
+    # The A/B steps of the set: fresh ones, at most n; held out for a domainless type.
+    steps, on = ab_steps_of(built, domain, 50)
+    assert (on, len(steps)) == ("fresh", 50) and not inputs(steps) & seen
+    steps, on = ab_steps_of(built, None, 50)
+    assert (on, steps) == ("heldout", built.heldout)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_micro_familys_fresh_steps_leave_out_what_was_seen(family: str) -> None:
+    domain = domain_of(f"micro:{family}")
+    assert domain is not None
+    everything = fresh_examples(domain, set(), 120, seed=0)
+    assert len(everything) == len(inputs(everything)) >= min(40, 120)
+    seen = {e.input_text for e in everything[::2]}  # every other one "trained on"
+    fresh = fresh_examples(domain, seen, 120, seed=0)
+    assert fresh and not inputs(fresh) & seen
+    for example in fresh:
+        truth = domain.truth(domain.load_step(0, example.input_text))
+        assert domain.key(domain.parse_strict(example.answer)) == domain.key(truth)
+
+
+def test_a_family_with_few_fresh_steps_left_is_tested_on_its_heldout_split() -> None:
+    """capitals has a fixed list of 40: once nearly all of it is in the training set,
+    fewer than MIN_FRESH fresh steps remain and the held-out split is used."""
+    domain = domain_of("micro:capitals")
+    assert domain is not None
+    items = [e.input_text for e in fresh_examples(domain, set(), 120)]
+    assert len(items) == 40
+    train = [_example(domain, item) for item in items[: 40 - MIN_FRESH + 1]]
+    heldout = [_example(domain, item) for item in items[-4:]]
+    counts = DatasetCounts(len(train) + 4, 0, 0, 0, len(train), 4)
+    built = TrainingSet("micro:capitals", train, heldout, counts)
+    steps, on = ab_steps_of(built, domain, 120)
+    assert (on, steps) == ("heldout", heldout)
+
+
+def _example(domain: Domain, item: str) -> TrainingExample:
+    return TrainingExample(domain.messages(Step(0, item)), "answer = x", "truth", "example", 0.0)

@@ -6,8 +6,13 @@ progress, honours the stop event with a checkpoint, and writes E's random adapte
 of training one, because real training on the embedded model (its base checkpoint alone
 takes about a minute to make here) does not fit a test. Everything else is real: the
 training set, the job folder, the registry, the server with the adapters loaded and the
-A/B test on it. The step type has no domain, so its prompts are short and its answers
-are judged by their text."""
+A/B test on it. The step type "shout" has no domain, so its prompts are short, its
+answers are judged by their text and its A/B test runs on the held-out split; word case
+has a domain that makes fresh steps, and is tested on those.
+
+The runs that apply a promoted adapter sample from a FAKE client that answers every
+step wrong (the embedded model gets most word-case steps right, and an adapter that
+does badly is what demotion is about), but the adapter ids come from a real server."""
 
 from __future__ import annotations
 
@@ -25,15 +30,17 @@ from nanobot_tui.config import Config, LocalConfig, SlotConfig, save_config
 from nanobot_tui.engine.learning.distill import train as training
 from nanobot_tui.engine.learning.distill.ab_test import MIN_LIVE
 from nanobot_tui.engine.learning.distill.adapter_gguf import random_adapter, write_adapter
-from nanobot_tui.engine.learning.distill.dataset import TrainingExample, is_heldout
+from nanobot_tui.engine.learning.distill.dataset import TrainingExample, domain_of, is_heldout
 from nanobot_tui.engine.learning.distill.job import JobEvent, LearnJob
 from nanobot_tui.engine.learning.examples import ExampleBank
+from nanobot_tui.engine.learning.reuse import prompt_fingerprint
 from nanobot_tui.engine.learning.store import LearningStore
 from nanobot_tui.engine.llm.request import ChatRequest
 from nanobot_tui.engine.llm.results import ChatResult, Choice, Usage
 from nanobot_tui.engine.runs.durable import execute, start_run
 from nanobot_tui.engine.runs.spec import RetryPolicy, RunSpec
 from nanobot_tui.engine.serving.adapter_registry import AdapterRegistry
+from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from nanobot_tui.engine.voting.domains.wordcase import VOCABULARY
 from nanobot_tui.engine.voting.samplers.model import LLMSampler
@@ -61,6 +68,18 @@ def add_examples(items: Sequence[str], step_type: str = STEP_TYPE) -> None:
         for word in items:
             bank.add(step_type, word, word.upper(), verified_by="truth", model="m",
                      fingerprint="f")  # fmt: skip
+
+
+def add_wordcase_examples(items: Sequence[str]) -> None:
+    """Truth-verified word-case examples, filed under the prompt a run files them under."""
+    domain = domain_of("wordcase")
+    assert domain is not None
+    template = prompt_fingerprint(domain.messages(next(iter(domain.steps())))[:-1])
+    with LearningStore() as store:
+        bank = ExampleBank(store)
+        for word in items:
+            bank.add("wordcase", word, f"answer = {word.upper()}", verified_by="truth",
+                     model="m", fingerprint=template)  # fmt: skip
 
 
 class FakeTrainer:
@@ -187,6 +206,9 @@ def test_a_job_trains_stops_resumes_tests_and_records_and_retests_the_promoted_o
     assert outcome.status == "candidate"  # a random adapter is not better
     ab = outcome.ab
     assert ab is not None and ab["n"] == 4 and ab["verdict"] != "better"
+    # No domain makes fresh "shout" steps: tested on the held-out split, and said so.
+    assert ab["on"] == "heldout"
+    assert "A/B on 4 held-out steps" in [e.message for e in events]
     with AdapterRegistry() as registry:
         record = registry.get(outcome.adapter_id)  # type: ignore[arg-type]
         again = registry.get(earlier.id)
@@ -208,17 +230,44 @@ def test_a_job_trains_stops_resumes_tests_and_records_and_retests_the_promoted_o
     assert summary.line().startswith(f"{STEP_TYPE}: adapter {record.id} candidate (p ")
 
 
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_a_step_type_whose_domain_makes_fresh_steps_is_ab_tested_on_them(
+    nanobot_home: Path, embedded_model: Path
+) -> None:
+    held = [w for w in VOCABULARY if is_heldout("wordcase", w)][:4]
+    trained = [w for w in VOCABULARY if not is_heldout("wordcase", w)][:16]
+    add_wordcase_examples(held + trained)
+    events: list[JobEvent] = []
+    job = LearnJob(CONFIG, step_type="wordcase", trainer=FakeTrainer(strength=0.05),
+                   ab_steps=6, progress=events.append, threads=1)  # fmt: skip
+    # (one llama.cpp thread: the fastest on a machine busier than its cores)
+    summary = asyncio.run(job.run())
+    [outcome] = summary.outcomes
+    ab = outcome.ab
+    assert ab is not None and (ab["on"], ab["n"]) == ("fresh", 6)
+    assert "A/B on 6 fresh steps" in [e.message for e in events]
+    assert [e.on for e in events if e.phase == "ab"] == ["fresh"] * 7  # announce + 6 done
+    assert "on 6 fresh)" in summary.line()
+    with AdapterRegistry() as registry:
+        assert registry.get(outcome.adapter_id).ab == ab  # type: ignore[arg-type]
+
+
 # --- what runs do with a promoted adapter --------------------------------------------------
 
 
 class WrongModelClient(FakeSamplerClient):
     """A FAKE model client that answers every word-case step wrong and keeps what each
-    request asked for beyond the messages."""
+    request asked for beyond the messages; it names the real server at `base_url`
+    (whose adapters a run asks for) but never sends it a chat request."""
 
-    base_url = "fake://model"
-
-    def __init__(self) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        self.base_url = base_url
+        self.headers = headers
         self.extras: list[dict[str, Any]] = []
+
+    def auth_headers(self) -> dict[str, str]:
+        return self.headers
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         self.extras.append(dict(request.extra or {}))
@@ -226,52 +275,115 @@ class WrongModelClient(FakeSamplerClient):
         return ChatResult([choice], Usage(completion_tokens=4), None, 0.0, "fake", {})
 
 
-def test_a_run_applies_its_step_types_promoted_adapter_and_demotes_it_when_it_does_badly(
+def lora_ids(client: WrongModelClient) -> set[int | None]:
+    """The adapter id each request asked for at scale 1 (None: no adapter)."""
+    out: set[int | None] = set()
+    for extra in client.extras:
+        lora = extra.get("lora") or [{"id": None, "scale": 1.0}]
+        assert extra.get("cache_prompt", False) is False and len(lora) == 1
+        out.add(lora[0]["id"])
+    return out
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_a_run_applies_the_adapter_its_server_loaded_and_demotes_it_when_it_does_badly(
     nanobot_home: Path, embedded_model: Path
 ) -> None:
+    """The id of the step type's promoted adapter is the one the running server gave it,
+    though the registry changed after the server started (the app keeps one for hours);
+    once the server is restarted with the registry's list, the new id."""
     save_config(CONFIG)
     with AdapterRegistry() as registry:
         ids = []
-        for name, step_type in (("a", "wordcase"), ("b", "other"), ("c", "wordcase")):
-            path = nanobot_home / f"{name}.gguf"
-            path.write_bytes(b"GGUF")
+        for seed, step_type in ((1, "other"), (2, "wordcase")):
+            weights = random_adapter(embedded_model, seed=seed, scale=0.01)
+            path = write_adapter(nanobot_home / f"{seed}.gguf", embedded_model, weights, 8.0).path
             ids.append(registry.add(
                 model=str(embedded_model), slot="rlm", step_type=step_type, path=path,
-                size_bytes=4, train_examples=16, heldout=4, trained_s=1.0,
+                size_bytes=path.stat().st_size, train_examples=16, heldout=4, trained_s=1.0,
             ).id)  # fmt: skip
-        for adapter_id in ids[:2]:
-            registry.update(adapter_id, status="promoted", ab=BETTER)
-    # Served: a (id 0 on the server) and b (id 1); c is a candidate, not loaded.
+            registry.update(ids[-1], status="promoted", ab=BETTER)
+    other_id, wordcase_id = ids
     spec = RunSpec(
         domain="wordcase", params={"word_list": list(VOCABULARY[:MIN_LIVE])},
         sampler="local:rlm", vote=VoteConfig(k=1), concurrency=2, label="wordcase20",
         retry=RetryPolicy(retries=0, on_fail="skip"),
     )  # fmt: skip
-    client = WrongModelClient()
 
-    async def run() -> None:
-        rid = await start_run(spec)
-        sampler = LLMSampler(client, spec.build_domain(), name="local rlm: m", batch=False)
+    async def run(bench: Workbench, run_spec: RunSpec = spec) -> WrongModelClient:
+        client = WrongModelClient(bench.manager.url("rlm"), bench.manager.auth_headers)
+        rid = await start_run(run_spec)
+        sampler = LLMSampler(client, run_spec.build_domain(), name="local rlm: m", batch=False)
+        await execute(rid, sampler=sampler)
+        return client
+
+    async def scenario() -> None:
+        async with Workbench(CONFIG, only_slots=("rlm",)) as bench:
+            loaded = {a.path.name: a.id for a in await bench.manager.lora_adapters("rlm")}
+            assert loaded == {"1.gguf": 0, "2.gguf": 1}
+            # Turned off while the server runs: the registry now serves word case's
+            # adapter alone, first (id 0 by its list), but the server still has it at 1.
+            with AdapterRegistry() as registry:
+                registry.update(other_id, status="off")
+            [(slot, wanted)] = (await asyncio.to_thread(bench.stale_adapters)).items()
+            assert [p.name for p in wanted] == ["2.gguf"]
+            client = await run(bench)
+            assert client.extras and lora_ids(client) == {1}
+            with AdapterRegistry() as registry:  # 0 of 20 steps right: demoted
+                assert registry.get(wordcase_id).status == "demoted"
+                registry.update(wordcase_id, status="promoted")  # as `adapters on` does
+
+            # Restarted with the registry's list (as the app does when idle): id 0 now.
+            assert await bench.reload_adapters(slot, wanted)
+            loaded = {a.path.name: a.id for a in await bench.manager.lora_adapters("rlm")}
+            assert loaded == {"2.gguf": 0}
+            assert await asyncio.to_thread(bench.stale_adapters) == {}
+            client = await run(bench)
+            assert lora_ids(client) == {0}
+            # Demoted again by this run's steps: applied no more.
+            client = await run(bench)
+            assert client.extras and lora_ids(client) == {None}
+
+    asyncio.run(scenario())
+    with AdapterRegistry() as registry:
+        applied, other = registry.get(wordcase_id), registry.get(other_id)
+    assert (applied.live_right, applied.live_n) == (0, 2 * MIN_LIVE)
+    assert applied.status == "demoted"
+    assert "live runs: 0/" in applied.note
+    assert (other.status, other.live_n) == ("off", 0)
+
+
+def test_a_run_without_a_local_server_to_ask_applies_no_adapter(
+    nanobot_home: Path, embedded_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    save_config(CONFIG)
+    with AdapterRegistry() as registry:
+        record = registry.add(
+            model=str(embedded_model), slot="rlm", step_type="wordcase",
+            path=nanobot_home / "a.gguf", size_bytes=4, train_examples=16, heldout=4,
+            trained_s=1.0,
+        )  # fmt: skip
+        registry.update(record.id, status="promoted", ab=BETTER)
+    spec = RunSpec(
+        domain="wordcase", params={"word_list": list(VOCABULARY[:4])},
+        sampler="local:rlm", vote=VoteConfig(k=1), label="wordcase4",
+        retry=RetryPolicy(retries=0, on_fail="skip"),
+    )  # fmt: skip
+    # A client that is no local server's: there is no one to ask which id it has.
+    client = WrongModelClient("http://fake", {})
+
+    async def run(run_spec: RunSpec) -> None:
+        rid = await start_run(run_spec)
+        sampler = LLMSampler(client, run_spec.build_domain(), name="local rlm: m", batch=False)
         await execute(rid, sampler=sampler)
 
-    asyncio.run(run())
-    assert client.extras and all(
-        extra == {"lora": [{"id": 0, "scale": 1.0}], "cache_prompt": False}
-        for extra in client.extras
-    )
-    with AdapterRegistry() as registry:
-        applied, other = registry.get(ids[0]), registry.get(ids[1])
-    assert (applied.live_right, applied.live_n) == (0, MIN_LIVE)
-    assert applied.status == "demoted"
-    assert "live runs: 0/20 steps right" in applied.note
-    assert (other.status, other.live_n) == ("promoted", 0)
-
-    # Demoted, it is applied no more.
-    client.extras.clear()
-    asyncio.run(run())
-    assert client.extras and all("lora" not in extra for extra in client.extras)
+    asyncio.run(run(spec))
+    assert client.extras and lora_ids(client) == {None}
+    said = [r.getMessage() for r in caplog.records if "not applied" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("not applied: its client is no local model "
+                                               "server's")  # fmt: skip
     # A run without learning gets no adapter either.
     client.extras.clear()
-    spec = dataclasses.replace(spec, learn=False)
-    asyncio.run(run())
+    asyncio.run(run(dataclasses.replace(spec, learn=False)))
     assert client.extras and all(extra == {} for extra in client.extras)

@@ -246,3 +246,36 @@ async def test_fake_endpoint_refusing_logprobs_falls_back_to_single_requests() -
         samples = await sampler.sample(Step(0, "cat"), [0.1, 0.1])
         assert [(s.answer, s.completion_tokens) for s in samples] == [("CAT", 5)] * 2
         assert sampler.batch is False
+
+
+async def test_a_steps_seeds_do_not_depend_on_the_other_steps_beside_it() -> None:
+    """The same step draws the same seeds whether it is sampled alone, after other steps
+    or interleaved with them (concurrent steps, a resumed run, a cluster pool's hosts)."""
+    seeds: list[tuple[str, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        word = body["messages"][-1]["content"]
+        seeds.append((word, body["seed"]))
+        choice = {"index": 0, "finish_reason": "stop", "message": {"content": "answer = X"}}
+        usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        return httpx.Response(200, json={"choices": [choice], "usage": usage})
+
+    async def drawn(order: list[Step]) -> dict[str, list[int]]:
+        seeds.clear()
+        async with LLMClient("http://fake", transport=httpx.MockTransport(handler)) as fake:
+            sampler = LLMSampler(fake, WordCase(["sun", "moon", "star"]), name="fake", seed=7)
+            for step in order:
+                await sampler.sample(step, [0.1])
+        by_word: dict[str, list[int]] = {}
+        for text, seed in seeds:
+            word = next(w for w in ("sun", "moon", "star") if w in text)
+            by_word.setdefault(word, []).append(seed)
+        return by_word
+
+    sun, moon, star = Step(0, "sun"), Step(1, "moon"), Step(2, "star")
+    alone = await drawn([sun, sun, sun])
+    mixed = await drawn([moon, sun, star, sun, moon, sun])
+    assert mixed["sun"] == alone["sun"]
+    assert len(set(alone["sun"])) == 3  # one step's samples never share a seed
+    assert mixed["moon"][0] != mixed["sun"][0]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from nanobot_tui import atomic
 from nanobot_tui.engine.learning.examples import last_user_text
 from nanobot_tui.engine.learning.reuse import canonical_json, prompt_fingerprint
 from nanobot_tui.engine.learning.store import LearningStore
-from nanobot_tui.engine.voting.domains import Domain, Step
+from nanobot_tui.engine.voting.domains import Domain, FreshSteps, Step
 from nanobot_tui.errors import UsageError
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "TrainingSet",
     "build_dataset",
     "domain_of",
+    "fresh_examples",
     "is_heldout",
     "read_jsonl",
     "write_dataset",
@@ -156,6 +157,26 @@ def _reply_text(domain: Domain, step: Step, answer: Any) -> str | None:
         except ValueError:
             continue
     return None
+
+
+def fresh_examples(
+    domain: Domain | None, exclude: Collection[str], n: int, seed: int = 0
+) -> list[TrainingExample]:
+    """Up to `n` steps of the domain that are not in `exclude` (user messages: a
+    training set's `input_text`s), each with its truth as the verified answer (source
+    "fresh"): steps no adapter was trained on and no vote chose, an unbiased sample of
+    the step type. [] for a domain that cannot make them (not `FreshSteps`)."""
+    if domain is None or not isinstance(domain, FreshSteps) or n < 1:
+        return []
+    out: list[TrainingExample] = []
+    for step in domain.fresh_steps(exclude, n, seed):
+        messages = domain.messages(step)
+        if last_user_text(messages) in exclude:
+            continue
+        reply = _reply_text(domain, step, domain.truth(step))
+        if reply is not None:
+            out.append(TrainingExample(messages, reply, "truth", "fresh", 0.0))
+    return out
 
 
 def _template(domain: Domain) -> Messages | None:

@@ -20,9 +20,15 @@ folder (train.py's `job_folder`) keeps the training set it trained on (train.jso
 heldout.jsonl) and job.json, so a resumed job trains on the same data.
 
 The A/B test (ab_test.py) runs on a server of the slot's model started for it, with the
-model's promoted adapters and the new one loaded at scale 0; a promoted adapter of the
-same step type is tested again on the same held-out steps and demoted if it now does
-worse than the base.
+model's promoted adapters and the new one loaded at scale 0, on up to `ab_steps` FRESH
+steps where the step type's domain can make them (domains.FreshSteps: word case, the
+micro families; `ab_steps_of`), none of them an input of the training set or its
+held-out split; else on the held-out split. The held-out split is only verified
+winners, steps the base already got right, so an adapter can hardly beat the base there
+(benchmarks/RESULTS.md, "Distillation"); fresh steps are an unbiased sample of the step
+type. The outcome's `ab["on"]` says which ("fresh" or "heldout"). A promoted adapter of
+the same step type is tested again on the same steps and demoted if it now does worse
+than the base.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from nanobot_tui.engine.learning.distill.dataset import (
     TrainingSet,
     build_dataset,
     domain_of,
+    fresh_examples,
     read_jsonl,
     write_dataset,
 )
@@ -67,18 +74,26 @@ from nanobot_tui.engine.serving.workbench import Workbench
 from nanobot_tui.errors import NanobotError, UsageError
 
 __all__ = [
+    "AB_STEPS",
+    "MIN_FRESH",
     "MIN_NEW",
     "JobEvent",
     "LearnJob",
     "LearnOutcome",
     "LearnSummary",
     "Trainer",
+    "ab_steps_of",
     "adapters_dir",
 ]
 
 MIN_NEW = MIN_TRAIN  # new verified examples of a type before it is trained again
 _JOB_FILE = "job.json"
 DEFAULT_EPOCHS = 3
+AB_STEPS = 120  # fresh steps an A/B test runs on, at most
+# Fewer fresh steps than this (a family with a short fixed list, mostly trained on): the
+# held-out split instead.
+MIN_FRESH = 20
+FRESH_SEED = 0  # which fresh steps: the same ones for every job, less what it trained on
 _CHECKPOINT = "checkpoint.pt"  # train.py's, present while a job is stopped
 
 
@@ -108,8 +123,9 @@ class JobEvent:
     phase: str
     message: str
     train: training.Progress | None = None  # the training step, in phase "train"
-    done: int = 0  # held-out examples tested so far, in phase "ab"
+    done: int = 0  # A/B steps tested so far, in phase "ab"
     total: int = 0
+    on: str = ""  # what the A/B test runs on, in phase "ab": "fresh" or "heldout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +182,9 @@ class LearnSummary:
         for o in self.outcomes:
             if o.adapter_id is not None:
                 ab = o.ab or {}
+                on = "fresh" if ab.get("on") == "fresh" else "held out"
                 test = (
-                    f" (p {ab['p_base']:.2f} -> {ab['p_adapter']:.2f} on {ab['n']} held out)"
+                    f" (p {ab['p_base']:.2f} -> {ab['p_adapter']:.2f} on {ab['n']} {on})"
                     if ab
                     else ""
                 )
@@ -206,6 +223,8 @@ class LearnJob:
         stop: threading.Event | None = None,
         trainer: Trainer | None = None,
         train_options: dict[str, Any] | None = None,
+        ab_steps: int = AB_STEPS,
+        threads: int | None = None,
     ) -> None:
         self.config = config
         self.step_type = step_type
@@ -216,6 +235,10 @@ class LearnJob:
         self.stop = stop or threading.Event()
         self.trainer = trainer
         self.train_options = dict(train_options or {})  # more TrainConfig fields
+        if ab_steps < 1:
+            raise UsageError(f"ab_steps must be at least 1, got {ab_steps}")
+        self.ab_steps = ab_steps
+        self.threads = threads  # the A/B test server's (default: its share of the cores)
 
     def _say(self, event: JobEvent) -> None:
         if self.progress is not None:
@@ -324,57 +347,79 @@ class LearnJob:
             earlier = registry.promoted(str(model_path), step_type)
         (job_dir / _JOB_FILE).unlink(missing_ok=True)  # done: nothing to resume
 
-        ab, retest = await self._test(record, earlier, training_set, domain)
+        steps, on = await asyncio.to_thread(ab_steps_of, training_set, domain, self.ab_steps)
+        ab_result, retest_result = await self._test(record, earlier, steps, on, domain)
+        ab = {**ab_result.to_dict(), "on": on}
+        retest = None if retest_result is None else {**retest_result.to_dict(), "on": on}
         with AdapterRegistry() as registry:
             if earlier is not None and retest is not None:
-                status = status_after_test("promoted", retest.to_dict())
+                status = status_after_test("promoted", retest)
                 note = "below the base in a later A/B test" if status == "demoted" else None
-                registry.update(earlier.id, status=status, ab=retest.to_dict(), note=note)
-            record = registry.update(
-                record.id, status=status_after_test("candidate", ab.to_dict()), ab=ab.to_dict()
-            )
+                registry.update(earlier.id, status=status, ab=retest, note=note)
+            record = registry.update(record.id, status=status_after_test("candidate", ab), ab=ab)
         self._say(JobEvent(step_type, "done", f"adapter {record.id} {record.status}"))
         return LearnOutcome(
-            step_type, record.status, ab.describe(), adapter_id=record.id, counts=counts,
-            ab=ab.to_dict(), trained_s=meta["trained_s"], size_bytes=record.bytes,
-            final_loss=result.final_loss,
+            step_type, record.status, f"{ab_result.describe()} ({_on_text(on)})",
+            adapter_id=record.id, counts=counts, ab=ab, trained_s=meta["trained_s"],
+            size_bytes=record.bytes, final_loss=result.final_loss,
             retested=None if retest is None else {"adapter_id": earlier.id if earlier else None,
-                                                  **retest.to_dict()},
+                                                  **retest},
         )  # fmt: skip
 
     async def _test(
         self,
         record: AdapterRecord,
         earlier: AdapterRecord | None,
-        training_set: TrainingSet,
+        steps: Sequence[TrainingExample],
+        on: str,
         domain: Any,
     ) -> tuple[ABResult, ABResult | None]:
-        """A/B test the new adapter (and the step type's promoted one, again) on a server
-        of the slot's model started with them loaded at scale 0."""
+        """A/B test the new adapter (and the step type's promoted one, again) on `steps`
+        (`on`: "fresh" or "heldout"), on a server of the slot's model started with them
+        loaded at scale 0."""
         step_type = record.step_type
         self._say(JobEvent(step_type, "serve", f"starting the {self.slot} server with the adapter"))
         judge = truth_judge(domain)
-        total = len(training_set.heldout)
+        total = len(steps)
+        what = _on_text(on)
 
         def tested(done: int, total: int) -> None:
-            self._say(JobEvent(step_type, "ab", f"A/B {done}/{total}", done=done, total=total))
+            self._say(JobEvent(step_type, "ab", f"A/B {done}/{total} {what}", done=done,
+                               total=total, on=on))  # fmt: skip
 
-        bench = Workbench(self.config, only_slots=(self.slot,),
+        bench = Workbench(self.config, only_slots=(self.slot,), threads=self.threads,
                           extra_adapters={self.slot: [record.path]})  # fmt: skip
         async with bench:
             loaded = {_same(a.path): a.id for a in await bench.manager.lora_adapters(self.slot)}
             client = bench.client(self.slot)
-            self._say(JobEvent(step_type, "ab", f"A/B on {total} held-out steps", total=total))
-            ab = await ab_test(client, loaded[_same(record.path)], training_set.heldout, judge,
+            self._say(JobEvent(step_type, "ab", f"A/B on {total} {what}", total=total, on=on))
+            ab = await ab_test(client, loaded[_same(record.path)], steps, judge,
                                progress=tested)  # fmt: skip
             retest = None
             if earlier is not None and _same(earlier.path) in loaded:
-                retest = await ab_test(client, loaded[_same(earlier.path)],
-                                       training_set.heldout, judge)  # fmt: skip
+                retest = await ab_test(client, loaded[_same(earlier.path)], steps, judge)
         return ab, retest
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def ab_steps_of(
+    training_set: TrainingSet, domain: Any, n: int = AB_STEPS
+) -> tuple[list[TrainingExample], str]:
+    """The steps an adapter trained on `training_set` is A/B tested on, and which they
+    are: up to `n` fresh steps ("fresh", none an input of the set's training or held-out
+    part) when the domain makes at least MIN_FRESH of them (or `n`, if fewer), else
+    the held-out split ("heldout")."""
+    seen = {e.input_text for e in [*training_set.train, *training_set.heldout]}
+    fresh = fresh_examples(domain, seen, n, FRESH_SEED)
+    if fresh and len(fresh) >= min(n, MIN_FRESH):
+        return fresh, "fresh"
+    return list(training_set.heldout), "heldout"
+
+
+def _on_text(on: str) -> str:
+    return "fresh steps" if on == "fresh" else "held-out steps"
 
 
 def _epochs(n: int) -> str:

@@ -167,20 +167,9 @@ def damage(path: Path) -> str | None:
 def runner_holds(folder: Path) -> bool:
     """Whether a runner holds the lock of the run in `folder` (a probe: takes and drops a
     shared lock)."""
-    import fcntl
-    import os
+    from nanobot_tui.pidlock import holder
 
-    try:
-        fd = os.open(folder / "lock", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return holder(folder / "lock") is not None
 
 
 def check_intact(run_id: str, path: Path, *, locked: bool = False) -> None:

@@ -9,9 +9,9 @@ to vote on, and knows the true answer, to verify and to simulate.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from nanobot_tui.errors import NanobotError
 
@@ -117,4 +117,16 @@ class Domain(Protocol):
 
     def load_answer(self, data: Any) -> Any:
         """The answer `dump_answer` wrote; ParseError if it is not one."""
+        ...
+
+
+@runtime_checkable
+class FreshSteps(Protocol):
+    """A domain that can make steps beyond its own task, each with a truth it knows (word
+    case, the micro families): what an adapter's A/B test runs on, steps never trained on
+    (engine/learning/distill/dataset.py `fresh_examples`)."""
+
+    def fresh_steps(self, exclude: Collection[str], n: int, seed: int = 0) -> list[Step]:
+        """Up to `n` distinct steps, in an order fixed by `seed`, whose user message (the
+        last of `messages(step)`) is none of `exclude`; fewer when the domain has no more."""
         ...

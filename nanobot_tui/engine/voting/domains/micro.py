@@ -35,13 +35,14 @@ and replies that run on to the token cap.
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator
 from typing import Any
 
 from nanobot_tui.engine.voting.domains import ParseError, Step
 from nanobot_tui.engine.voting.domains.micro_families import FAMILIES, Family
 
 _PREFIX = "answer ="
+_DRY_POOLS = 3  # pools in a row without a new item before fresh_steps gives up
 
 
 class Micro:
@@ -101,6 +102,29 @@ class Micro:
         n = len(self.items)
         i = rng.randrange(n) if hasattr(rng, "randrange") else int(rng.integers(n))
         return Step(i, self.items[i])
+
+    def fresh_steps(self, exclude: Collection[str], n: int, seed: int = 0) -> list[Step]:
+        """Up to `n` distinct items of the family's pools (seed, seed + 1, ...) whose user
+        message is not in `exclude` (domains.FreshSteps); the pools are drawn until
+        `_DRY_POOLS` in a row bring nothing new (a family with a fixed list has no more)."""
+        out: list[Step] = []
+        seen: set[str] = set()
+        dry = 0
+        pool_seed = seed
+        while len(out) < n and dry < _DRY_POOLS:
+            dry += 1
+            for item in self.family.pool(pool_seed):
+                if len(out) >= n:
+                    break
+                if item in seen:
+                    continue
+                seen.add(item)
+                dry = 0
+                step = Step(len(out), item)
+                if self.messages(step)[-1]["content"] not in exclude:
+                    out.append(step)
+            pool_seed += 1
+        return out
 
     # --- prompts ---------------------------------------------------------------------
 

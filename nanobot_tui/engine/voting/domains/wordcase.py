@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator
 from typing import Any
 
 from nanobot_tui.engine.voting.domains import ParseError, Step
@@ -149,6 +149,20 @@ class WordCase:
         n = len(self.words)
         i = rng.randrange(n) if hasattr(rng, "randrange") else int(rng.integers(n))
         return Step(i, self.words[i])
+
+    def fresh_steps(self, exclude: Collection[str], n: int, seed: int = 0) -> list[Step]:
+        """Up to `n` words of the whole vocabulary (shuffled with `seed`) whose user message
+        is not in `exclude` (domains.FreshSteps)."""
+        words = list(VOCABULARY)
+        random.Random(seed).shuffle(words)
+        out: list[Step] = []
+        for word in words:
+            if len(out) >= n:
+                break
+            step = Step(len(out), word)
+            if self.messages(step)[-1]["content"] not in exclude:
+                out.append(step)
+        return out
 
     # --- prompts ---------------------------------------------------------------------
 

@@ -26,8 +26,12 @@ prompt cache, 40 steps each, interleaved, median wall time per round:
 where decoding dominates). With a 1,530-token prompt NOT in the cache the gap is wide:
 4 samples of 8 tokens took 16.0 s as separate requests (every slot evaluates the prompt)
 against 4.2 s with n = 4 (evaluated once, then shared). llama.cpp gives the n choices
-seeds seed, seed + 1, ..., so request seeds are spaced by the number of choices and no
-two samples share a seed.
+seeds seed, seed + 1, ..., so a step's request seeds are spaced by the number of choices
+and no two samples of a step share a seed.
+
+Seeds are a function of the sampler's seed, the step's index and how many samples that
+step drew before, not of the order requests go out: a step gets the same samples whatever
+other steps are voted beside it, after a resume, or on another host of a cluster pool.
 
 The price of n > 1 on llama.cpp: `usage` then reports choice 0 only, so such requests ask
 for `logprobs` (top 1), whose per-token list gives every choice its exact token count
@@ -45,11 +49,13 @@ sampler knows nothing of where they come from (the learning layer's examples, fo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -75,6 +81,8 @@ Shots = Callable[[Step], Sequence[tuple[str, str]]]
 log = logging.getLogger(__name__)
 
 _SEED_SPACE = 1 << 31
+# Steps whose sample counts are kept: far more than are ever voted at once.
+_STEPS_REMEMBERED = 4096
 _LOGPROBS = {"logprobs": True, "top_logprobs": 1}
 # A refusal that is about n (or the logprobs that come with it), not the prompt.
 _N_FIELD = re.compile(r"(?<![\w])'?n'?(?![\w])|logprobs", re.IGNORECASE)
@@ -139,7 +147,10 @@ class LLMSampler:
         self.extra = dict(extra or {})
         self.shots = shots
         self.max_n: int | None = None  # learned when a server refuses a larger n
-        self._next_seed = random.Random(seed).randrange(_SEED_SPACE)
+        self._base_seed = random.Random(seed).randrange(_SEED_SPACE)
+        # Samples drawn per step index, for the steps used most recently: a step being
+        # voted is used every round, so it stays; one long done is forgotten (bounded).
+        self._drawn: OrderedDict[int, int] = OrderedDict()
 
     @property
     def _extra_n(self) -> dict[str, Any]:
@@ -155,13 +166,17 @@ class LLMSampler:
         step_cap = getattr(self.domain, "step_token_cap", None)
         return min(self.token_cap, step_cap(step)) if step_cap is not None else self.token_cap
 
-    def _seeds(self, count: int) -> int:
-        """A request seed whose n choices (seed, seed + 1, ...) no other request uses."""
-        seed = self._next_seed
-        self._next_seed = (seed + count) % _SEED_SPACE
-        if self._next_seed < seed:  # wrapped: start the block at 0 instead
-            seed, self._next_seed = 0, count
-        return seed
+    def _seeds(self, step: Step, count: int) -> int:
+        """The seed of a request for `count` choices of `step` (the choices use seed,
+        seed + 1, ...): the step's own block starts at a hash of the sampler's seed and
+        the step's index, and its requests take consecutive seeds from there."""
+        drawn = self._drawn.pop(step.index, 0)
+        self._drawn[step.index] = drawn + count
+        if len(self._drawn) > _STEPS_REMEMBERED:
+            self._drawn.popitem(last=False)
+        key = f"{self._base_seed}:{step.index}".encode()
+        start = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+        return (start + drawn) % _SEED_SPACE
 
     async def sample(
         self, step: Step, temperatures: list[float], paraphrase: int = 0
@@ -198,7 +213,7 @@ class LLMSampler:
                     messages,
                     temperature=t,
                     max_tokens=max_tokens,
-                    seed=self._seeds(n),
+                    seed=self._seeds(step, n),
                     n=n if n > 1 else None,
                     extra=self._extra_n if n > 1 else (self.extra or None),
                 )

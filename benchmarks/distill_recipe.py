@@ -1,0 +1,403 @@
+"""What distillation does to one real-work recipe: p of `fstrings` (old-style `%` and
+`str.format` strings to f-strings, truth: flynt's edit) before and after a LoRA adapter,
+and what that p means for k_min and for the cost of a million-step run.
+
+1. The corpus: a vendored copy of the `.py` files of this venv's site-packages that hold
+   at least one function the recipe wants (flynt changes it) of at most `--max-chars`
+   characters (code prompts are long; training and the A/B cap tokens). Its steps are
+   the code domain's (engine/work/domain.py, what `nanobot process --recipe fstrings`
+   runs): the recipe's prompt (strategy, module, class, signature, the function, the
+   instruction), the reply parsed strictly and red-flagged by the recipe, the truth
+   flynt's edit, answers compared canonically (`recipes.canonical`, the vote's key).
+2. The split by file (a hash of the path): functions of `--fresh-fraction` of the files
+   are never trained on; `--train` training examples from the others and `--fresh`
+   fresh functions, both drawn seeded.
+3. Optional (`--process N`): the real process on N of the training functions
+   (`process.prepare` + the durable run, the real model, learning on, k=`--k`): how many
+   verified examples nanobot's own work stores for this recipe. A 135M model that is
+   rarely right stores few, so the adapter is trained on the reference's edits (what the
+   store would hold had the model been right: "truth" examples, the same form);
+   the report says how many the process itself stored.
+4. The adapter (train.py, `--train-threads` torch threads, `--epochs`, `--max-tokens`
+   per example), written as a llama.cpp adapter GGUF.
+5. The A/B test (ab_test.py): one server with the adapter loaded, base (scale 0) against
+   adapter (scale 1), interleaved, greedy, on the fresh functions (and `--train-check`
+   training ones, to show what it learned); judged by the recipe: a reply is right when
+   the code domain's strict parser accepts it and its canonical form is flynt's.
+6. The projections, as benchmarks/distill_gain.py makes them (k_min for a 1,048,575-step
+   run at 95 % whole-run success, expected samples; None where p <= 0.5).
+
+    python -m benchmarks.distill_recipe [--train 100] [--fresh 80] [--epochs 2]
+        [--max-chars 450] [--max-tokens 512] [--train-check 20] [--process 0] [--k 1]
+        [--threads 1] [--train-threads 1] [--base-dir DIR] [--home DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from benchmarks.distill_gain import Distilled, Trainer, ab_summary, say, table, workbench
+from benchmarks.learning_curve import nanobot_home
+
+if TYPE_CHECKING:
+    from nanobot_tui.engine.learning.distill.ab_test import ABResult, Judge
+    from nanobot_tui.engine.learning.distill.dataset import TrainingExample
+    from nanobot_tui.engine.llm.chat_client import ChatClient
+    from nanobot_tui.engine.voting.domains import Step
+    from nanobot_tui.engine.work.domain import CodeDomain
+
+STEP_TYPE = "code:fstrings"
+RECIPE = "fstrings"
+
+
+# --- the corpus ----------------------------------------------------------------------------
+
+
+def site_packages() -> Path:
+    import flynt
+
+    return Path(flynt.__file__).resolve().parent.parent
+
+
+def vendor_corpus(source: Path, target: Path, max_chars: int) -> int:
+    """Copy into `target` the `.py` files under `source` that hold a function the recipe
+    wants of at most `max_chars` characters (their relative paths kept); how many."""
+    from nanobot_tui.engine.work.codebase import function_sites
+    from nanobot_tui.engine.work.recipes import get_recipe
+
+    recipe = get_recipe(RECIPE)
+    copied = 0
+    for path in sorted(source.rglob("*.py")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "%" not in text and ".format" not in text:
+            continue
+        rel = path.relative_to(source)
+        try:
+            sites = function_sites(rel.as_posix(), text)
+        except (SyntaxError, ValueError):
+            continue
+        if any(len(s.source) <= max_chars and _wanted(recipe, s) for s in sites):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            (target / rel).write_text(text, encoding="utf-8")
+            copied += 1
+    return copied
+
+
+def _wanted(recipe: Any, site: Any) -> bool:
+    try:
+        return bool(recipe.wants(site))
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+
+
+def is_fresh_file(path: str, fraction: float) -> bool:
+    """Whether a file's functions are held out (never trained on): its path's hash."""
+    digest = hashlib.sha256(path.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def answer_text(code: str) -> str:
+    """A reply the recipe reads: the edited function, dedented, in one ```python block."""
+    return f"```python\n{code}```"
+
+
+def example_of(domain: CodeDomain, step: Step, source: str) -> TrainingExample:
+    from nanobot_tui.engine.learning.distill.dataset import TrainingExample
+    from nanobot_tui.engine.work import pysource
+
+    answer = answer_text(pysource.reindent(domain.truth(step), ""))
+    return TrainingExample(domain.messages(step), answer, "truth", source, 0.0)
+
+
+def split(
+    domain: CodeDomain, args: argparse.Namespace
+) -> tuple[list[Step], list[Step], dict[str, int]]:
+    """(training steps, fresh steps, counts): short functions with a reference, split
+    by file, drawn seeded."""
+    short = [s for s in domain.steps() if len(s.input.source) <= args.max_chars]
+    train = [s for s in short if not is_fresh_file(s.input.path, args.fresh_fraction)]
+    fresh = [s for s in short if is_fresh_file(s.input.path, args.fresh_fraction)]
+    rng = random.Random(args.seed)
+    rng.shuffle(train)
+    rng.shuffle(fresh)
+    counts = {
+        "functions": domain.total_steps(),
+        "short": len(short),
+        "train_pool": len(train),
+        "fresh_pool": len(fresh),
+    }
+    return train[: args.train], fresh[: args.fresh], counts
+
+
+def recipe_judge(domain: CodeDomain, steps: dict[str, Step]) -> Judge:
+    """Right when the strict parser (with the recipe's red flags) accepts the reply for
+    the example's own function and it is canonically flynt's edit."""
+    from nanobot_tui.engine.learning.examples import last_user_text
+    from nanobot_tui.engine.voting.domains import ParseError
+
+    def judge(reply: str, example: TrainingExample) -> bool:
+        step = steps[last_user_text(example.messages)]
+        try:
+            return domain.key(domain.parse_strict(reply, step)) == domain.key(domain.truth(step))
+        except (ParseError, ValueError):
+            return False
+
+    return judge
+
+
+# --- the real process (optional) --------------------------------------------------------------
+
+
+async def run_process(
+    args: argparse.Namespace, corpus: Path, steps: Sequence[Step]
+) -> dict[str, Any]:
+    """`nanobot process`'s run of the recipe on the files of `steps` (only those
+    functions: a copy of their files holding just them is the source), the real model,
+    learning on; what it stored in learned.db."""
+    from nanobot_tui.engine.learning.store import LearningStore
+    from nanobot_tui.engine.runs.durable import execute, start_run
+    from nanobot_tui.engine.voting.samplers.model import LLMSampler
+    from nanobot_tui.engine.work import process
+
+    source = corpus.parent / "process-source"
+    by_file: dict[str, list[str]] = {}
+    for step in steps:
+        by_file.setdefault(step.input.path, []).append(step.input.source)
+    for path, sources in by_file.items():
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        from nanobot_tui.engine.work import pysource
+
+        text = "\n\n".join(pysource.reindent(s, "") for s in sources)
+        (source / path).write_text(text + "\n", encoding="utf-8")
+    plan = process.prepare(
+        "", source, RECIPE, sampler="local:rlm", k=args.k, max_samples=args.max_samples,
+        seed=args.seed,
+    )  # fmt: skip
+    started = time.perf_counter()
+    async with workbench(args) as bench:
+        rid = await start_run(plan.spec)
+        domain = plan.spec.build_domain()
+        sampler = LLMSampler(
+            bench.client("rlm"), domain, name="local rlm", token_cap=plan.spec.vote.token_cap,
+            seed=plan.spec.seed,
+        )  # fmt: skip
+        say(f"process run {rid}: {plan.line()}, k={args.k}")
+        status = await execute(rid, sampler=sampler)
+    stored = {"examples": 0, "results": 0}
+    store = LearningStore.open_existing()
+    if store is not None:
+        with store:
+            for table_name, key in (("examples", "examples"), ("step_results", "results")):
+                rows = store.query(
+                    f"SELECT COUNT(*) FROM {table_name} WHERE step_type = ?", (STEP_TYPE,)
+                )
+                stored[key] = int(rows[0][0])
+    return {
+        "run": rid,
+        "functions": plan.functions,
+        "steps": status.steps_done,
+        "samples": status.samples,
+        "status": status.status,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "stored": stored,
+    }
+
+
+# --- the whole -----------------------------------------------------------------------------
+
+
+async def main_async(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    from nanobot_tui.engine.learning.distill import train as training
+    from nanobot_tui.engine.learning.distill.ab_test import ab_test
+    from nanobot_tui.engine.learning.distill.dataset import (
+        DatasetCounts,
+        TrainingSet,
+        write_dataset,
+    )
+    from nanobot_tui.engine.serving.workbench import Workbench
+    from nanobot_tui.engine.voting.domains.registry import DOMAINS
+    from nanobot_tui.engine.work.domain import CodeDomain
+
+    corpus = home / "corpus"
+    started = time.perf_counter()
+    if corpus.is_dir():  # a kept home's corpus (--home): the same files again
+        files = sum(1 for _ in corpus.rglob("*.py"))
+    else:
+        files = vendor_corpus(site_packages(), corpus, args.max_chars)
+    domain = DOMAINS["code"].build({"root": str(corpus), "recipe": RECIPE})
+    assert isinstance(domain, CodeDomain)
+    train_steps, fresh_steps, counts = split(domain, args)
+    say(f"corpus: {files} files, {counts}, {time.perf_counter() - started:.0f} s")
+    report: dict[str, Any] = {"corpus": {"files": files, **counts}}
+    if args.process:
+        report["process"] = await run_process(args, corpus, train_steps[: args.process])
+        say(f"process: {report['process']}")
+
+    train = [example_of(domain, s, "reference") for s in train_steps]
+    fresh = [example_of(domain, s, "fresh") for s in fresh_steps]
+    check = train[: args.train_check]
+    model = workbench(args).slots["rlm"].path
+    base_dir = Path(args.base_dir) if args.base_dir else None
+    if base_dir is None:
+        say("making the base checkpoint (once per home)")
+        base_dir = await asyncio.to_thread(training.base_checkpoint, model)
+    job_dir = training.job_folder(STEP_TYPE)
+    counts_ = DatasetCounts(0, 0, 0, 0, len(train), len(fresh))
+    training_set = TrainingSet(STEP_TYPE, train, fresh, counts_)
+    write_dataset(training_set, job_dir)
+    config = training.TrainConfig(
+        job_dir=job_dir, base_gguf=model, base_dir=base_dir, epochs=args.epochs,
+        threads=args.train_threads, seed=args.seed, max_tokens=args.max_tokens,
+    )  # fmt: skip
+    last = [0.0]
+
+    def progress(p: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 30 or p.step == p.steps:
+            last[0] = now
+            say(f"train: {p.describe()}")
+
+    trainer = cast(Trainer, training.train_lora)
+    t0 = time.perf_counter()
+    result = await asyncio.to_thread(trainer, config, train, progress=progress)
+    distilled = Distilled(training_set, result, time.perf_counter() - t0)
+    adapter = result.adapter
+    if adapter is None:
+        raise SystemExit(f"distill_recipe: training stopped at step {result.steps}")
+
+    steps = {}
+    for step in [*train_steps, *fresh_steps]:
+        from nanobot_tui.engine.learning.examples import last_user_text
+
+        steps[last_user_text(domain.messages(step))] = step
+    judge = recipe_judge(domain, steps)
+
+    @asynccontextmanager
+    async def serve(path: Path) -> AsyncIterator[tuple[ChatClient, int]]:
+        bench: Workbench = workbench(args, [path])
+        async with bench:
+            served = await bench.manager.lora_adapters("rlm")
+            loaded = {Path(a.path).resolve(): a.id for a in served}
+            yield bench.client("rlm"), loaded[path.resolve()]
+
+    tests: dict[str, ABResult] = {}
+    async with serve(adapter.path) as (client, adapter_id):
+        for name, items in (("fresh", fresh), ("train", check)):
+            if items:
+                say(f"A/B on {len(items)} {name} functions")
+                t1 = time.perf_counter()
+                tests[name] = await ab_test(
+                    client, adapter_id, items, judge,
+                    progress=lambda d, n: say(f"  {d}/{n}") if d % 10 == 0 else None,
+                )  # fmt: skip
+                say(f"A/B {name}: {tests[name].describe()} ({time.perf_counter() - t1:.0f} s)")
+    report.update(
+        {
+            "step_type": STEP_TYPE,
+            "dataset": {"train": len(train), "fresh": len(fresh), "train_check": len(check)},
+            "training": {
+                "examples": result.examples,
+                "steps": result.steps,
+                "epochs": args.epochs,
+                "threads": args.train_threads,
+                "max_tokens": args.max_tokens,
+                "seconds": round(result.seconds, 1),
+                "wall_s": round(distilled.wall_s, 1),
+                "first_loss": result.losses[0] if result.losses else None,
+                "final_loss": result.final_loss,
+            },
+            "adapter": {
+                "path": str(adapter.path),
+                "bytes": adapter.size_bytes,
+                "rank": adapter.rank,
+                "alpha": adapter.alpha,
+                "tensors": len(adapter.tensors),
+            },
+            "run_steps": 1_048_575,
+            "run_target": 0.95,
+            "ab": {name: ab_summary(ab) for name, ab in tests.items()},
+            "model": str(model),
+        }
+    )
+    return report
+
+
+def recipe_table(report: dict[str, Any]) -> str:
+    corpus = report["corpus"]
+    head = [
+        f"corpus: {corpus['files']} vendored site-packages files, {corpus['functions']} "
+        f"functions flynt changes, {corpus['short']} short; pools: {corpus['train_pool']} "
+        f"train, {corpus['fresh_pool']} fresh (split by file)"
+    ]
+    proc = report.get("process")
+    if proc:
+        head.append(
+            f"process: run {proc['run']}: {proc['steps']}/{proc['functions']} functions, "
+            f"{proc['samples']} samples, {proc['wall_s']:.0f} s; stored "
+            f"{proc['stored']['examples']} examples, {proc['stored']['results']} results"
+        )
+    rest = table({**report, "work": {}}).split("\n")[1:]  # its first line is the word-case run's
+    return "\n".join([*head, *rest])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--train", type=int, default=100, help="training examples")
+    p.add_argument("--fresh", type=int, default=80, help="fresh functions in the A/B")
+    p.add_argument("--train-check", type=int, default=20,
+                   help="training functions also A/B tested (what it learned)")  # fmt: skip
+    p.add_argument("--fresh-fraction", type=float, default=0.35,
+                   help="share of the files held out")  # fmt: skip
+    p.add_argument("--max-chars", type=int, default=450, help="longest function used")
+    p.add_argument("--max-tokens", type=int, default=512, help="tokens per training example")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs")
+    p.add_argument("--process", type=int, default=0,
+                   help="run the real process on this many training functions first")  # fmt: skip
+    p.add_argument("--k", type=int, default=1, help="the process's voting margin")
+    p.add_argument("--max-samples", type=int, default=3, help="the process's samples a step")
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="the model server's threads")
+    p.add_argument("--train-threads", type=int, default=1, help="torch threads")
+    p.add_argument("--base-dir", help="a base checkpoint train.py made before (reused)")
+    p.add_argument("--home", help="keep the NANOBOT_HOME here (not deleted)")
+    p.add_argument("--json", action="store_true", help="the report as one JSON line")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if min(args.train, args.fresh, args.epochs) < 1:
+        parser().error("--train, --fresh and --epochs must be at least 1")
+    from nanobot_tui.engine.learning.distill.train import require_learn_extra
+
+    require_learn_extra()
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="distill-recipe-"))
+    started = time.perf_counter()
+    try:
+        with nanobot_home(home):
+            report = asyncio.run(main_async(args, home))
+    finally:
+        if not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report) if args.json else recipe_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""A pool of llama.cpp model hosts across a Ray cluster, sampled as one endpoint."""
