@@ -25,7 +25,13 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/mypy
-	$(BIN)/pytest
+	@# The tests without a model server in parallel (they mostly wait on subprocesses and
+	@# the terminal), then the model tests one at a time (each server uses every core);
+	@# both always run, and either failing fails the target.
+	@status=0; \
+	$(BIN)/pytest -m "not model" --numprocesses auto --maxprocesses 4 || status=1; \
+	$(BIN)/pytest -m model || status=1; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .

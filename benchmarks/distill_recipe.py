@@ -12,12 +12,9 @@ and what that p means for k_min and for the cost of a million-step run.
 2. The split by file (a hash of the path): functions of `--fresh-fraction` of the files
    are never trained on; `--train` training examples from the others and `--fresh`
    fresh functions, both drawn seeded.
-3. Optional (`--process N`): the real process on N of the training functions
-   (`process.prepare` + the durable run, the real model, learning on, k=`--k`): how many
-   verified examples nanobot's own work stores for this recipe. A 135M model that is
-   rarely right stores few, so the adapter is trained on the reference's edits (what the
-   store would hold had the model been right: "truth" examples, the same form);
-   the report says how many the process itself stored.
+3. The training examples are the reference's edits: "truth" examples, the form the store
+   keeps. The 135M model's own process runs of this recipe are right too rarely (p = 0
+   here) to have stored any verified work to learn from.
 4. The adapter (train.py, `--train-threads` torch threads, `--epochs`, `--max-tokens`
    per example), written as a llama.cpp adapter GGUF.
 5. The A/B test (ab_test.py): one server with the adapter loaded, base (scale 0) against
@@ -28,7 +25,7 @@ and what that p means for k_min and for the cost of a million-step run.
    run at 95 % whole-run success, expected samples; None where p <= 0.5).
 
     python -m benchmarks.distill_recipe [--train 100] [--fresh 80] [--epochs 2]
-        [--max-chars 450] [--max-tokens 512] [--train-check 20] [--process 0] [--k 1]
+        [--max-chars 450] [--max-tokens 512] [--train-check 20]
         [--threads 1] [--train-threads 1] [--base-dir DIR] [--home DIR] [--json]
 """
 
@@ -160,64 +157,6 @@ def recipe_judge(domain: CodeDomain, steps: dict[str, Step]) -> Judge:
     return judge
 
 
-# --- the real process (optional) --------------------------------------------------------------
-
-
-async def run_process(
-    args: argparse.Namespace, corpus: Path, steps: Sequence[Step]
-) -> dict[str, Any]:
-    """`nanobot process`'s run of the recipe on the files of `steps` (only those
-    functions: a copy of their files holding just them is the source), the real model,
-    learning on; what it stored in learned.db."""
-    from nanobot_tui.engine.learning.store import LearningStore
-    from nanobot_tui.engine.runs.durable import execute, start_run
-    from nanobot_tui.engine.voting.samplers.model import LLMSampler
-    from nanobot_tui.engine.work import process
-
-    source = corpus.parent / "process-source"
-    by_file: dict[str, list[str]] = {}
-    for step in steps:
-        by_file.setdefault(step.input.path, []).append(step.input.source)
-    for path, sources in by_file.items():
-        (source / path).parent.mkdir(parents=True, exist_ok=True)
-        from nanobot_tui.engine.work import pysource
-
-        text = "\n\n".join(pysource.reindent(s, "") for s in sources)
-        (source / path).write_text(text + "\n", encoding="utf-8")
-    plan = process.prepare(
-        "", source, RECIPE, sampler="local:rlm", k=args.k, max_samples=args.max_samples,
-        seed=args.seed,
-    )  # fmt: skip
-    started = time.perf_counter()
-    async with workbench(args) as bench:
-        rid = await start_run(plan.spec)
-        domain = plan.spec.build_domain()
-        sampler = LLMSampler(
-            bench.client("rlm"), domain, name="local rlm", token_cap=plan.spec.vote.token_cap,
-            seed=plan.spec.seed,
-        )  # fmt: skip
-        say(f"process run {rid}: {plan.line()}, k={args.k}")
-        status = await execute(rid, sampler=sampler)
-    stored = {"examples": 0, "results": 0}
-    store = LearningStore.open_existing()
-    if store is not None:
-        with store:
-            for table_name, key in (("examples", "examples"), ("step_results", "results")):
-                rows = store.query(
-                    f"SELECT COUNT(*) FROM {table_name} WHERE step_type = ?", (STEP_TYPE,)
-                )
-                stored[key] = int(rows[0][0])
-    return {
-        "run": rid,
-        "functions": plan.functions,
-        "steps": status.steps_done,
-        "samples": status.samples,
-        "status": status.status,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "stored": stored,
-    }
-
-
 # --- the whole -----------------------------------------------------------------------------
 
 
@@ -244,9 +183,6 @@ async def main_async(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     train_steps, fresh_steps, counts = split(domain, args)
     say(f"corpus: {files} files, {counts}, {time.perf_counter() - started:.0f} s")
     report: dict[str, Any] = {"corpus": {"files": files, **counts}}
-    if args.process:
-        report["process"] = await run_process(args, corpus, train_steps[: args.process])
-        say(f"process: {report['process']}")
 
     train = [example_of(domain, s, "reference") for s in train_steps]
     fresh = [example_of(domain, s, "fresh") for s in fresh_steps]
@@ -344,13 +280,6 @@ def recipe_table(report: dict[str, Any]) -> str:
         f"functions flynt changes, {corpus['short']} short; pools: {corpus['train_pool']} "
         f"train, {corpus['fresh_pool']} fresh (split by file)"
     ]
-    proc = report.get("process")
-    if proc:
-        head.append(
-            f"process: run {proc['run']}: {proc['steps']}/{proc['functions']} functions, "
-            f"{proc['samples']} samples, {proc['wall_s']:.0f} s; stored "
-            f"{proc['stored']['examples']} examples, {proc['stored']['results']} results"
-        )
     rest = table({**report, "work": {}}).split("\n")[1:]  # its first line is the word-case run's
     return "\n".join([*head, *rest])
 
@@ -366,10 +295,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=450, help="longest function used")
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per training example")
     p.add_argument("--epochs", type=int, default=2, help="training epochs")
-    p.add_argument("--process", type=int, default=0,
-                   help="run the real process on this many training functions first")  # fmt: skip
-    p.add_argument("--k", type=int, default=1, help="the process's voting margin")
-    p.add_argument("--max-samples", type=int, default=3, help="the process's samples a step")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="the model server's threads")
     p.add_argument("--train-threads", type=int, default=1, help="torch threads")

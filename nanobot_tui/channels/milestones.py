@@ -91,9 +91,10 @@ def export_tree(run_id: str) -> Path:
 
 
 def _progress(st: RunStatus) -> str:
-    share = 100 * st.steps_done / st.steps_total if st.steps_total else 0.0
+    # Floored, as the milestone marks are: 69.6 % is "69%", never the 70 % mark early.
+    share = 100 * st.steps_done // st.steps_total if st.steps_total else 0
     errors = f", {st.errors:,} errors" if st.errors else ""
-    return f"{st.steps_done:,}/{st.steps_total:,} steps ({share:.0f}%){errors}"
+    return f"{st.steps_done:,}/{st.steps_total:,} steps ({share}%){errors}"
 
 
 def next_milestones(

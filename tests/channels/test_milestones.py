@@ -156,11 +156,11 @@ async def test_an_anomaly_and_a_long_quiet_run_are_said_once_each() -> None:
     assert said == []
     said, sent = next_milestones(running, sent, t0 + hour, 10, 1.0)
     assert [m.kind for m in said] == ["still-running"]
-    assert said[0].text == f"run {rid}: still running: 10/63 steps (16%)"
+    assert said[0].text == f"run {rid}: still running: 10/63 steps (15%)"
     said, sent = next_milestones(
         Reading(st, "3.2x the steps of its history", None), sent, t0 + hour, 10, 1.0
     )
-    assert [m.text for m in said] == [f"run {rid}: stopped (budget): 10/63 steps (16%)"]
+    assert [m.text for m in said] == [f"run {rid}: stopped (budget): 10/63 steps (15%)"]
     said, sent = next_milestones(running, sent, t0 + hour, 10, 1.0)
     assert [m.kind for m in said] == ["resumed"]
 
@@ -173,7 +173,7 @@ async def test_a_removed_run_is_no_longer_watched() -> None:
     Subscriptions().subscribe(rid, Target("loopback", "c1"))
     chat = LoopbackChannel("loopback")
     async with running_gateway(chat) as gateway:
-        assert (await reply(chat)).text == f"run {rid}: stopped (budget): 10/63 steps (16%)"
+        assert (await reply(chat)).text == f"run {rid}: stopped (budget): 10/63 steps (15%)"
         remove_run(rid)
         assert await gateway.milestones.poll_once() == []
     assert rid not in Subscriptions().watched()
