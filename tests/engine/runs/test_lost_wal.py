@@ -18,8 +18,10 @@ import pytest
 
 from nanobot_tui.cli import main as cli
 from nanobot_tui.engine.runs import store as store_mod
+from nanobot_tui.engine.runs.control import run_status
 from nanobot_tui.engine.runs.durable import start_run
 from nanobot_tui.engine.runs.spec import RunSpec
+from nanobot_tui.engine.runs.store.status import committed_mark
 from nanobot_tui.engine.voting.ahead_by_k import VoteConfig
 from tests.engine.runs.runner_hold import held_when
 
@@ -47,8 +49,13 @@ def killed_run(min_steps: int) -> tuple[str, int]:
         with held_when(rid, lambda st: st.steps_done > 0):
             reader.execute("BEGIN")
             reader.execute("SELECT count(*) FROM meta").fetchone()  # the snapshot held
-        with held_when(rid, lambda st: st.steps_done >= min_steps) as seen:
-            os.kill(proc.pid, signal.SIGKILL)
+        while True:
+            with held_when(rid, lambda st: st.steps_done >= min_steps) as seen:
+                # The writer rewrites the marker just after each commit: a runner held
+                # between the two is let go on for a moment and held again.
+                if committed_mark(rid) == run_status(rid).steps_done:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
     finally:
         proc.kill()
         proc.wait()
