@@ -189,16 +189,8 @@ def distill(
         job_dir=job_dir, base_gguf=base_gguf, base_dir=base_dir, epochs=epochs,
         threads=threads, seed=seed,
     )  # fmt: skip
-    last = [0.0]
-
-    def progress(p: Any) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 10 or p.step == p.steps:
-            last[0] = now
-            say(f"train: {p.describe()}")
-
     started = time.perf_counter()
-    result = trainer(config, training_set.train, progress=progress)
+    result = trainer(config, training_set.train, progress=train_progress(10.0))
     wall = time.perf_counter() - started
     if result.adapter is None:
         raise SystemExit(f"distill_gain: training stopped at step {result.steps} (no adapter)")
@@ -223,26 +215,11 @@ async def measure(
             if steps:
                 say(f"A/B on {len(steps)} {name} steps")
                 tests[name] = await ab_test(client, adapter_id, steps, judge)
-    result = distilled.result
     return {
         "step_type": distilled.training_set.step_type,
         "dataset": distilled.training_set.counts.to_dict(),
-        "training": {
-            "examples": result.examples,
-            "steps": result.steps,
-            "epochs": None,  # filled by the caller, who chose them
-            "seconds": round(result.seconds, 1),
-            "wall_s": round(distilled.wall_s, 1),
-            "first_loss": result.losses[0] if result.losses else None,
-            "final_loss": result.final_loss,
-        },
-        "adapter": {
-            "path": str(adapter.path),
-            "bytes": adapter.size_bytes,
-            "rank": adapter.rank,
-            "alpha": adapter.alpha,
-            "tensors": len(adapter.tensors),
-        },
+        "training": training_report(distilled),  # the caller adds epochs and threads
+        "adapter": adapter_report(distilled),
         "run_steps": RUN_STEPS,
         "run_target": RUN_TARGET,
         "ab": {name: ab_summary(ab) for name, ab in tests.items()},
@@ -250,6 +227,71 @@ async def measure(
 
 
 # --- the real model ------------------------------------------------------------------------
+
+
+def training_report(distilled: Distilled) -> dict[str, Any]:
+    """What training took and how its loss went, for a report."""
+    result = distilled.result
+    return {
+        "examples": result.examples,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "wall_s": round(distilled.wall_s, 1),
+        "first_loss": result.losses[0] if result.losses else None,
+        "final_loss": result.final_loss,
+    }
+
+
+def adapter_report(distilled: Distilled) -> dict[str, Any]:
+    """The trained adapter file, for a report."""
+    adapter = distilled.result.adapter
+    assert adapter is not None
+    return {
+        "path": str(adapter.path),
+        "bytes": adapter.size_bytes,
+        "rank": adapter.rank,
+        "alpha": adapter.alpha,
+        "tensors": len(adapter.tensors),
+    }
+
+
+def train_progress(every_s: float) -> Callable[[Any], None]:
+    """A training progress callback that says a line at most every `every_s` seconds,
+    and at the last step."""
+    last = [0.0]
+
+    def progress(p: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or p.step == p.steps:
+            last[0] = now
+            say(f"train: {p.describe()}")
+
+    return progress
+
+
+async def base_dir_for(args: argparse.Namespace, model: Path) -> Path:
+    """`--base-dir`, else the model's base checkpoint for training (made once per home)."""
+    from nanobot_tui.engine.learning.distill import train as training
+
+    if args.base_dir:
+        return Path(args.base_dir)
+    say("making the base checkpoint (once per home)")
+    return await asyncio.to_thread(training.base_checkpoint, model)
+
+
+def serving(args: argparse.Namespace) -> Serve:
+    """Serve an adapter: the rlm server started with it loaded, its client and the
+    adapter's id there."""
+
+    @asynccontextmanager
+    async def serve(adapter: Path) -> AsyncIterator[tuple[ChatClient, int]]:
+        bench = workbench(args, [adapter])
+        async with bench:
+            served = await bench.manager.lora_adapters("rlm")
+            loaded = {Path(a.path).resolve(): a.id for a in served}
+            yield bench.client("rlm"), loaded[adapter.resolve()]
+
+    return serve
 
 
 def workbench(args: argparse.Namespace, adapters: Sequence[Path] = ()) -> Any:
@@ -305,7 +347,6 @@ async def make_work(
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from nanobot_tui.engine.learning.distill import train as training
     from nanobot_tui.engine.learning.distill.dataset import domain_of
-    from nanobot_tui.engine.serving.workbench import Workbench
 
     step_type, domain_name, params = step_type_and_params(args.family, args.items, args.seed)
     work: dict[str, Any]
@@ -316,10 +357,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     domain = domain_of(step_type)
     assert domain is not None
     model = Path(work["model"])
-    base_dir = Path(args.base_dir) if args.base_dir else None
-    if base_dir is None:
-        say("making the base checkpoint (once per home)")
-        base_dir = await asyncio.to_thread(training.base_checkpoint, model)
+    base_dir = await base_dir_for(args, model)
     distilled = await asyncio.to_thread(
         distill, step_type, domain, trainer=cast(Trainer, training.train_lora),
         base_gguf=model, base_dir=base_dir, epochs=args.epochs, threads=args.train_threads,
@@ -328,15 +366,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     run_inputs = set(params_inputs(domain_name, params))
     fresh = fresh_steps(domain, seen | run_inputs, args.fresh, domain_name, params)
 
-    @asynccontextmanager
-    async def serve(adapter: Path) -> AsyncIterator[tuple[ChatClient, int]]:
-        bench: Workbench = workbench(args, [adapter])
-        async with bench:
-            served = await bench.manager.lora_adapters("rlm")
-            loaded = {Path(a.path).resolve(): a.id for a in served}
-            yield bench.client("rlm"), loaded[adapter.resolve()]
-
-    report = await measure(distilled, domain, fresh, serve)
+    report = await measure(distilled, domain, fresh, serving(args))
     report["training"]["epochs"] = args.epochs
     report["training"]["threads"] = args.train_threads
     return {"family": args.family, "work": work, **report}

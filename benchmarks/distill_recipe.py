@@ -40,18 +40,28 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from benchmarks.distill_gain import Distilled, Trainer, ab_summary, say, table, workbench
+from benchmarks.distill_gain import (
+    Distilled,
+    Trainer,
+    ab_summary,
+    adapter_report,
+    base_dir_for,
+    say,
+    serving,
+    table,
+    train_progress,
+    training_report,
+    workbench,
+)
 from benchmarks.learning_curve import nanobot_home
 
 if TYPE_CHECKING:
     from nanobot_tui.engine.learning.distill.ab_test import ABResult, Judge
     from nanobot_tui.engine.learning.distill.dataset import TrainingExample
-    from nanobot_tui.engine.llm.chat_client import ChatClient
     from nanobot_tui.engine.voting.domains import Step
     from nanobot_tui.engine.work.domain import CodeDomain
 
@@ -168,7 +178,6 @@ async def main_async(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         TrainingSet,
         write_dataset,
     )
-    from nanobot_tui.engine.serving.workbench import Workbench
     from nanobot_tui.engine.voting.domains.registry import DOMAINS
     from nanobot_tui.engine.work.domain import CodeDomain
 
@@ -188,10 +197,7 @@ async def main_async(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     fresh = [example_of(domain, s, "fresh") for s in fresh_steps]
     check = train[: args.train_check]
     model = workbench(args).slots["rlm"].path
-    base_dir = Path(args.base_dir) if args.base_dir else None
-    if base_dir is None:
-        say("making the base checkpoint (once per home)")
-        base_dir = await asyncio.to_thread(training.base_checkpoint, model)
+    base_dir = await base_dir_for(args, model)
     job_dir = training.job_folder(STEP_TYPE)
     counts_ = DatasetCounts(0, 0, 0, 0, len(train), len(fresh))
     training_set = TrainingSet(STEP_TYPE, train, fresh, counts_)
@@ -200,17 +206,9 @@ async def main_async(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         job_dir=job_dir, base_gguf=model, base_dir=base_dir, epochs=args.epochs,
         threads=args.train_threads, seed=args.seed, max_tokens=args.max_tokens,
     )  # fmt: skip
-    last = [0.0]
-
-    def progress(p: Any) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 30 or p.step == p.steps:
-            last[0] = now
-            say(f"train: {p.describe()}")
-
     trainer = cast(Trainer, training.train_lora)
     t0 = time.perf_counter()
-    result = await asyncio.to_thread(trainer, config, train, progress=progress)
+    result = await asyncio.to_thread(trainer, config, train, progress=train_progress(30.0))
     distilled = Distilled(training_set, result, time.perf_counter() - t0)
     adapter = result.adapter
     if adapter is None:
@@ -223,16 +221,8 @@ async def main_async(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         steps[last_user_text(domain.messages(step))] = step
     judge = recipe_judge(domain, steps)
 
-    @asynccontextmanager
-    async def serve(path: Path) -> AsyncIterator[tuple[ChatClient, int]]:
-        bench: Workbench = workbench(args, [path])
-        async with bench:
-            served = await bench.manager.lora_adapters("rlm")
-            loaded = {Path(a.path).resolve(): a.id for a in served}
-            yield bench.client("rlm"), loaded[path.resolve()]
-
     tests: dict[str, ABResult] = {}
-    async with serve(adapter.path) as (client, adapter_id):
+    async with serving(args)(adapter.path) as (client, adapter_id):
         for name, items in (("fresh", fresh), ("train", check)):
             if items:
                 say(f"A/B on {len(items)} {name} functions")
@@ -247,23 +237,12 @@ async def main_async(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             "step_type": STEP_TYPE,
             "dataset": {"train": len(train), "fresh": len(fresh), "train_check": len(check)},
             "training": {
-                "examples": result.examples,
-                "steps": result.steps,
+                **training_report(distilled),
                 "epochs": args.epochs,
                 "threads": args.train_threads,
                 "max_tokens": args.max_tokens,
-                "seconds": round(result.seconds, 1),
-                "wall_s": round(distilled.wall_s, 1),
-                "first_loss": result.losses[0] if result.losses else None,
-                "final_loss": result.final_loss,
             },
-            "adapter": {
-                "path": str(adapter.path),
-                "bytes": adapter.size_bytes,
-                "rank": adapter.rank,
-                "alpha": adapter.alpha,
-                "tensors": len(adapter.tensors),
-            },
+            "adapter": adapter_report(distilled),
             "run_steps": 1_048_575,
             "run_target": 0.95,
             "ab": {name: ab_summary(ab) for name, ab in tests.items()},
